@@ -1,0 +1,15 @@
+"""cm-remediate function app: registers the trigger blueprints, nothing else.
+
+Settings and rules are validated here, at start: a malformed one stops the app with
+a message that names it, instead of failing on the first timer tick.
+"""
+
+import azure.functions as func
+
+from shared.runtime import get_runtime
+from triggers.export import bp as export_blueprint
+
+get_runtime()
+
+app = func.FunctionApp()
+app.register_functions(export_blueprint)

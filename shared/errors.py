@@ -1,0 +1,32 @@
+"""Typed exceptions: each says what failed and what the operator should check."""
+
+from __future__ import annotations
+
+
+class CmRemediateError(Exception):
+    """Base class of every error cm-remediate raises on purpose."""
+
+
+class ConfigurationError(CmRemediateError):
+    """A setting or the rules file is missing or malformed: the app must not start."""
+
+
+class SiteDatabaseError(CmRemediateError):
+    """The site database could not be read."""
+
+
+class SiteDatabaseUnavailable(SiteDatabaseError):
+    """The site database did not answer (network, timeout, restart): worth retrying."""
+
+
+class SiteDatabaseRefused(SiteDatabaseError):
+    """The site database answered with an error that retrying will not fix
+    (login failed, missing permission, missing view)."""
+
+
+class StorageError(CmRemediateError):
+    """The storage account (queue, exporter state) could not be used."""
+
+
+class QueueMessageError(CmRemediateError):
+    """A queue message does not follow the contract (docs/queue-message.md)."""

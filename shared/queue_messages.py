@@ -1,0 +1,110 @@
+"""The queue message contract between the exporter and the remediation function.
+
+One queue message per (status message, matching rule). JSON, UTF-8, base64 on the
+queue (the encoding the queue trigger expects by default). docs/queue-message.md is
+the human-readable form of this module; keep them in step.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from shared.errors import QueueMessageError
+from shared.rules import Action, InsertionStringKey, Rule, RuleName, Target
+from shared.status_messages import StatusMessage
+
+SCHEMA_VERSION: Final = 1
+#: The storage service's limit is 64 KiB of (base64) text; stay well below it.
+MAX_ENCODED_BYTES: Final = 48 * 1024
+
+SiteCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{3}$")]
+
+
+class RemediationRequest(BaseModel):
+    """Version 1 of the queue message: one status message, one rule that it matched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    site_code: SiteCode
+    record_id: int = Field(gt=0)
+    message_id: int
+    time_utc: datetime
+    #: As the client reported it: untrusted, carried verbatim. The exporter does not
+    #: judge it; the remediation side validates it and records ``rejected-input``.
+    machine_name: str
+    #: Every insertion string the message carried, verbatim (even past 255 characters).
+    insertion_strings: dict[InsertionStringKey, str]
+    rule: RuleName
+    collection_id: str
+    action: Action
+    target: Target
+    exported_utc: datetime
+
+    @field_validator("time_utc", "exported_utc")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a time zone (UTC)")
+        return value.astimezone(UTC)
+
+    @classmethod
+    def for_match(
+        cls, message: StatusMessage, rule: Rule, *, exported_utc: datetime
+    ) -> RemediationRequest:
+        """The request that ``message`` matching ``rule`` puts on the queue."""
+        return cls(
+            site_code=message.site_code,
+            record_id=message.record_id,
+            message_id=message.message_id,
+            time_utc=message.time_utc,
+            machine_name=message.machine_name,
+            insertion_strings=message.present_insertion_strings(),  # type: ignore[arg-type]
+            rule=rule.name,
+            collection_id=rule.collection_id,
+            action=rule.action,
+            target=rule.target,
+            exported_utc=exported_utc,
+        )
+
+    @property
+    def key(self) -> str:
+        """Identifies the (status message, rule) pair across re-deliveries."""
+        return f"{self.site_code}:{self.record_id}:{self.rule}"
+
+    def to_json(self) -> str:
+        """The queue message text before base64 (the queue client encodes)."""
+        text = self.model_dump_json()
+        if len(text.encode("utf-8")) > MAX_ENCODED_BYTES:
+            raise QueueMessageError(
+                f"site={self.site_code} record={self.record_id}: the queue message would be "
+                f"larger than {MAX_ENCODED_BYTES} bytes"
+            )
+        return text
+
+
+def decode(body: str | bytes) -> RemediationRequest:
+    """Parse a queue message body (already base64-decoded) or raise QueueMessageError."""
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise QueueMessageError(f"queue message is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise QueueMessageError("queue message is not a JSON object")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise QueueMessageError(
+            f"queue message has schema_version {version!r}; this version of cm-remediate "
+            f"reads {SCHEMA_VERSION} (is an exporter of another version writing to this queue?)"
+        )
+    try:
+        return RemediationRequest.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+        )
+        raise QueueMessageError(f"queue message breaks the contract: {problems}") from None

@@ -1,0 +1,250 @@
+"""The app's settings: one model, read from app settings / environment variables.
+
+The setting names are a contract with operators, the Bicep templates and
+`local.settings.json`; the model's aliases are those names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+#: The app root: where host.json and the rules file live. The Functions host sets
+#: AzureWebJobsScriptRoot; elsewhere (CLI, tests) it is the repository root.
+DEFAULT_APP_ROOT = Path(__file__).resolve().parent.parent
+
+_QUEUE_NAME = re.compile(r"^(?=.{3,56}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+_NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
+
+_STORAGE_MISSING = (
+    "AzureWebJobsStorage: required setting is missing (a storage connection "
+    "string, or AzureWebJobsStorage__accountName for a managed identity)"
+)
+
+
+class Settings(BaseSettings):
+    """Every setting cm-remediate reads, with its default and validation."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        populate_by_name=False,
+        validate_default=True,
+        frozen=True,
+    )
+
+    site_db_connection: SecretStr = Field(
+        alias="SITE_DB_CONNECTION",
+        description="ODBC connection string of the site database (ODBC Driver 18 for SQL "
+        "Server, SQL authentication).",
+    )
+    storage_connection: SecretStr | None = Field(
+        default=None,
+        alias="AzureWebJobsStorage",
+        description="Storage account connection string (queue and exporter state). "
+        "Alternatively the identity-based AzureWebJobsStorage__* settings.",
+    )
+    storage_account_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__accountName"),
+        description="Identity-based storage: the account name.",
+    )
+    storage_blob_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__blobServiceUri"),
+        description="Identity-based storage: the blob service URI.",
+    )
+    storage_queue_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__queueServiceUri"),
+        description="Identity-based storage: the queue service URI.",
+    )
+    storage_table_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__tableServiceUri"),
+        description="Identity-based storage: the table service URI.",
+    )
+    storage_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__clientId"),
+        description="Identity-based storage: client ID of the user-assigned managed identity.",
+    )
+    remediation_queue: str = Field(
+        default="cm-remediation",
+        alias="REMEDIATION_QUEUE",
+        description="Name of the storage queue between the exporter and the remediation.",
+    )
+    export_schedule: str = Field(
+        default="0 */5 * * * *",
+        alias="EXPORT_SCHEDULE",
+        description="NCRONTAB schedule (with seconds) of the export timer.",
+    )
+    rules_file: str = Field(
+        default="rules.json",
+        alias="REMEDIATION_RULES_FILE",
+        description="Path of the rules file, relative to the app root.",
+    )
+    export_start_time: datetime | None = Field(
+        default=None,
+        alias="EXPORT_START_TIME",
+        description="ISO-8601 UTC; a first run exports messages from here on "
+        "(unset: everything still in the database).",
+    )
+    export_overlap_minutes: int = Field(
+        default=10,
+        ge=0,
+        le=1440,
+        alias="EXPORT_OVERLAP_MINUTES",
+        description="How far back each run re-reads to catch rows that commit late.",
+    )
+    export_max_messages_per_run: int = Field(
+        default=50_000,
+        ge=1,
+        le=1_000_000,
+        alias="EXPORT_MAX_MESSAGES_PER_RUN",
+        description="Bound on the status messages one export run reads; the rest waits.",
+    )
+    app_root: Path = Field(
+        default=DEFAULT_APP_ROOT,
+        alias="AzureWebJobsScriptRoot",
+        description="Set by the Functions host; the directory of function_app.py.",
+    )
+
+    @field_validator("site_db_connection")
+    @classmethod
+    def _odbc_connection_string(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        if not text:
+            raise ValueError("is empty")
+        if "=" not in text:
+            raise ValueError(
+                "is not an ODBC connection string (expected key=value pairs such as "
+                "'Driver={ODBC Driver 18 for SQL Server};Server=sql01,1433;...')"
+            )
+        return value
+
+    @field_validator("remediation_queue")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        if not _QUEUE_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid queue name: 3-56 characters (so that "
+                "'<name>-poison' fits in 63), lower-case letters, digits and single hyphens, "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("export_schedule")
+    @classmethod
+    def _ncrontab(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+            raise ValueError(
+                f"{value!r} is not an NCRONTAB expression with six fields "
+                "'{second} {minute} {hour} {day} {month} {day-of-week}', e.g. '0 */5 * * * *'"
+            )
+        return value
+
+    @field_validator("export_start_time")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _storage_configured(self) -> Settings:
+        if self.storage_connection is None and not (
+            self.storage_account_name or self.storage_queue_uri
+        ):
+            raise ValueError(_STORAGE_MISSING)
+        if self.storage_connection is not None and not self.storage_connection.get_secret_value():
+            raise ValueError("AzureWebJobsStorage: is empty")
+        return self
+
+    @property
+    def rules_path(self) -> Path:
+        """The rules file, resolved against the app root."""
+        path = Path(self.rules_file)
+        return path if path.is_absolute() else self.app_root / path
+
+    @property
+    def export_overlap(self) -> timedelta:
+        """EXPORT_OVERLAP_MINUTES as a duration."""
+        return timedelta(minutes=self.export_overlap_minutes)
+
+    @property
+    def poison_queue(self) -> str:
+        """Where the Functions host moves messages that failed maxDequeueCount times."""
+        return f"{self.remediation_queue}-poison"
+
+
+def _storage_given(values: Mapping[str, str]) -> bool:
+    names = {name.lower() for name, value in values.items() if value}
+    return bool(
+        names
+        & {
+            "azurewebjobsstorage",
+            "azurewebjobsstorage__accountname",
+            "azurewebjobsstorage__queueserviceuri",
+        }
+    )
+
+
+def _describe(error: ValidationError, values: Mapping[str, str]) -> str:
+    lines = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = item["msg"]
+        if item["type"] == "missing":
+            message = "required setting is missing"
+        message = message.removeprefix("Value error, ")
+        # The model-level check already names its setting.
+        lines.append(message if name == "settings" else f"{name}: {message}")
+    # The whole-model check does not run when a field fails; report storage anyway.
+    if not _storage_given(values) and _STORAGE_MISSING not in lines:
+        lines.append(_STORAGE_MISSING)
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(values: dict[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise ConfigurationError naming every bad one.
+
+    ``values`` replaces the environment (tests, ``--settings local.settings.json``).
+    """
+    try:
+        if values is None:
+            return Settings()  # type: ignore[call-arg]  # the environment fills it
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        given = os.environ if values is None else values
+        raise ConfigurationError(_describe(error, given)) from None
+
+
+def read_local_settings(path: Path) -> dict[str, str]:
+    """The ``Values`` of a Functions ``local.settings.json`` file, over the environment."""
+    try:
+        document: Any = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"{path}: settings file not found") from None
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(
+            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    values = document.get("Values") if isinstance(document, dict) else None
+    if not isinstance(values, dict):
+        raise ConfigurationError(f"{path}: expected an object with a 'Values' object")
+    merged = dict(os.environ)
+    merged.update({str(k): str(v) for k, v in values.items()})
+    return merged

@@ -1,0 +1,270 @@
+"""Reading the ConfigMgr site database (SQL Server) through pyodbc.
+
+Only the documented ``v_`` views are read. Every value is a bound parameter, and the
+SQL stays in the subset SQL Server and PostgreSQL both accept (no TOP, no brackets,
+no NOLOCK, columns read by position), so the tests run this very code against the
+PostgreSQL stand-in in ``devstack/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import pyodbc
+
+from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
+from shared.status_messages import GENERIC_INFO, INSERTION_STRING_COUNT, StatusMessage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SITES_SQL: Final = """
+SELECT SiteCode, MAX(RecordID), MAX(Time)
+FROM v_StatusMessage
+WHERE MessageID = ?
+GROUP BY SiteCode
+ORDER BY SiteCode
+"""
+
+_PAGE_SQL: Final = """
+SELECT RecordID, MessageID, SiteCode, Time, MachineName
+FROM v_StatusMessage
+WHERE MessageID = ? AND SiteCode = ? AND RecordID > ?{since}
+ORDER BY RecordID
+OFFSET 0 ROWS FETCH NEXT ? ROWS ONLY
+"""
+
+_STRINGS_SQL: Final = """
+SELECT s.RecordID, s.InsStrIndex, s.InsStrValue
+FROM v_StatMsgInsStrings s
+INNER JOIN v_StatusMessage m ON m.RecordID = s.RecordID
+WHERE m.MessageID = ? AND m.SiteCode = ? AND s.RecordID >= ? AND s.RecordID <= ?
+"""
+
+# SQLSTATE classes: connection trouble and timeouts are worth another try; the rest
+# (login failed, no permission, no such view) needs an operator.
+_TRANSIENT_PREFIXES: Final = ("08", "HYT", "40001", "40197", "40501", "40613", "57P")
+_HINTS: Final = {
+    "28000": "the SQL login in SITE_DB_CONNECTION was refused: check user name and password",
+    "42000": "check that the SQL login may SELECT from v_StatusMessage and v_StatMsgInsStrings",
+    "42501": "check that the SQL login may SELECT from v_StatusMessage and v_StatMsgInsStrings",
+    "42S02": "a view is missing: is SITE_DB_CONNECTION's Database= the site database CM_<SiteCode>?",
+    "42P01": "a view is missing: is SITE_DB_CONNECTION's Database= the site database CM_<SiteCode>?",
+    "IM002": "the ODBC driver named in SITE_DB_CONNECTION is not installed "
+    "(production: 'ODBC Driver 18 for SQL Server')",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSummary:
+    """What the database holds for one site: its newest generic status message."""
+
+    site_code: str
+    newest_record_id: int
+    newest_time_utc: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry a query that failed for a transient reason."""
+
+    attempts: int = 4
+    initial_backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 20.0
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, so restarted runs do not stampede."""
+        ceiling = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+
+
+def _sqlstate(error: pyodbc.Error) -> str:
+    first = error.args[0] if error.args else ""
+    return first if isinstance(first, str) and len(first) == 5 else ""
+
+
+def _text(error: pyodbc.Error) -> str:
+    return str(error.args[1] if len(error.args) > 1 else error).strip()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SiteDatabaseClient:
+    """Reads status messages from the site database. Create once, reuse, ``close()``.
+
+    Connections are opened lazily and reopened after a transient failure; a query that
+    keeps failing raises SiteDatabaseUnavailable, one the server refuses raises
+    SiteDatabaseRefused with a hint for the operator.
+    """
+
+    def __init__(
+        self,
+        connection_string: str,
+        *,
+        login_timeout_seconds: int = 15,
+        query_timeout_seconds: int = 120,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._connection_string = connection_string
+        self._login_timeout = login_timeout_seconds
+        self._query_timeout = query_timeout_seconds
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> SiteDatabaseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection, if one is open."""
+        with self._lock:
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except pyodbc.Error:
+                pass  # already broken; nothing to release
+            self._connection = None
+
+    def _connect(self) -> Any:
+        if self._connection is None:
+            connection = pyodbc.connect(
+                self._connection_string, timeout=self._login_timeout, autocommit=True
+            )
+            connection.timeout = self._query_timeout
+            self._connection = connection
+        return self._connection
+
+    def _query(self, sql: str, params: Sequence[object], what: str) -> list[Any]:
+        """Run one read with reconnect-and-retry on transient failures."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._lock:
+                    cursor = self._connect().cursor()
+                    try:
+                        cursor.execute(sql, *params)
+                        return list(cursor.fetchall())
+                    finally:
+                        cursor.close()
+            except pyodbc.Error as error:
+                state = _sqlstate(error)
+                with self._lock:
+                    self._drop_connection()
+                transient = state.startswith(_TRANSIENT_PREFIXES) or not state
+                if not transient:
+                    hint = _HINTS.get(state, "check SITE_DB_CONNECTION and the SQL login")
+                    raise SiteDatabaseRefused(
+                        f"site database refused {what} (SQLSTATE {state}: {_text(error)}); {hint}"
+                    ) from None
+                if attempt >= self._retry.attempts:
+                    raise SiteDatabaseUnavailable(
+                        f"site database unavailable for {what} after {attempt} attempts "
+                        f"(SQLSTATE {state or 'none'}: {_text(error)}); check that the SQL "
+                        "Server is up and reachable from the function app (VNet, firewall, "
+                        "static port in Server=host,port)"
+                    ) from None
+                delay = self._retry.backoff(attempt)
+                log.warning(
+                    "site database: %s failed (SQLSTATE %s), retry %d/%d in %.1fs",
+                    what, state or "none", attempt, self._retry.attempts - 1, delay,
+                )
+                self._sleep(delay)
+
+    def ping(self) -> None:
+        """Read one row from v_StatusMessage: proves login, permission and the view."""
+        self._query(
+            "SELECT RecordID FROM v_StatusMessage ORDER BY RecordID "
+            "OFFSET 0 ROWS FETCH NEXT 1 ROWS ONLY",
+            (),
+            "a test query",
+        )
+
+    def sites(self) -> list[SiteSummary]:
+        """Every site that has generic (39997) status messages, with its newest one."""
+        rows = self._query(_SITES_SQL, (GENERIC_INFO,), "the list of sites")
+        return [
+            SiteSummary(site_code=str(row[0]).strip().upper(), newest_record_id=int(row[1]),
+                        newest_time_utc=_utc(row[2]))
+            for row in rows
+        ]
+
+    def read_page(
+        self,
+        site_code: str,
+        *,
+        after_record_id: int,
+        limit: int,
+        since: datetime | None = None,
+    ) -> list[StatusMessage]:
+        """Up to ``limit`` 39997 messages of a site with RecordID > ``after_record_id``,
+        oldest first, with their insertion strings."""
+        sql = _PAGE_SQL.format(since=" AND Time >= ?" if since is not None else "")
+        params: list[object] = [GENERIC_INFO, site_code, after_record_id]
+        if since is not None:
+            # The column is a UTC datetime without a zone; compare like with like.
+            params.append(since.astimezone(UTC).replace(tzinfo=None))
+        params.append(limit)
+        rows = self._query(sql, params, f"status messages of site {site_code}")
+        if not rows:
+            return []
+        first, last = int(rows[0][0]), int(rows[-1][0])
+        strings: dict[int, list[str | None]] = {
+            int(row[0]): [None] * INSERTION_STRING_COUNT for row in rows
+        }
+        for record_id, index, value in self._query(
+            _STRINGS_SQL,
+            (GENERIC_INFO, site_code, first, last),
+            f"insertion strings of site {site_code}",
+        ):
+            slots = strings.get(int(record_id))
+            if slots is not None and index is not None and 0 <= int(index) < INSERTION_STRING_COUNT:
+                slots[int(index)] = value
+        return [
+            StatusMessage(
+                site_code=str(row[2]).strip().upper(),
+                record_id=int(row[0]),
+                message_id=int(row[1]),
+                time_utc=_utc(row[3]),
+                machine_name=str(row[4] or ""),
+                insertion_strings=tuple(strings[int(row[0])]),
+            )
+            for row in rows
+        ]
+
+    def iter_pages(
+        self,
+        site_code: str,
+        *,
+        after_record_id: int,
+        page_size: int,
+        since: datetime | None = None,
+    ) -> Iterator[list[StatusMessage]]:
+        """Pages of :meth:`read_page` until the site has no more, keyset-paged on RecordID."""
+        cursor = after_record_id
+        while True:
+            page = self.read_page(site_code, after_record_id=cursor, limit=page_size, since=since)
+            if not page:
+                return
+            yield page
+            if len(page) < page_size:
+                return
+            cursor = page[-1].record_id

@@ -1,0 +1,88 @@
+"""The storage account: one place that turns settings into Azure SDK clients.
+
+Works with a connection string (local, Azurite) or with the identity-based
+``AzureWebJobsStorage__*`` settings and a managed identity (Azure).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import (
+    ExponentialRetry,
+    QueueClient,
+    TextBase64DecodePolicy,
+    TextBase64EncodePolicy,
+)
+
+from shared.settings import Settings
+
+#: Explicit timeouts and a bounded retry, instead of the SDK's minutes-long defaults.
+CONNECTION_TIMEOUT_SECONDS = 10
+READ_TIMEOUT_SECONDS = 60
+
+
+def _retry() -> ExponentialRetry:
+    return ExponentialRetry(initial_backoff=1, increment_base=3, retry_total=5, random_jitter_range=2)
+
+
+class StorageAccount:
+    """Builds the queue and blob clients of the account named by AzureWebJobsStorage."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._credential: TokenCredential | None = None
+        if settings.storage_connection is None:
+            from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+            self._credential = (
+                ManagedIdentityCredential(client_id=settings.storage_client_id)
+                if settings.storage_client_id
+                else DefaultAzureCredential()
+            )
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
+            "read_timeout": READ_TIMEOUT_SECONDS,
+            "retry_policy": _retry(),
+        }
+
+    def _service_uri(self, service: str, explicit: str | None) -> str:
+        if explicit:
+            return explicit
+        return f"https://{self._settings.storage_account_name}.{service}.core.windows.net"
+
+    def queue(self, name: str) -> QueueClient:
+        """A queue client that writes and reads base64 text, as the queue trigger expects."""
+        policies: dict[str, Any] = {
+            "message_encode_policy": TextBase64EncodePolicy(),
+            "message_decode_policy": TextBase64DecodePolicy(),
+            **self._common(),
+        }
+        if self._settings.storage_connection is not None:
+            return QueueClient.from_connection_string(
+                self._settings.storage_connection.get_secret_value(), name, **policies
+            )
+        return QueueClient(
+            self._service_uri("queue", self._settings.storage_queue_uri),
+            name,
+            credential=self._credential,
+            **policies,
+        )
+
+    def container(self, name: str) -> ContainerClient:
+        """A blob container client (the exporter keeps its state in one)."""
+        if self._settings.storage_connection is not None:
+            service = BlobServiceClient.from_connection_string(
+                self._settings.storage_connection.get_secret_value(), **self._common()
+            )
+        else:
+            service = BlobServiceClient(
+                self._service_uri("blob", self._settings.storage_blob_uri),
+                credential=self._credential,
+                **self._common(),
+            )
+        return service.get_container_client(name)

@@ -1,0 +1,112 @@
+"""Settings: the contract names, defaults, and errors that name the bad setting."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import load_settings, read_local_settings
+
+REQUIRED = {
+    "SITE_DB_CONNECTION": "Driver={ODBC Driver 18 for SQL Server};Server=sql01,1433;Uid=u;Pwd=p",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+}
+
+
+def test_defaults_are_the_documented_ones():
+    settings = load_settings(dict(REQUIRED))
+    assert settings.remediation_queue == "cm-remediation"
+    assert settings.poison_queue == "cm-remediation-poison"
+    assert settings.export_schedule == "0 */5 * * * *"
+    assert settings.rules_file == "rules.json"
+    assert settings.export_start_time is None
+    assert settings.export_overlap == timedelta(minutes=10)
+    assert settings.export_max_messages_per_run == 50_000
+
+
+def test_environment_is_read_by_contract_names(monkeypatch):
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REMEDIATION_QUEUE", "my-queue")
+    monkeypatch.setenv("EXPORT_OVERLAP_MINUTES", "3")
+    monkeypatch.setenv("EXPORT_MAX_MESSAGES_PER_RUN", "77")
+    monkeypatch.setenv("EXPORT_START_TIME", "2026-11-01T08:00:00+01:00")
+    monkeypatch.setenv("AzureWebJobsScriptRoot", "/srv/app")
+    settings = load_settings()
+    assert settings.remediation_queue == "my-queue"
+    assert settings.export_overlap_minutes == 3
+    assert settings.export_max_messages_per_run == 77
+    assert settings.export_start_time == datetime(2026, 11, 1, 7, 0, tzinfo=UTC)
+    assert str(settings.rules_path) == "/srv/app/rules.json"
+
+
+def test_naive_start_time_is_utc():
+    settings = load_settings({**REQUIRED, "EXPORT_START_TIME": "2026-11-01T08:00:00"})
+    assert settings.export_start_time == datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+
+
+def test_missing_required_settings_are_all_named():
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({})
+    text = str(caught.value)
+    assert "SITE_DB_CONNECTION: required setting is missing" in text
+    assert "AzureWebJobsStorage: required setting is missing" in text
+
+
+def test_identity_based_storage_is_enough():
+    settings = load_settings(
+        {
+            "SITE_DB_CONNECTION": REQUIRED["SITE_DB_CONNECTION"],
+            "AzureWebJobsStorage__accountName": "stcmremediate",
+            "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-000000000001",
+        }
+    )
+    assert settings.storage_connection is None
+    assert settings.storage_account_name == "stcmremediate"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("REMEDIATION_QUEUE", "Remediation_Queue", "REMEDIATION_QUEUE: 'Remediation_Queue' is not a valid queue name"),
+        ("REMEDIATION_QUEUE", "a" * 57, "is not a valid queue name"),
+        ("REMEDIATION_QUEUE", "double--hyphen", "is not a valid queue name"),
+        ("EXPORT_SCHEDULE", "*/5 * * * *", "EXPORT_SCHEDULE: '*/5 * * * *' is not an NCRONTAB expression"),
+        ("EXPORT_OVERLAP_MINUTES", "-1", "EXPORT_OVERLAP_MINUTES: Input should be greater than or equal to 0"),
+        ("EXPORT_OVERLAP_MINUTES", "ten", "EXPORT_OVERLAP_MINUTES: Input should be a valid integer"),
+        ("EXPORT_MAX_MESSAGES_PER_RUN", "0", "EXPORT_MAX_MESSAGES_PER_RUN: Input should be greater than or equal to 1"),
+        ("EXPORT_START_TIME", "last tuesday", "EXPORT_START_TIME:"),
+        ("SITE_DB_CONNECTION", "sql01", "SITE_DB_CONNECTION: is not an ODBC connection string"),
+    ],
+)
+def test_malformed_setting_is_named(name, value, expected):
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({**REQUIRED, name: value})
+    assert expected in str(caught.value)
+
+
+def test_secrets_do_not_show_in_the_settings_repr():
+    settings = load_settings(
+        {**REQUIRED, "SITE_DB_CONNECTION": "Driver=x;Pwd=Sup3rS3cret!", "AzureWebJobsStorage": "AccountKey=k3y=="}
+    )
+    assert "Sup3rS3cret" not in repr(settings)
+    assert "k3y" not in repr(settings)
+
+
+def test_local_settings_file_values(tmp_path):
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": {**REQUIRED, "REMEDIATION_QUEUE": "from-file"}}))
+    settings = load_settings(read_local_settings(path))
+    assert settings.remediation_queue == "from-file"
+
+
+def test_local_settings_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "local.settings.json"
+    with pytest.raises(ConfigurationError, match="settings file not found"):
+        read_local_settings(path)
+    path.write_text("{ not json")
+    with pytest.raises(ConfigurationError, match=r"local.settings.json: not valid JSON \(line 1"):
+        read_local_settings(path)
