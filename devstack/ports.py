@@ -24,5 +24,7 @@ def wait_for_port(port: int, *, timeout: float = 30.0, what: str = "server") -> 
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} did not listen on {LOOPBACK}:{port} within {timeout}s") from None
+                raise TimeoutError(
+                    f"{what} did not listen on {LOOPBACK}:{port} within {timeout}s"
+                ) from None
             time.sleep(0.1)

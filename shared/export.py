@@ -126,7 +126,8 @@ class Exporter:
             if report.bounded:
                 log.warning(
                     "export stopped at EXPORT_MAX_MESSAGES_PER_RUN=%d; the rest waits for "
-                    "the next run", self._options.max_messages_per_run,
+                    "the next run",
+                    self._options.max_messages_per_run,
                 )
             for run in runs:
                 self._finish(run, report, dry_run)
@@ -142,7 +143,10 @@ class Exporter:
         report.ended_utc = self._clock()
         log.info(
             "export finished: read=%d enqueued=%d sites=%s bounded=%s",
-            report.read, report.enqueued, ",".join(report.sites) or "-", report.bounded,
+            report.read,
+            report.enqueued,
+            ",".join(report.sites) or "-",
+            report.bounded,
         )
         return report
 
@@ -163,8 +167,10 @@ class Exporter:
             if state is None:
                 state = SiteWatermark(site_code=site, start_time_utc=self._options.start_time_utc)
                 log.info(
-                    "site=%s: first export; reading messages %s", site,
-                    f"from {state.start_time_utc.isoformat()}" if state.start_time_utc
+                    "site=%s: first export; reading messages %s",
+                    site,
+                    f"from {state.start_time_utc.isoformat()}"
+                    if state.start_time_utc
                     else "still in the database",
                 )
             site_report = SiteReport(
@@ -179,8 +185,18 @@ class Exporter:
                 page_size=self._options.page_size,
                 since=state.start_time_utc,
             )
-            runs.append(_SiteRun(site, lock, state, etag, pages, site_report,
-                                 reached=state.floor_record_id, last_save=time.monotonic()))
+            runs.append(
+                _SiteRun(
+                    site,
+                    lock,
+                    state,
+                    etag,
+                    pages,
+                    site_report,
+                    reached=state.floor_record_id,
+                    last_save=time.monotonic(),
+                )
+            )
         return runs
 
     def _export_page(self, run: _SiteRun, budget: int, dry_run: bool, report: ExportReport) -> int:
@@ -211,8 +227,13 @@ class Exporter:
         for request in requests:
             log.info(
                 "%s site=%s record=%d machine=%r collection=%s rule=%s action=%s",
-                "would enqueue" if dry_run else "enqueued", request.site_code, request.record_id,
-                request.machine_name, request.collection_id, request.rule, request.action,
+                "would enqueue" if dry_run else "enqueued",
+                request.site_code,
+                request.record_id,
+                request.machine_name,
+                request.collection_id,
+                request.rule,
+                request.action,
             )
         run.report.read += len(taken)
         run.report.matched += len({r.record_id for r in requests})
@@ -228,7 +249,9 @@ class Exporter:
         if not run.lock.renew():
             log.warning("site=%s: lost the site lease; continuing, writes stay safe", run.site_code)
         run.state.updated_utc = self._clock()
-        run.state, run.etag = self._watermarks.save_merged(run.state, run.etag, self._options.overlap)
+        run.state, run.etag = self._watermarks.save_merged(
+            run.state, run.etag, self._options.overlap
+        )
         run.last_save = time.monotonic()
 
     def _save_progress_after_failure(self, run: _SiteRun) -> None:
@@ -237,7 +260,9 @@ class Exporter:
         except Exception as error:  # the original failure matters more
             log.warning(
                 "site=%s: could not save progress after a failure (%s); the next run "
-                "re-sends what this one enqueued since its last checkpoint", run.site_code, error,
+                "re-sends what this one enqueued since its last checkpoint",
+                run.site_code,
+                error,
             )
 
     def _finish(self, run: _SiteRun, report: ExportReport, dry_run: bool) -> None:
@@ -245,8 +270,11 @@ class Exporter:
         if dry_run:
             return
         run.state.complete_scan(
-            Scan(started_utc=report.started_utc, ended_utc=self._clock(),
-                 reached_record_id=max(run.reached, run.state.floor_record_id)),
+            Scan(
+                started_utc=report.started_utc,
+                ended_utc=self._clock(),
+                reached_record_id=max(run.reached, run.state.floor_record_id),
+            ),
             self._options.overlap,
         )
         self._save(run)
@@ -254,7 +282,12 @@ class Exporter:
         run.report.high_record_id = run.state.high_record_id
         log.info(
             "site=%s: read=%d already-seen=%d matched=%d enqueued=%d floor=%d high=%d%s",
-            run.site_code, run.report.read, run.report.skipped_seen, run.report.matched,
-            run.report.enqueued, run.state.floor_record_id, run.state.high_record_id,
+            run.site_code,
+            run.report.read,
+            run.report.skipped_seen,
+            run.report.matched,
+            run.report.enqueued,
+            run.state.floor_record_id,
+            run.state.high_record_id,
             "" if run.done else " (more waiting)",
         )

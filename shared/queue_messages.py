@@ -11,7 +11,14 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from shared.errors import QueueMessageError
 from shared.rules import Action, InsertionStringKey, Rule, RuleName, Target
@@ -63,7 +70,7 @@ class RemediationRequest(BaseModel):
             message_id=message.message_id,
             time_utc=message.time_utc,
             machine_name=message.machine_name,
-            insertion_strings=message.present_insertion_strings(),  # type: ignore[arg-type]
+            insertion_strings=message.present_insertion_strings(),
             rule=rule.name,
             collection_id=rule.collection_id,
             action=rule.action,

@@ -42,7 +42,7 @@ class RemediationQueue:
             pass
         except AzureError as error:
             raise StorageError(
-                f"cannot create queue {self.name!r}: {error.message if hasattr(error, 'message') else error}; "
+                f"cannot create queue {self.name!r}: {error}; "
                 "check AzureWebJobsStorage and the identity's Storage Queue Data Contributor role"
             ) from None
         self._exists = True

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from shared.errors import ConfigurationError
 from shared.status_messages import (
@@ -25,13 +32,18 @@ _COLLECTION_ID = re.compile(r"^[A-Z0-9]{3}[0-9A-F]{5}$")
 
 Action = Literal["add", "remove"]
 Target = Literal["adminservice", "webservice"]
-RuleName = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-]
+RuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 InsertionStringKey = Literal[
-    "InsertionString1", "InsertionString2", "InsertionString3", "InsertionString4",
-    "InsertionString5", "InsertionString6", "InsertionString7", "InsertionString8",
-    "InsertionString9", "InsertionString10",
+    "InsertionString1",
+    "InsertionString2",
+    "InsertionString3",
+    "InsertionString4",
+    "InsertionString5",
+    "InsertionString6",
+    "InsertionString7",
+    "InsertionString8",
+    "InsertionString9",
+    "InsertionString10",
 ]
 MatchValue = Annotated[str, StringConstraints(min_length=1, max_length=INSERTION_STRING_MAX_LENGTH)]
 
@@ -146,8 +158,7 @@ def parse_rules(text: str, *, source: str = "rules file") -> RuleSet:
         return RuleSet.model_validate(document)
     except ValidationError as error:
         problems = [
-            f"{_location(item['loc'], document)}: "
-            + item["msg"].removeprefix("Value error, ")
+            f"{_location(item['loc'], document)}: " + item["msg"].removeprefix("Value error, ")
             for item in error.errors()
         ]
         raise ConfigurationError(f"{source}: invalid rules:\n  " + "\n  ".join(problems)) from None
@@ -166,4 +177,12 @@ def load_rules(path: Path) -> RuleSet:
     return parse_rules(text, source=f"REMEDIATION_RULES_FILE {path}")
 
 
-__all__ = ["INSERTION_STRING_KEYS", "Action", "Rule", "RuleSet", "Target", "load_rules", "parse_rules"]
+__all__ = [
+    "INSERTION_STRING_KEYS",
+    "Action",
+    "Rule",
+    "RuleSet",
+    "Target",
+    "load_rules",
+    "parse_rules",
+]

@@ -8,16 +8,17 @@ first tick, when either is malformed.
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cached_property
 
-from shared.export import ExportOptions, Exporter
+from shared.export import Exporter, ExportOptions
 from shared.remediation_queue import RemediationQueue
 from shared.rules import RuleSet, load_rules
 from shared.settings import Settings, load_settings
 from shared.site_database import SiteDatabaseClient
 from shared.storage import StorageAccount
-from shared.watermark import STATE_CONTAINER, WatermarkStore
+from shared.watermark import WatermarkStore
 
 
 class Runtime:
@@ -50,7 +51,7 @@ class Runtime:
     @cached_property
     def watermarks(self) -> WatermarkStore:
         """Export progress per site."""
-        return WatermarkStore(self.storage.container(STATE_CONTAINER))
+        return WatermarkStore(self.storage.container(self.settings.state_container))
 
     def export_options(self) -> ExportOptions:
         """The exporter's tuning, from settings."""
@@ -79,6 +80,11 @@ class Runtime:
             self.queue.close()
 
 
+def quiet_sdk_logs() -> None:
+    """The Azure SDK logs every HTTP request at INFO; operators need our lines, not those."""
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 
@@ -88,6 +94,7 @@ def get_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
+            quiet_sdk_logs()
             _runtime = Runtime.from_environment()
         return _runtime
 

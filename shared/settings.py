@@ -9,12 +9,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -185,6 +192,12 @@ class Settings(BaseSettings):
         return timedelta(minutes=self.export_overlap_minutes)
 
     @property
+    def state_container(self) -> str:
+        """Blob container of the exporter's state; named after the queue, so two
+        deployments sharing a storage account keep separate watermarks."""
+        return f"{self.remediation_queue}-state"
+
+    @property
     def poison_queue(self) -> str:
         """Where the Functions host moves messages that failed maxDequeueCount times."""
         return f"{self.remediation_queue}-poison"
@@ -225,7 +238,7 @@ def load_settings(values: dict[str, str] | None = None) -> Settings:
     """
     try:
         if values is None:
-            return Settings()  # type: ignore[call-arg]  # the environment fills it
+            return Settings()  # the environment fills the required fields
         return Settings.model_validate(values)
     except ValidationError as error:
         given = os.environ if values is None else values

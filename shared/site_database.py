@@ -8,8 +8,10 @@ PostgreSQL stand-in in ``devstack/``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -52,12 +54,15 @@ WHERE m.MessageID = ? AND m.SiteCode = ? AND s.RecordID >= ? AND s.RecordID <= ?
 # SQLSTATE classes: connection trouble and timeouts are worth another try; the rest
 # (login failed, no permission, no such view) needs an operator.
 _TRANSIENT_PREFIXES: Final = ("08", "HYT", "40001", "40197", "40501", "40613", "57P")
+_VIEW_MISSING: Final = (
+    "a view is missing: is Database= in SITE_DB_CONNECTION the site database CM_<SiteCode>?"
+)
 _HINTS: Final = {
     "28000": "the SQL login in SITE_DB_CONNECTION was refused: check user name and password",
     "42000": "check that the SQL login may SELECT from v_StatusMessage and v_StatMsgInsStrings",
     "42501": "check that the SQL login may SELECT from v_StatusMessage and v_StatMsgInsStrings",
-    "42S02": "a view is missing: is SITE_DB_CONNECTION's Database= the site database CM_<SiteCode>?",
-    "42P01": "a view is missing: is SITE_DB_CONNECTION's Database= the site database CM_<SiteCode>?",
+    "42S02": _VIEW_MISSING,
+    "42P01": _VIEW_MISSING,
     "IM002": "the ODBC driver named in SITE_DB_CONNECTION is not installed "
     "(production: 'ODBC Driver 18 for SQL Server')",
 }
@@ -91,6 +96,11 @@ def _sqlstate(error: pyodbc.Error) -> str:
     return first if isinstance(first, str) and len(first) == 5 else ""
 
 
+#: Drivers differ in the SQLSTATE of a refused login (SQL Server: 28000; others report
+#: it as a connection failure), so the message decides too.
+_LOGIN_REFUSED = re.compile(r"login failed|password authentication failed", re.IGNORECASE)
+
+
 def _text(error: pyodbc.Error) -> str:
     return str(error.args[1] if len(error.args) > 1 else error).strip()
 
@@ -122,6 +132,7 @@ class SiteDatabaseClient:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._connection: Any = None
+        self._warned_no_timeout = False
         self._lock = threading.Lock()
 
     def __enter__(self) -> SiteDatabaseClient:
@@ -137,10 +148,8 @@ class SiteDatabaseClient:
 
     def _drop_connection(self) -> None:
         if self._connection is not None:
-            try:
+            with contextlib.suppress(pyodbc.Error):  # already broken: nothing to release
                 self._connection.close()
-            except pyodbc.Error:
-                pass  # already broken; nothing to release
             self._connection = None
 
     def _connect(self) -> Any:
@@ -148,7 +157,13 @@ class SiteDatabaseClient:
             connection = pyodbc.connect(
                 self._connection_string, timeout=self._login_timeout, autocommit=True
             )
-            connection.timeout = self._query_timeout
+            try:
+                connection.timeout = self._query_timeout
+            except pyodbc.Error:
+                # ODBC Driver 18 supports it; some drivers (psqlODBC) refuse the attribute.
+                if not self._warned_no_timeout:
+                    log.info("site database driver does not support query timeouts")
+                    self._warned_no_timeout = True
             self._connection = connection
         return self._connection
 
@@ -167,6 +182,8 @@ class SiteDatabaseClient:
                         cursor.close()
             except pyodbc.Error as error:
                 state = _sqlstate(error)
+                if _LOGIN_REFUSED.search(_text(error)):
+                    state = "28000"
                 with self._lock:
                     self._drop_connection()
                 transient = state.startswith(_TRANSIENT_PREFIXES) or not state
@@ -185,7 +202,11 @@ class SiteDatabaseClient:
                 delay = self._retry.backoff(attempt)
                 log.warning(
                     "site database: %s failed (SQLSTATE %s), retry %d/%d in %.1fs",
-                    what, state or "none", attempt, self._retry.attempts - 1, delay,
+                    what,
+                    state or "none",
+                    attempt,
+                    self._retry.attempts - 1,
+                    delay,
                 )
                 self._sleep(delay)
 
@@ -202,8 +223,11 @@ class SiteDatabaseClient:
         """Every site that has generic (39997) status messages, with its newest one."""
         rows = self._query(_SITES_SQL, (GENERIC_INFO,), "the list of sites")
         return [
-            SiteSummary(site_code=str(row[0]).strip().upper(), newest_record_id=int(row[1]),
-                        newest_time_utc=_utc(row[2]))
+            SiteSummary(
+                site_code=str(row[0]).strip().upper(),
+                newest_record_id=int(row[1]),
+                newest_time_utc=_utc(row[2]),
+            )
             for row in rows
         ]
 

@@ -25,7 +25,9 @@ READ_TIMEOUT_SECONDS = 60
 
 
 def _retry() -> ExponentialRetry:
-    return ExponentialRetry(initial_backoff=1, increment_base=3, retry_total=5, random_jitter_range=2)
+    return ExponentialRetry(
+        initial_backoff=1, increment_base=3, retry_total=5, random_jitter_range=2
+    )
 
 
 class StorageAccount:

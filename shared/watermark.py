@@ -43,7 +43,6 @@ from shared.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-STATE_CONTAINER: Final = "cm-remediate-state"
 #: Keep the history of scans bounded even if the floor cannot move for a long time.
 MAX_SCANS: Final = 200
 
@@ -208,15 +207,21 @@ class WatermarkStore:
                     body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified
                 )
         except (ResourceModifiedError, ResourceExistsError):
-            raise WatermarkConflict(f"site={state.site_code}: export state changed meanwhile") from None
+            raise WatermarkConflict(
+                f"site={state.site_code}: export state changed meanwhile"
+            ) from None
         except HttpResponseError as error:
             if error.status_code in (409, 412):
                 raise WatermarkConflict(
                     f"site={state.site_code}: export state changed meanwhile"
                 ) from None
-            raise StorageError(f"site={state.site_code}: cannot save export state: {error}") from None
+            raise StorageError(
+                f"site={state.site_code}: cannot save export state: {error}"
+            ) from None
         except AzureError as error:
-            raise StorageError(f"site={state.site_code}: cannot save export state: {error}") from None
+            raise StorageError(
+                f"site={state.site_code}: cannot save export state: {error}"
+            ) from None
         return str(result["etag"])
 
     def save_merged(

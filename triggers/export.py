@@ -10,7 +10,7 @@ from shared.runtime import get_runtime
 
 log = logging.getLogger("cmremediate.export")
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # untyped in azure-functions
 
 
 @bp.function_name("export_status_messages")

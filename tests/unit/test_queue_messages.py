@@ -15,16 +15,32 @@ from shared.rules import parse_rules
 from shared.status_messages import StatusMessage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "queue"
-RULES = parse_rules(json.dumps({"rules": [{
-    "name": "project-64bit-reinstall",
-    "match": {"InsertionString1": "MsgType_Office365Upgrade", "InsertionString2": "projectInstalled"},
-    "collection_id": "PS100123", "action": "add", "target": "adminservice"}]}))
+RULES = parse_rules(
+    json.dumps(
+        {
+            "rules": [
+                {
+                    "name": "project-64bit-reinstall",
+                    "match": {
+                        "InsertionString1": "MsgType_Office365Upgrade",
+                        "InsertionString2": "projectInstalled",
+                    },
+                    "collection_id": "PS100123",
+                    "action": "add",
+                    "target": "adminservice",
+                }
+            ]
+        }
+    )
+)
 
 
 def request_for(machine="PC01", strings=("MsgType_Office365Upgrade", "projectInstalled")):
     padded = tuple(strings) + (None,) * (10 - len(strings))
     message = StatusMessage("PS1", 2**56 + 7, 39997, datetime(2026, 11, 2, 9, 30), machine, padded)
-    return RemediationRequest.for_match(message, RULES.rules[0], exported_utc=datetime(2026, 11, 2, 9, 35, tzinfo=UTC))
+    return RemediationRequest.for_match(
+        message, RULES.rules[0], exported_utc=datetime(2026, 11, 2, 9, 35, tzinfo=UTC)
+    )
 
 
 def test_round_trip_keeps_every_field():
@@ -38,7 +54,10 @@ def test_round_trip_keeps_every_field():
         "message_id": 39997,
         "time_utc": "2026-11-02T09:30:00Z",
         "machine_name": "PC01",
-        "insertion_strings": {"InsertionString1": "MsgType_Office365Upgrade", "InsertionString2": "projectInstalled"},
+        "insertion_strings": {
+            "InsertionString1": "MsgType_Office365Upgrade",
+            "InsertionString2": "projectInstalled",
+        },
         "rule": "project-64bit-reinstall",
         "collection_id": "PS100123",
         "action": "add",
@@ -48,8 +67,11 @@ def test_round_trip_keeps_every_field():
 
 
 def test_hostile_values_are_carried_verbatim():
-    hostile = "x'); DROP TABLE v_R_System; --\n\t%\u00d1and\u00fa \U0001F4BB"
-    request = request_for(machine=hostile, strings=("MsgType_Office365Upgrade", "projectInstalled", hostile, "y" * 255))
+    hostile = "x'); DROP TABLE v_R_System; --\n\t%\u00d1and\u00fa \U0001f4bb"
+    request = request_for(
+        machine=hostile,
+        strings=("MsgType_Office365Upgrade", "projectInstalled", hostile, "y" * 255),
+    )
     decoded = decode(request.to_json())
     assert decoded.machine_name == hostile
     assert decoded.insertion_strings["InsertionString3"] == hostile
@@ -89,7 +111,11 @@ def test_queue_fixtures_follow_the_contract():
     for path in files:
         fixture = json.loads(path.read_text(encoding="utf-8"))
         assert {"description", "expected_outcome", "body"} <= fixture.keys(), path.name
-        body = fixture["body"] if isinstance(fixture["body"], str) else json.dumps(fixture["body"], ensure_ascii=False)
+        body = (
+            fixture["body"]
+            if isinstance(fixture["body"], str)
+            else json.dumps(fixture["body"], ensure_ascii=False)
+        )
         if fixture["expected_outcome"] == "rejected-input" and fixture.get("contract_violation"):
             with pytest.raises(QueueMessageError):
                 decode(body)

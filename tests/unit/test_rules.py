@@ -18,7 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 def rule(**overrides):
     base = {
         "name": "project-64bit-reinstall",
-        "match": {"InsertionString1": "MsgType_Office365Upgrade", "InsertionString2": "projectInstalled"},
+        "match": {
+            "InsertionString1": "MsgType_Office365Upgrade",
+            "InsertionString2": "projectInstalled",
+        },
         "collection_id": "PS100123",
         "action": "add",
         "target": "adminservice",
@@ -44,7 +47,9 @@ def test_shipped_rules_file_holds_the_m365_scenario():
         "outlook-room-plugin-reinstall",
     ]
     assert {r.match["InsertionString2"] for r in rules.rules} == {
-        "projectInstalled", "visioInstalled", "roomPluginInstalled",
+        "projectInstalled",
+        "visioInstalled",
+        "roomPluginInstalled",
     }
     assert all(r.action == "add" and r.target == "adminservice" for r in rules.rules)
 
@@ -71,15 +76,23 @@ def test_matching(strings, matches):
 @pytest.mark.parametrize("message_id", [39998, 39999, 10002])
 def test_only_39997_messages_match(message_id):
     rules = parse_rules(rules_text(rule()))
-    assert rules.matching(message("MsgType_Office365Upgrade", "projectInstalled", message_id=message_id)) == []
+    assert (
+        rules.matching(
+            message("MsgType_Office365Upgrade", "projectInstalled", message_id=message_id)
+        )
+        == []
+    )
 
 
 def test_a_message_may_match_several_rules():
     rules = parse_rules(
         rules_text(
             rule(),
-            rule(name="audit-all-upgrades", match={"InsertionString1": "MsgType_Office365Upgrade"},
-                 collection_id="PS1000AF"),
+            rule(
+                name="audit-all-upgrades",
+                match={"InsertionString1": "MsgType_Office365Upgrade"},
+                collection_id="PS1000AF",
+            ),
         )
     )
     matched = rules.matching(message("MsgType_Office365Upgrade", "projectInstalled"))
@@ -94,7 +107,10 @@ def test_collection_id_is_normalised_to_upper_case():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"collection_id": "SMS00001"}, "rules[0] ('project-64bit-reinstall').collection_id: 'SMS00001' is a built-in collection"),
+        (
+            {"collection_id": "SMS00001"},
+            "rules[0] ('project-64bit-reinstall').collection_id: 'SMS00001' is a built-in collection",
+        ),
         ({"collection_id": "PS1-0123"}, "is not a ConfigMgr collection ID"),
         ({"collection_id": "PS10012G"}, "is not a ConfigMgr collection ID"),
         ({"action": "delete"}, "action: Input should be 'add' or 'remove'"),
@@ -121,8 +137,12 @@ def test_eleven_match_keys_are_too_many():
 
 
 def test_duplicate_rule_names_are_refused():
-    with pytest.raises(ConfigurationError, match="rule name 'Project-64bit-Reinstall' is used more than once"):
-        parse_rules(rules_text(rule(), rule(name="Project-64bit-Reinstall", collection_id="PS100124")))
+    with pytest.raises(
+        ConfigurationError, match=r"rule name 'Project-64bit-Reinstall' is used more than once"
+    ):
+        parse_rules(
+            rules_text(rule(), rule(name="Project-64bit-Reinstall", collection_id="PS100124"))
+        )
 
 
 def test_empty_rules_and_bad_json_are_refused(tmp_path):
@@ -130,7 +150,11 @@ def test_empty_rules_and_bad_json_are_refused(tmp_path):
         parse_rules('{"rules": []}')
     path = tmp_path / "rules.json"
     path.write_text('{"rules": [')
-    with pytest.raises(ConfigurationError, match=r"REMEDIATION_RULES_FILE .*rules.json: not valid JSON \(line 1"):
+    with pytest.raises(
+        ConfigurationError, match=r"REMEDIATION_RULES_FILE .*rules.json: not valid JSON \(line 1"
+    ):
         load_rules(path)
-    with pytest.raises(ConfigurationError, match="REMEDIATION_RULES_FILE: .*missing.json not found"):
+    with pytest.raises(
+        ConfigurationError, match=r"REMEDIATION_RULES_FILE: .*missing\.json not found"
+    ):
         load_rules(tmp_path / "missing.json")

@@ -71,13 +71,33 @@ def test_identity_based_storage_is_enough():
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("REMEDIATION_QUEUE", "Remediation_Queue", "REMEDIATION_QUEUE: 'Remediation_Queue' is not a valid queue name"),
+        (
+            "REMEDIATION_QUEUE",
+            "Remediation_Queue",
+            "REMEDIATION_QUEUE: 'Remediation_Queue' is not a valid queue name",
+        ),
         ("REMEDIATION_QUEUE", "a" * 57, "is not a valid queue name"),
         ("REMEDIATION_QUEUE", "double--hyphen", "is not a valid queue name"),
-        ("EXPORT_SCHEDULE", "*/5 * * * *", "EXPORT_SCHEDULE: '*/5 * * * *' is not an NCRONTAB expression"),
-        ("EXPORT_OVERLAP_MINUTES", "-1", "EXPORT_OVERLAP_MINUTES: Input should be greater than or equal to 0"),
-        ("EXPORT_OVERLAP_MINUTES", "ten", "EXPORT_OVERLAP_MINUTES: Input should be a valid integer"),
-        ("EXPORT_MAX_MESSAGES_PER_RUN", "0", "EXPORT_MAX_MESSAGES_PER_RUN: Input should be greater than or equal to 1"),
+        (
+            "EXPORT_SCHEDULE",
+            "*/5 * * * *",
+            "EXPORT_SCHEDULE: '*/5 * * * *' is not an NCRONTAB expression",
+        ),
+        (
+            "EXPORT_OVERLAP_MINUTES",
+            "-1",
+            "EXPORT_OVERLAP_MINUTES: Input should be greater than or equal to 0",
+        ),
+        (
+            "EXPORT_OVERLAP_MINUTES",
+            "ten",
+            "EXPORT_OVERLAP_MINUTES: Input should be a valid integer",
+        ),
+        (
+            "EXPORT_MAX_MESSAGES_PER_RUN",
+            "0",
+            "EXPORT_MAX_MESSAGES_PER_RUN: Input should be greater than or equal to 1",
+        ),
         ("EXPORT_START_TIME", "last tuesday", "EXPORT_START_TIME:"),
         ("SITE_DB_CONNECTION", "sql01", "SITE_DB_CONNECTION: is not an ODBC connection string"),
     ],
@@ -90,7 +110,11 @@ def test_malformed_setting_is_named(name, value, expected):
 
 def test_secrets_do_not_show_in_the_settings_repr():
     settings = load_settings(
-        {**REQUIRED, "SITE_DB_CONNECTION": "Driver=x;Pwd=Sup3rS3cret!", "AzureWebJobsStorage": "AccountKey=k3y=="}
+        {
+            **REQUIRED,
+            "SITE_DB_CONNECTION": "Driver=x;Pwd=Sup3rS3cret!",
+            "AzureWebJobsStorage": "AccountKey=k3y==",
+        }
     )
     assert "Sup3rS3cret" not in repr(settings)
     assert "k3y" not in repr(settings)
@@ -98,7 +122,9 @@ def test_secrets_do_not_show_in_the_settings_repr():
 
 def test_local_settings_file_values(tmp_path):
     path = tmp_path / "local.settings.json"
-    path.write_text(json.dumps({"IsEncrypted": False, "Values": {**REQUIRED, "REMEDIATION_QUEUE": "from-file"}}))
+    path.write_text(
+        json.dumps({"IsEncrypted": False, "Values": {**REQUIRED, "REMEDIATION_QUEUE": "from-file"}})
+    )
     settings = load_settings(read_local_settings(path))
     assert settings.remediation_queue == "from-file"
 

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Install everything cm-remediate's tests, demo and benchmarks need on Debian 12:
+# PostgreSQL 15 + psqlODBC + unixODBC (the SQL Server stand-in), Node.js for Azurite,
+# the Python virtual environment and Azurite itself (devstack/node_modules).
+#
+# Idempotent: a second run only checks and takes seconds. Runs from any directory.
+# Environment:
+#   VENV_DIR  virtual environment to create/update (default: <repo>/.venv)
+#   PYTHON    interpreter to build the venv from (default: python3.11, else python3, ...)
+set -euo pipefail
+
+say() { printf 'bootstrap: %s\n' "$*"; }
+die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }
+trap 'printf "bootstrap: FAILED (line %s: %s)\n" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+# Resolve VENV_DIR against the caller's directory before moving to the repo root.
+VENV_DIR="$(realpath -m "${VENV_DIR:-$(dirname "$0")/../.venv}")"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+[[ -f pyproject.toml && -f devstack/package-lock.json ]] \
+    || die "$ROOT does not look like the cm-remediate repository"
+
+# --- privileges -----------------------------------------------------------------
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        # No terminal (CI): fail instead of waiting for a password prompt.
+        if [[ -t 0 ]]; then SUDO=(sudo); else SUDO=(sudo -n); fi
+    else
+        SUDO=(__no_sudo__)
+    fi
+fi
+as_root() {
+    [[ ${SUDO[0]:-} == __no_sudo__ ]] && die "need root (or sudo) to run: $*"
+    "${SUDO[@]}" "$@"
+}
+
+installed() {
+    # dpkg -s also succeeds for removed packages whose config files remain.
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+python_ok() {
+    "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
+}
+
+find_python() {
+    local c
+    for c in ${PYTHON:-} python3.11 python3 python3.12 python3.13; do
+        if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then
+            command -v "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# --- what apt must provide ------------------------------------------------------
+command -v dpkg-query >/dev/null 2>&1 || die "dpkg not found: this script supports Debian 12 only"
+if [[ -r /etc/debian_version && $(cut -d. -f1 /etc/debian_version) != 12 ]]; then
+    say "warning: tested on Debian 12, this is Debian $(cat /etc/debian_version)"
+fi
+
+wanted=(postgresql odbc-postgresql unixodbc unixodbc-dev gcc)
+if ! command -v node >/dev/null 2>&1; then
+    wanted+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+    # Debian's npm depends on Debian's nodejs, which would replace another build
+    # (NodeSource's, say): only add npm beside Debian's own node.
+    if [[ $(dpkg-query -W -f='${Version}' nodejs 2>/dev/null) == *dfsg* ]]; then
+        wanted+=(npm)
+    else
+        die "node is installed ($(command -v node)) but npm is not: install the npm that comes with that Node.js"
+    fi
+fi
+
+PY="$(find_python || true)"
+if [[ -z $PY ]]; then
+    # Debian 12's python3 is 3.11.
+    wanted+=(python3 python3-venv python3-dev)
+elif dpkg -S "$(readlink -f "$PY")" >/dev/null 2>&1; then
+    # Debian's own Python: venv (ensurepip) and headers come in separate packages.
+    pyver="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+    wanted+=("python${pyver}-venv" "python${pyver}-dev")
+fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    say "apt packages present"
+else
+    [[ ${SUDO[0]:-} == __no_sudo__ ]] \
+        && die "missing Debian packages (${missing[*]}): run this script as root or install sudo"
+    say "installing with apt: ${missing[*]}"
+    apt_opts=(-y -q -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" --no-install-recommends "${missing[@]}"
+    say "apt packages installed"
+fi
+
+# --- ODBC driver ----------------------------------------------------------------
+DRIVER="PostgreSQL Unicode"
+if odbcinst -q -d -n "$DRIVER" >/dev/null 2>&1; then
+    say "ODBC driver \"$DRIVER\" registered"
+else
+    template=/usr/share/psqlodbc/odbcinst.ini.template
+    [[ -f $template ]] || die "ODBC driver \"$DRIVER\" is not registered and $template is missing (package odbc-postgresql)"
+    say "registering ODBC driver \"$DRIVER\" from $template"
+    as_root odbcinst -i -d -f "$template" >/dev/null
+    odbcinst -q -d -n "$DRIVER" >/dev/null 2>&1 || die "ODBC driver \"$DRIVER\" still not registered (odbcinst -q -d)"
+fi
+
+# --- Node.js --------------------------------------------------------------------
+command -v node >/dev/null 2>&1 || die "node not found after installing nodejs"
+command -v npm >/dev/null 2>&1 || die "npm not found after installing npm"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if (( node_major < 18 )); then
+    die "Node.js $(node --version) is too old for Azurite 3.35.0: need 18 or later (20 is tested)"
+fi
+(( node_major >= 20 )) || say "warning: Node.js $(node --version); Azurite runs, but Node 20 is what is tested"
+
+# --- Python virtual environment -------------------------------------------------
+if [[ -e $VENV_DIR ]] && ! python_ok "$VENV_DIR/bin/python"; then
+    # Broken (its interpreter is gone), too old, or half made: rebuild it, but only
+    # delete a directory that is a venv.
+    [[ -f $VENV_DIR/pyvenv.cfg ]] || die "$VENV_DIR exists but is not a Python >= 3.11 virtual environment"
+    say "replacing $VENV_DIR: its Python is missing, broken or older than 3.11"
+    rm -rf "$VENV_DIR"
+fi
+if [[ ! -e $VENV_DIR ]]; then
+    PY="$(find_python)" || die "Python >= 3.11 not found (tried ${PYTHON:+$PYTHON, }python3.11, python3, python3.12, python3.13); set PYTHON=/path/to/python3.11"
+    say "creating $VENV_DIR with $PY ($("$PY" --version 2>&1))"
+    if ! "$PY" -m venv "$VENV_DIR"; then
+        rm -rf "$VENV_DIR"
+        die "python -m venv failed (on Debian: apt-get install python3-venv)"
+    fi
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+fi
+
+stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+py_stamp="$(stamp_of pyproject.toml requirements.txt)-$("$VENV_DIR/bin/python" -c 'import sys; print(sys.version.split()[0])')"
+py_stamp_file="$VENV_DIR/.bootstrap-stamp"
+if [[ -f $py_stamp_file && $(cat "$py_stamp_file") == "$py_stamp" ]]; then
+    say "python packages up to date ($VENV_DIR)"
+else
+    say "installing python packages: pip install -e '.[dev]' into $VENV_DIR"
+    rm -f "$py_stamp_file"
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+    printf '%s\n' "$py_stamp" >"$py_stamp_file"
+    say "python packages installed"
+fi
+
+# --- Azurite --------------------------------------------------------------------
+npm_stamp="$(stamp_of devstack/package-lock.json)-node${node_major}"
+npm_stamp_file=devstack/node_modules/.bootstrap-stamp
+if [[ -x devstack/node_modules/.bin/azurite && -f $npm_stamp_file && $(cat "$npm_stamp_file") == "$npm_stamp" ]]; then
+    say "azurite up to date (devstack/node_modules)"
+else
+    say "installing azurite: npm ci in devstack/"
+    (cd devstack && npm ci --no-audit --no-fund --loglevel=error)
+    [[ -x devstack/node_modules/.bin/azurite ]] || die "npm ci finished but devstack/node_modules/.bin/azurite is missing"
+    printf '%s\n' "$npm_stamp" >"$npm_stamp_file"
+    say "azurite $(node devstack/node_modules/.bin/azurite --version) installed"
+fi
+
+say "done"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's test command: installs what it needs, then lint, types and the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+echo "test: ruff"
+.venv/bin/ruff check .
+echo "test: mypy"
+.venv/bin/mypy shared triggers devstack bench function_app.py
+echo "test: pytest"
+exec .venv/bin/pytest "$@"

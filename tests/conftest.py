@@ -1,0 +1,133 @@
+"""Shared fixtures: the local stack (PostgreSQL through ODBC, Azurite), started once
+per test session, and a fresh queue and database content for every test."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
+from devstack.azurite import Azurite
+from devstack.sitedb import SiteDatabase
+from shared.export import Exporter
+from shared.queue_messages import RemediationRequest, decode
+from shared.rules import RuleSet
+from shared.runtime import Runtime, quiet_sdk_logs
+from shared.settings import load_settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_sdk_logs() -> None:
+    quiet_sdk_logs()
+
+
+@pytest.fixture(scope="session")
+def site_db() -> Iterator[SiteDatabase]:
+    with SiteDatabase() as database:
+        yield database
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    # The log folder outlives the run, so a failure can be diagnosed.
+    with Azurite(log_dir=tmp_path_factory.mktemp("azurite-log")) as server:
+        yield server
+
+
+@dataclass
+class Stack:
+    """One test's view of the local stack: its own queue, state container and rows."""
+
+    site_db: SiteDatabase
+    azurite: Azurite
+    queue_name: str
+    runtimes: list[Runtime] = field(default_factory=list)
+
+    def settings_values(self, **overrides: str) -> dict[str, str]:
+        """App settings pointing at the stack, as the function app would get them."""
+        return {
+            "SITE_DB_CONNECTION": self.site_db.reader_connection_string,
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "REMEDIATION_QUEUE": self.queue_name,
+            **overrides,
+        }
+
+    def runtime(self, rules: RuleSet | None = None, **overrides: str) -> Runtime:
+        """A runtime built the way the app builds it; closed at teardown."""
+        runtime = Runtime(load_settings(self.settings_values(**overrides)), rules)
+        self.runtimes.append(runtime)
+        return runtime
+
+    def exporter(
+        self,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        runtime: Runtime | None = None,
+        **options: Any,
+    ) -> Exporter:
+        """An exporter on a (new) runtime, with ExportOptions overridden by ``options``."""
+        runtime = runtime or self.runtime()
+        kwargs: dict[str, Any] = {}
+        if clock is not None:
+            kwargs["clock"] = clock
+        return Exporter(
+            database=runtime.site_database,
+            queue=runtime.queue,
+            watermarks=runtime.watermarks,
+            rules=runtime.rules,
+            options=replace(runtime.export_options(), **options),
+            **kwargs,
+        )
+
+    def raw_queue(self) -> QueueClient:
+        """The queue without any decode policy: what really lies in the storage service."""
+        return QueueClient.from_connection_string(self.azurite.connection_string, self.queue_name)
+
+    def drain(self) -> list[RemediationRequest]:
+        """Take every queue message off the queue, checking each is base64 JSON."""
+        client = self.raw_queue()
+        requests: list[RemediationRequest] = []
+        try:
+            try:
+                client.get_queue_properties()
+            except ResourceNotFoundError:
+                return requests  # nothing was ever enqueued
+            while True:
+                # Received messages stay invisible for the visibility timeout, so the next
+                # receive returns new ones; one clear at the end is far faster than a
+                # delete per message on Azurite.
+                batch = list(
+                    client.receive_messages(
+                        messages_per_page=32, max_messages=32, visibility_timeout=600
+                    )
+                )
+                if not batch:
+                    break
+                for message in batch:
+                    text = base64.b64decode(message.content, validate=True).decode("utf-8")
+                    requests.append(decode(text))
+            client.clear_messages()
+            return requests
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        for runtime in self.runtimes:
+            runtime.close()
+
+
+@pytest.fixture
+def stack(site_db: SiteDatabase, azurite: Azurite) -> Iterator[Stack]:
+    site_db.reset()
+    harness = Stack(site_db, azurite, queue_name=f"t{uuid.uuid4().hex[:12]}-remediation")
+    try:
+        yield harness
+    finally:
+        harness.close()

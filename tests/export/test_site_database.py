@@ -1,0 +1,132 @@
+"""The site database reader: the SQL subset both engines accept, errors for operators."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import pytest
+
+from devstack.datagen import GeneratedStatusMessage
+from shared import site_database
+from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
+from shared.site_database import RetryPolicy, SiteDatabaseClient
+
+# What SQL Server or PostgreSQL would refuse (azure.md, "what these machines can run").
+NOT_PORTABLE = [
+    r"\bTOP\b",
+    r"\bLIMIT\b",
+    r"\bNOLOCK\b",
+    r"\[",
+    r"GETUTCDATE",
+    r"\bNOW\(",
+    r"::",
+    r"\bILIKE\b",
+    r'"',
+    r"\bISNULL\b",
+    r"\bLEN\(",
+    r"\|\|",
+]
+
+
+def sql_constants():
+    return {name: value for name, value in vars(site_database).items() if name.endswith("_SQL")}
+
+
+def test_every_query_stays_in_the_portable_subset():
+    queries = sql_constants()
+    assert set(queries) == {"_SITES_SQL", "_PAGE_SQL", "_STRINGS_SQL"}
+    for name, sql in queries.items():
+        for pattern in NOT_PORTABLE:
+            assert not re.search(pattern, sql, re.IGNORECASE), f"{name} uses {pattern}"
+        assert "'" not in sql, f"{name} must bind values as parameters, not literals"
+
+
+@pytest.mark.stack
+def test_hostile_strings_are_read_verbatim_and_never_become_sql(stack):
+    hostile = [
+        "x'); DROP TABLE statusmessages; --",
+        "' OR 1=1 --",
+        "100% \\ _ [a]",
+        "line\nbreak\ttab",
+        "Ñandú ПК 💻",
+        "Z" * 255,
+    ]
+    ids = stack.site_db.insert_status_messages(
+        [
+            GeneratedStatusMessage(
+                site_code="PS1",
+                machine_name=value[:128],
+                time_utc=datetime(2026, 11, 20, 10, n),
+                insertion_strings=("MsgType_Office365Upgrade", value, value),
+            )
+            for n, value in enumerate(hostile)
+        ]
+    )
+    with SiteDatabaseClient(stack.site_db.reader_connection_string) as client:
+        page = client.read_page("PS1", after_record_id=0, limit=100)
+        assert [m.record_id for m in page] == ids
+        for m, value in zip(page, hostile, strict=True):
+            assert m.insertion_strings[1] == value
+            assert m.insertion_strings[2] == value
+            assert m.machine_name == value[:128]
+        # the site code parameter is bound too: a hostile one finds nothing, breaks nothing
+        assert client.read_page("PS1' OR '1'='1", after_record_id=0, limit=10) == []
+        assert len(client.read_page("PS1", after_record_id=0, limit=100)) == len(hostile)
+
+
+@pytest.mark.stack
+def test_pages_are_oldest_first_and_keyset_paged(stack):
+    ids = stack.site_db.insert_status_messages(
+        [
+            GeneratedStatusMessage(
+                site_code="PS1",
+                machine_name=f"PC{n}",
+                time_utc=datetime(2026, 11, 20, 10, n % 60),
+                insertion_strings=("a", str(n)),
+            )
+            for n in range(25)
+        ]
+    )
+    with SiteDatabaseClient(stack.site_db.reader_connection_string) as client:
+        pages = list(client.iter_pages("PS1", after_record_id=0, page_size=10))
+        assert [len(p) for p in pages] == [10, 10, 5]
+        assert [m.record_id for p in pages for m in p] == sorted(ids)
+        assert [m.insertion_strings[1] for p in pages for m in p] == [str(n) for n in range(25)]
+        sites = client.sites()
+        assert [(s.site_code, s.newest_record_id) for s in sites] == [("PS1", max(ids))]
+
+
+def test_unreachable_database_is_retried_then_reported():
+    sleeps = []
+    client = SiteDatabaseClient(
+        "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=9;Database=x;Uid=u;Pwd=secret-pw",
+        login_timeout_seconds=2,
+        retry=RetryPolicy(attempts=3, initial_backoff_seconds=0.01),
+        sleep=sleeps.append,
+    )
+    with pytest.raises(SiteDatabaseUnavailable) as caught:
+        client.sites()
+    assert len(sleeps) == 2
+    assert "after 3 attempts" in str(caught.value)
+    assert "secret-pw" not in str(caught.value)
+
+
+@pytest.mark.stack
+def test_wrong_password_is_refused_with_a_hint(stack):
+    wrong = re.sub(r"Pwd=[^;]*", "Pwd=Wr0ngPassw0rd", stack.site_db.reader_connection_string)
+    sleeps = []
+    client = SiteDatabaseClient(wrong, sleep=sleeps.append)
+    with pytest.raises(SiteDatabaseRefused) as caught:
+        client.sites()
+    assert sleeps == []  # retrying a refused login only locks the account out sooner
+    assert "check user name and password" in str(caught.value)
+    assert "Wr0ngPassw0rd" not in str(caught.value)
+
+
+@pytest.mark.stack
+def test_wrong_database_names_the_missing_view(stack):
+    other = re.sub(r"Database=[^;]*", "Database=postgres", stack.site_db.reader_connection_string)
+    with pytest.raises(SiteDatabaseRefused) as caught:
+        SiteDatabaseClient(other).ping()
+    assert "a view is missing" in str(caught.value)
