@@ -31,9 +31,9 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
+from devstack.lifecycle import Service
 from devstack.ports import LOOPBACK, free_port, wait_for_port
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _kill_at_exit(proc: subprocess.Popen[bytes], log_file: IO[bytes]) -> None:
     log_file.close()
 
 
-class Azurite:
+class Azurite(Service):
     """One Azurite process serving blob, queue and table on free loopback ports.
 
     ``persistent_dir=None`` (default) uses ``--inMemoryPersistence``: data is lost on
@@ -232,20 +232,8 @@ class Azurite:
         if self._own_log_dir:
             shutil.rmtree(self._log_dir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
+    def _exit(self, failed: bool) -> None:
+        if not failed:
             self.cleanup()
         else:
             # Keep the log: whatever failed may show up in Azurite's output.

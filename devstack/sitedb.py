@@ -43,7 +43,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Self
 
 import pyodbc
@@ -59,6 +58,7 @@ from devstack.datagen import (
     Workload,
     default_severity,
 )
+from devstack.lifecycle import Service
 from devstack.ports import LOOPBACK, free_port, wait_for_port
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ FROM json_to_recordset(CAST(? AS json)) AS r(resource_id integer, name text,
 """
 
 
-class SiteDatabase:
+class SiteDatabase(Service):
     """A private PostgreSQL cluster with ConfigMgr's site database views.
 
     ``database`` is the database name (``CM_<SiteCode>`` in production).
@@ -485,21 +485,6 @@ class SiteDatabase:
             self._port = None  # a later start() makes a new cluster on a new port
             if finalizer is not None:
                 finalizer()  # runs _destroy once, and never again at exit
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _create(self) -> None:
         pg_bin = _pg_bin_dir()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import TracebackType
 from typing import Self
 
 from devstack.azurite import Azurite
+from devstack.lifecycle import Service
 from devstack.sitedb import SiteDatabase
 
 
-class LocalStack:
+class LocalStack(Service):
     """Starts PostgreSQL (through ODBC) and Azurite side by side; stops both."""
 
     def __init__(self) -> None:
@@ -43,14 +43,3 @@ class LocalStack:
             "AzureWebJobsStorage": self.azurite.connection_string,
             **overrides,
         }
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

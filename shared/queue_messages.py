@@ -78,11 +78,6 @@ class RemediationRequest(BaseModel):
             exported_utc=exported_utc,
         )
 
-    @property
-    def key(self) -> str:
-        """Identifies the (status message, rule) pair across re-deliveries."""
-        return f"{self.site_code}:{self.record_id}:{self.rule}"
-
     def to_json(self) -> str:
         """The queue message text before base64 (the queue client encodes)."""
         text = self.model_dump_json()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -118,15 +117,6 @@ class RuleSet(BaseModel):
     def matching(self, message: StatusMessage) -> list[Rule]:
         """Every rule the message matches, in file order (a message may match several)."""
         return [rule for rule in self.rules if rule.matches(message)]
-
-    def by_name(self, name: str) -> Rule | None:
-        """The rule called ``name``, if the file still has it."""
-        return next((rule for rule in self.rules if rule.name == name), None)
-
-    @property
-    def collection_ids(self) -> Sequence[str]:
-        """Every collection some rule names, once each."""
-        return sorted({rule.collection_id for rule in self.rules})
 
 
 def _location(loc: tuple[int | str, ...], document: object) -> str:

@@ -263,13 +263,3 @@ class WatermarkStore:
                 return None
             raise StorageError(f"site={site_code}: cannot lease lock blob: {error}") from None
         return SiteLock(lease, site_code)
-
-    def site_codes(self) -> list[str]:
-        """Every site that has saved export state."""
-        self._ensure_container()
-        names = self._container.list_blobs(name_starts_with="export/")
-        return sorted(
-            n.name.removeprefix("export/").removesuffix(".json")
-            for n in names
-            if n.name.endswith(".json")
-        )

@@ -4,14 +4,18 @@ per test session, and a fresh queue and database content for every test."""
 from __future__ import annotations
 
 import base64
+import importlib
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
+from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 
 from devstack.azurite import Azurite
@@ -19,7 +23,7 @@ from devstack.sitedb import SiteDatabase
 from shared.export import Exporter
 from shared.queue_messages import RemediationRequest, decode
 from shared.rules import RuleSet
-from shared.runtime import Runtime, quiet_sdk_logs
+from shared.runtime import Runtime, quiet_sdk_logs, reset_runtime
 from shared.settings import load_settings
 
 
@@ -131,3 +135,29 @@ def stack(site_db: SiteDatabase, azurite: Azurite) -> Iterator[Stack]:
         yield harness
     finally:
         harness.close()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def app_environment(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The stack's app settings in the environment, as the host sets them; a fresh runtime."""
+    for name, value in stack.settings_values(EXPORT_SCHEDULE="0 */5 * * * *").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
+    reset_runtime()
+    sys.modules.pop("function_app", None)
+    yield
+    reset_runtime()
+    sys.modules.pop("function_app", None)
+
+
+@pytest.fixture
+def timer_function(app_environment: None) -> Callable[[TimerRequest], None]:
+    """The real ``export_status_messages`` function, as the worker calls it."""
+    importlib.import_module("function_app")
+    from triggers.export import export_status_messages
+
+    function: Callable[[TimerRequest], None] = export_status_messages.build().get_user_function()
+    return function

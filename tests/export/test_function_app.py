@@ -17,23 +17,8 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from devstack.datagen import GeneratedStatusMessage
-from shared.runtime import reset_runtime
-from triggers import export as export_trigger
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def app_environment(stack, monkeypatch):
-    """The app settings of the stack, as the host would set them; a fresh runtime."""
-    for name, value in stack.settings_values(EXPORT_SCHEDULE="0 */5 * * * *").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
-    reset_runtime()
-    sys.modules.pop("function_app", None)
-    yield
-    reset_runtime()
-    sys.modules.pop("function_app", None)
 
 
 @pytest.fixture
@@ -58,7 +43,7 @@ def test_app_indexes_the_timer_with_its_bindings(function_app):
 
 
 @pytest.mark.stack
-def test_timer_function_exports_through_the_real_trigger(function_app, stack):
+def test_timer_function_exports_through_the_real_trigger(timer_function, stack):
     messages = [
         GeneratedStatusMessage(
             site_code="PS1",
@@ -71,8 +56,7 @@ def test_timer_function_exports_through_the_real_trigger(function_app, stack):
         )
     ]
     ids = stack.site_db.insert_status_messages(messages)
-    trigger = export_trigger.export_status_messages.build().get_user_function()
-    trigger(TimerRequest(past_due=True))
+    timer_function(TimerRequest(past_due=True))
     got = Counter((r.record_id, r.rule, r.collection_id) for r in stack.drain())
     assert got == Counter(
         {
@@ -81,7 +65,7 @@ def test_timer_function_exports_through_the_real_trigger(function_app, stack):
             (ids[2], "outlook-room-plugin-reinstall", "PS100125"): 1,
         }
     )
-    trigger(TimerRequest(past_due=False))
+    timer_function(TimerRequest(past_due=False))
     assert stack.drain() == []
 
 

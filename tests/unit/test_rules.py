@@ -46,6 +46,7 @@ def test_shipped_rules_file_holds_the_m365_scenario():
         "visio-64bit-reinstall",
         "outlook-room-plugin-reinstall",
     ]
+    assert [r.collection_id for r in rules.rules] == ["PS100123", "PS100124", "PS100125"]
     assert {r.match["InsertionString2"] for r in rules.rules} == {
         "projectInstalled",
         "visioInstalled",
