@@ -8,8 +8,10 @@ import azure.functions as func
 
 from shared.runtime import get_runtime
 from triggers.export import bp as export_blueprint
+from triggers.remediation import bp as remediation_blueprint
 
 get_runtime()
 
 app = func.FunctionApp()
 app.register_functions(export_blueprint)
+app.register_functions(remediation_blueprint)

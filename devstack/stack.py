@@ -41,5 +41,13 @@ class LocalStack(Service):
         return {
             "SITE_DB_CONNECTION": self.site_db.reader_connection_string,
             "AzureWebJobsStorage": self.azurite.connection_string,
+            # Until the stack runs the AdminService and Entra ID simulators, the export
+            # alone runs here; these point nowhere and are never called by it.
+            "ADMINSERVICE_URL": "https://127.0.0.1:9/AdminService",
+            "ENTRA_AUTHORITY_HOST": "https://127.0.0.1:9",
+            "ENTRA_TENANT_ID": "00000000-0000-0000-0000-0000000000aa",
+            "ENTRA_CLIENT_ID": "00000000-0000-0000-0000-0000000000bb",
+            "ADMINSERVICE_USERNAME": "svc-cmremediate@contoso.example",
+            "ADMINSERVICE_PASSWORD": "demo-placeholder",
             **overrides,
         }

@@ -73,6 +73,20 @@ class RemediationQueue:
                 "check AzureWebJobsStorage and that the storage account is reachable"
             )
 
+    def send_later(self, request: RemediationRequest, delay_seconds: int) -> None:
+        """Put the request back on the queue, invisible for ``delay_seconds``."""
+        self.ensure_exists()
+        try:
+            self._client.send_message(
+                request.to_json(), visibility_timeout=delay_seconds, time_to_live=NEVER_EXPIRE
+            )
+        except AzureError as error:
+            raise StorageError(
+                f"site={request.site_code} record={request.record_id} "
+                f"machine={request.machine_name!r} collection={request.collection_id}: "
+                f"could not requeue for a later try: {error}"
+            ) from None
+
     def close(self) -> None:
         """Stop the sender threads and close the client."""
         self._pool.shutdown(wait=True)

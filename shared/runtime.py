@@ -1,24 +1,71 @@
 """The composition root: settings and rules in, long-lived clients out.
 
 Built once per process (a function app instance, a CLI run) and reused by every
-invocation, as the Azure SDK and pyodbc are meant to be used. Building it validates
-settings and rules and touches no network, so the app fails at start, not at the
-first tick, when either is malformed.
+invocation, as the Azure SDK, MSAL and pyodbc are meant to be used. Building it
+validates settings and rules (including that every target a rule names is configured)
+and touches no network, so the app fails at start, not at the first message.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 
+import requests
+
+from shared.adminservice import AdminServiceClient
+from shared.audit import AuditLog, audit_table_name
+from shared.devices import DeviceSource
+from shared.errors import ConfigurationError
 from shared.export import Exporter, ExportOptions
+from shared.membership import AdminServiceMembership, CollectionRefresher, MembershipTarget
+from shared.remediation import Remediator
 from shared.remediation_queue import RemediationQueue
 from shared.rules import RuleSet, load_rules
 from shared.settings import Settings, load_settings
 from shared.site_database import SiteDatabaseClient
 from shared.storage import StorageAccount
+from shared.tokens import DelegatedTokens
+from shared.transport import new_session, trust_store
 from shared.watermark import WatermarkStore
+
+
+def _missing(settings: Settings, names: dict[str, object]) -> list[str]:
+    return [name for name, value in names.items() if value in (None, "")]
+
+
+def validate_targets(settings: Settings, rules: RuleSet) -> None:
+    """Every target a rule names, and the identity source, must be fully configured."""
+    problems: list[str] = []
+    needs_adminservice = settings.identity_source == "adminservice" or any(
+        r.target == "adminservice" for r in rules.rules
+    )
+    if needs_adminservice:
+        missing = _missing(
+            settings,
+            {
+                "ADMINSERVICE_URL": settings.adminservice_url,
+                "ENTRA_TENANT_ID": settings.entra_tenant_id,
+                "ENTRA_CLIENT_ID": settings.entra_client_id,
+                "ADMINSERVICE_USERNAME": settings.adminservice_username,
+                "ADMINSERVICE_PASSWORD": settings.adminservice_password,
+            },
+        )
+        problems += [
+            f"{name}: required because a rule targets the AdminService "
+            "(or IDENTITY_SOURCE=adminservice)"
+            for name in missing
+        ]
+    if any(r.target == "webservice" for r in rules.rules):
+        problems.append(
+            "a rule targets the web service, which this version does not support yet; "
+            "use target 'adminservice'"
+        )
+    if problems:
+        raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems))
 
 
 class Runtime:
@@ -27,6 +74,7 @@ class Runtime:
     def __init__(self, settings: Settings, rules: RuleSet | None = None) -> None:
         self.settings = settings
         self.rules = rules if rules is not None else load_rules(settings.rules_path)
+        validate_targets(settings, self.rules)
 
     @classmethod
     def from_environment(cls) -> Runtime:
@@ -72,12 +120,86 @@ class Runtime:
             options=self.export_options(),
         )
 
+    @cached_property
+    def trust_store(self) -> Path:
+        """System CAs plus TLS_CA_BUNDLE, for every outbound HTTPS call."""
+        return trust_store(self.settings.tls_ca_bundle)
+
+    @cached_property
+    def http(self) -> requests.Session:
+        """The HTTPS session of MSAL and the AdminService client."""
+        return new_session(self.trust_store)
+
+    @cached_property
+    def adminservice(self) -> AdminServiceClient:
+        """The AdminService client, with the service account's delegated tokens."""
+        s = self.settings
+        if not (s.adminservice_url and s.entra_tenant_id and s.entra_client_id):
+            raise ConfigurationError(
+                "ADMINSERVICE_URL, ENTRA_TENANT_ID and ENTRA_CLIENT_ID are required"
+            )
+        if not (s.adminservice_username and s.adminservice_password):
+            raise ConfigurationError("ADMINSERVICE_USERNAME and ADMINSERVICE_PASSWORD are required")
+        tokens = DelegatedTokens(
+            authority_host=s.entra_authority_host,
+            tenant_id=s.entra_tenant_id,
+            client_id=s.entra_client_id,
+            username=s.adminservice_username,
+            password=s.adminservice_password.get_secret_value(),
+            scope=s.adminservice_scope,
+            session=self.http,
+            client_secret=(
+                s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
+            ),
+        )
+        return AdminServiceClient(s.adminservice_url, tokens, self.http)
+
+    @cached_property
+    def device_source(self) -> DeviceSource:
+        """Where machine names become ResourceIDs (IDENTITY_SOURCE)."""
+        if self.settings.identity_source == "adminservice":
+            return self.adminservice
+        return self.site_database
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """The audit trail of outcomes."""
+        return AuditLog(self.storage.table(audit_table_name(self.settings.remediation_queue)))
+
+    @cached_property
+    def targets(self) -> dict[str, MembershipTarget]:
+        """The membership targets the rules use."""
+        targets: dict[str, MembershipTarget] = {}
+        if any(r.target == "adminservice" for r in self.rules.rules):
+            refresher = CollectionRefresher(
+                self.adminservice.request_refresh,
+                enabled=self.settings.adminservice_request_refresh,
+            )
+            targets["adminservice"] = AdminServiceMembership(self.adminservice, refresher)
+        return targets
+
+    @cached_property
+    def remediator(self) -> Remediator:
+        """The queue function's handler, and ``cmremediate process``'s."""
+        return Remediator(
+            rules=self.rules,
+            devices=self.device_source,
+            targets=self.targets,
+            audit=self.audit,
+            retry_queue=self.queue,
+            resolve_retry=timedelta(hours=self.settings.resolve_retry_hours),
+            resolve_retry_delay_seconds=self.settings.resolve_retry_delay_seconds,
+            dry_run=self.settings.dry_run,
+        )
+
     def close(self) -> None:
         """Release connections and threads (the CLI and tests; the host just exits)."""
         if "site_database" in self.__dict__:
             self.site_database.close()
         if "queue" in self.__dict__:
             self.queue.close()
+        if "http" in self.__dict__:
+            self.http.close()
 
 
 def quiet_sdk_logs() -> None:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -120,6 +120,103 @@ class Settings(BaseSettings):
         alias="EXPORT_MAX_MESSAGES_PER_RUN",
         description="Bound on the status messages one export run reads; the rest waits.",
     )
+    adminservice_url: str | None = Field(
+        default=None,
+        alias="ADMINSERVICE_URL",
+        description="AdminService base URL ending in /AdminService (cloud management gateway: "
+        "https://<CMG>/CCM_Proxy_ServerAuth/<id>/AdminService) or /AdminService_TokenAuth.",
+    )
+    adminservice_scope: str = Field(
+        default="https://ConfigMgrService/user_impersonation",
+        alias="ADMINSERVICE_SCOPE",
+        description="Scope of the AdminService token (the ConfigMgr server app's scope).",
+    )
+    adminservice_request_refresh: bool = Field(
+        default=False,
+        alias="ADMINSERVICE_REQUEST_REFRESH",
+        description="Ask for a collection evaluation after changes: at most once per "
+        "collection per batch, never per device. Expensive for the site; off by default.",
+    )
+    entra_authority_host: str = Field(
+        default="https://login.microsoftonline.com",
+        alias="ENTRA_AUTHORITY_HOST",
+        description="Entra ID authority host.",
+    )
+    entra_tenant_id: str | None = Field(
+        default=None, alias="ENTRA_TENANT_ID", description="Entra ID tenant (directory) ID."
+    )
+    entra_client_id: str | None = Field(
+        default=None,
+        alias="ENTRA_CLIENT_ID",
+        description="Application (client) ID of cm-remediate's app registration.",
+    )
+    adminservice_username: str | None = Field(
+        default=None,
+        alias="ADMINSERVICE_USERNAME",
+        description="UPN of the synced service account that is a ConfigMgr administrative user.",
+    )
+    adminservice_password: SecretStr | None = Field(
+        default=None,
+        alias="ADMINSERVICE_PASSWORD",
+        description="Password of the service account (a Key Vault reference in Azure).",
+    )
+    entra_client_secret: SecretStr | None = Field(
+        default=None,
+        alias="ENTRA_CLIENT_SECRET",
+        description="Client secret of the app registration, for app-only tokens.",
+    )
+    entra_client_certificate_path: Path | None = Field(
+        default=None,
+        alias="ENTRA_CLIENT_CERTIFICATE_PATH",
+        description="PEM file with the private key and certificate, for app-only tokens.",
+    )
+    webservice_kind: Literal["configmgr-webservice", "rest"] | None = Field(
+        default=None,
+        alias="WEBSERVICE_KIND",
+        description="configmgr-webservice (the community SOAP service) or rest.",
+    )
+    webservice_url: str | None = Field(
+        default=None, alias="WEBSERVICE_URL", description="URL of the web service target."
+    )
+    webservice_secret: SecretStr | None = Field(
+        default=None,
+        alias="WEBSERVICE_SECRET",
+        description="Pre-shared secret of the ConfigMgr WebService.",
+    )
+    webservice_scope: str | None = Field(
+        default=None,
+        alias="WEBSERVICE_SCOPE",
+        description="Scope of the app-only token for WEBSERVICE_KIND=rest.",
+    )
+    identity_source: Literal["sitedb", "adminservice"] = Field(
+        default="sitedb",
+        alias="IDENTITY_SOURCE",
+        description="Where machine names become ResourceIDs: v_R_System or SMS_R_System.",
+    )
+    resolve_retry_hours: float = Field(
+        default=24,
+        gt=0,
+        le=24 * 30,
+        alias="RESOLVE_RETRY_HOURS",
+        description="Give up on an unknown device this long after its status message.",
+    )
+    resolve_retry_delay_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=7 * 24 * 3600,
+        alias="RESOLVE_RETRY_DELAY_SECONDS",
+        description="Wait before trying an unknown device again.",
+    )
+    tls_ca_bundle: Path | None = Field(
+        default=None,
+        alias="TLS_CA_BUNDLE",
+        description="Extra trusted CA certificates (PEM) for every outbound HTTPS call.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        alias="DRY_RUN",
+        description="true: decide and record outcomes, change nothing.",
+    )
     app_root: Path = Field(
         default=DEFAULT_APP_ROOT,
         alias="AzureWebJobsScriptRoot",
@@ -169,6 +266,35 @@ class Settings(BaseSettings):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    @field_validator("adminservice_url")
+    @classmethod
+    def _adminservice_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.strip().rstrip("/")
+        if not url.lower().startswith("https://"):
+            raise ValueError("must be an https:// URL (TLS is never switched off)")
+        if not url.lower().endswith(("/adminservice", "/adminservice_tokenauth")):
+            raise ValueError(
+                f"{value!r} must end in /AdminService (through the cloud management gateway: "
+                "https://<CMG>/CCM_Proxy_ServerAuth/<id>/AdminService) or /AdminService_TokenAuth"
+            )
+        return url + "/"
+
+    @field_validator("entra_authority_host", "webservice_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith("https://"):
+            raise ValueError("must be an https:// URL (TLS is never switched off)")
+        return value.strip().rstrip("/") if value is not None else None
+
+    @field_validator("entra_client_certificate_path", "tls_ca_bundle")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
 
     @model_validator(mode="after")
     def _storage_configured(self) -> Settings:

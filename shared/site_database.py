@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import re
 import threading
 import time
@@ -21,7 +20,9 @@ from typing import Any, Final, TypeVar
 
 import pyodbc
 
+from shared.devices import DeviceRecord
 from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
+from shared.retry import RetryPolicy
 from shared.status_messages import GENERIC_INFO, INSERTION_STRING_COUNT, StatusMessage
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,14 @@ INNER JOIN v_StatusMessage m ON m.RecordID = s.RecordID
 WHERE m.MessageID = ? AND m.SiteCode = ? AND s.RecordID >= ? AND s.RecordID <= ?
 """
 
+_DEVICES_SQL: Final = """
+SELECT ResourceID, Name0, Netbios_Name0, Client0, Active0, Obsolete0, Decommissioned0,
+       Creation_Date0
+FROM v_R_System
+WHERE Netbios_Name0 = ?
+ORDER BY ResourceID
+"""
+
 # SQLSTATE classes: connection trouble and timeouts are worth another try; the rest
 # (login failed, no permission, no such view) needs an operator.
 _TRANSIENT_PREFIXES: Final = ("08", "HYT", "40001", "40197", "40501", "40613", "57P")
@@ -77,20 +86,6 @@ class SiteSummary:
     newest_time_utc: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently to retry a query that failed for a transient reason."""
-
-    attempts: int = 4
-    initial_backoff_seconds: float = 1.0
-    max_backoff_seconds: float = 20.0
-
-    def backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter, so restarted runs do not stampede."""
-        ceiling = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
-
-
 def _sqlstate(error: pyodbc.Error) -> str:
     first = error.args[0] if error.args else ""
     return first if isinstance(first, str) and len(first) == 5 else ""
@@ -103,6 +98,10 @@ _LOGIN_REFUSED = re.compile(r"login failed|password authentication failed", re.I
 
 def _text(error: pyodbc.Error) -> str:
     return str(error.args[1] if len(error.args) > 1 else error).strip()
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 def _utc(value: datetime) -> datetime:
@@ -270,6 +269,24 @@ class SiteDatabaseClient:
                 time_utc=_utc(row[3]),
                 machine_name=str(row[4] or ""),
                 insertion_strings=tuple(strings[int(row[0])]),
+            )
+            for row in rows
+        ]
+
+    def find_devices(self, netbios_name: str) -> list[DeviceRecord]:
+        """Discovery records named ``netbios_name`` (the view's collation compares
+        case-insensitively). The name is a bound parameter, never SQL text."""
+        rows = self._query(_DEVICES_SQL, (netbios_name,), f"devices named {netbios_name!r}")
+        return [
+            DeviceRecord(
+                resource_id=int(row[0]),
+                name=row[1],
+                netbios_name=row[2],
+                client=_int_or_none(row[3]),
+                active=_int_or_none(row[4]),
+                obsolete=_int_or_none(row[5]),
+                decommissioned=_int_or_none(row[6]),
+                creation_date=row[7],
             )
             for row in rows
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure.core.credentials import TokenCredential
+from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
     ExponentialRetry,
@@ -31,7 +32,7 @@ def _retry() -> ExponentialRetry:
 
 
 class StorageAccount:
-    """Builds the queue and blob clients of the account named by AzureWebJobsStorage."""
+    """Builds the queue, blob and table clients of the account in AzureWebJobsStorage."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -88,3 +89,16 @@ class StorageAccount:
                 **self._common(),
             )
         return service.get_container_client(name)
+
+    def table(self, name: str) -> TableClient:
+        """A table client (the audit trail lives in one)."""
+        if self._settings.storage_connection is not None:
+            return TableClient.from_connection_string(
+                self._settings.storage_connection.get_secret_value(), name, **self._common()
+            )
+        return TableClient(
+            self._service_uri("table", self._settings.storage_table_uri),
+            name,
+            credential=self._credential,
+            **self._common(),
+        )

@@ -25,6 +25,7 @@ from shared.queue_messages import RemediationRequest, decode
 from shared.rules import RuleSet
 from shared.runtime import Runtime, quiet_sdk_logs, reset_runtime
 from shared.settings import load_settings
+from tests.helpers import UNREACHABLE_ADMINSERVICE
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,6 +61,7 @@ class Stack:
             "SITE_DB_CONNECTION": self.site_db.reader_connection_string,
             "AzureWebJobsStorage": self.azurite.connection_string,
             "REMEDIATION_QUEUE": self.queue_name,
+            **UNREACHABLE_ADMINSERVICE,
             **overrides,
         }
 

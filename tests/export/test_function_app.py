@@ -17,6 +17,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from devstack.datagen import GeneratedStatusMessage
+from tests.helpers import UNREACHABLE_ADMINSERVICE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,9 +27,19 @@ def function_app(app_environment):
     return importlib.import_module("function_app")
 
 
-def test_app_indexes_the_timer_with_its_bindings(function_app):
+def test_app_indexes_both_functions_with_their_bindings(function_app):
     functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    assert "export_status_messages" in functions
+    assert set(functions) == {"export_status_messages", "apply_remediation"}
+    queue_bindings = json.loads(functions["apply_remediation"].get_function_json())["bindings"]
+    assert queue_bindings == [
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "message",
+            "queueName": "%REMEDIATION_QUEUE%",
+            "connection": "AzureWebJobsStorage",
+        }
+    ]
     bindings = json.loads(functions["export_status_messages"].get_function_json())["bindings"]
     assert bindings == [
         {
@@ -102,6 +113,7 @@ def start_app(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
 GOOD = {
     "SITE_DB_CONNECTION": "Driver={ODBC Driver 18 for SQL Server};Server=sql01,1433;Uid=u;Pwd=p",
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    **UNREACHABLE_ADMINSERVICE,
 }
 
 

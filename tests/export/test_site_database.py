@@ -10,7 +10,8 @@ import pytest
 from devstack.datagen import GeneratedStatusMessage
 from shared import site_database
 from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
-from shared.site_database import RetryPolicy, SiteDatabaseClient
+from shared.retry import RetryPolicy
+from shared.site_database import SiteDatabaseClient
 
 # What SQL Server or PostgreSQL would refuse (azure.md, "what these machines can run").
 NOT_PORTABLE = [
@@ -35,7 +36,7 @@ def sql_constants():
 
 def test_every_query_stays_in_the_portable_subset():
     queries = sql_constants()
-    assert set(queries) == {"_SITES_SQL", "_PAGE_SQL", "_STRINGS_SQL"}
+    assert set(queries) == {"_SITES_SQL", "_PAGE_SQL", "_STRINGS_SQL", "_DEVICES_SQL"}
     for name, sql in queries.items():
         for pattern in NOT_PORTABLE:
             assert not re.search(pattern, sql, re.IGNORECASE), f"{name} uses {pattern}"

@@ -1,0 +1,315 @@
+"""The ConfigMgr AdminService (OData v4 over HTTPS, Entra ID bearer token).
+
+One client per process. Every value in a filter is an escaped OData literal; every
+call has a timeout; 429/5xx and dropped connections are retried with backoff and
+jitter, honouring Retry-After; a 401 gets one fresh token, then a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from shared.devices import DeviceRecord
+from shared.errors import CmRemediateError
+from shared.retry import RetryPolicy
+from shared.tokens import TokenProvider
+from shared.transport import DEFAULT_TIMEOUT
+
+log = logging.getLogger(__name__)
+
+_DEVICE_PROPERTIES = (
+    "ResourceId,Name,NetbiosName,Client,Active,Obsolete,Decommissioned,CreationDate"
+)
+#: Safe to repeat for any method: the server refused before doing anything.
+_RETRY_ALWAYS = {429, 502, 503, 504}
+
+
+class AdminServiceError(CmRemediateError):
+    """The AdminService could not do what was asked."""
+
+
+class AdminServiceUnavailable(AdminServiceError):
+    """Throttled, failing or unreachable after every retry: try the message again later."""
+
+
+class AdminServiceRefused(AdminServiceError):
+    """The AdminService answered no; retrying the same request will not help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def odata_string(value: str) -> str:
+    """An OData string literal: quoted, with every ``'`` doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _odata_error(response: requests.Response) -> str:
+    try:
+        error = response.json().get("error", {})
+        return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+    except ValueError:
+        return response.text[:200]
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None  # an HTTP date: rare here; fall back to our own backoff
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=None)
+
+
+def _int_or_none(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    return int(value) if isinstance(value, int | str) else None
+
+
+class AdminServiceClient:
+    """Finds devices and changes direct membership rules through the AdminService."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenProvider,
+        session: requests.Session,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._base = base_url if base_url.endswith("/") else base_url + "/"
+        self._tokens = tokens
+        self._session = session
+        self._retry = retry or RetryPolicy(attempts=5, initial_backoff_seconds=1.0)
+        self._timeout = timeout
+        self._sleep = sleep
+
+    @property
+    def base_url(self) -> str:
+        """The AdminService base URL (ends with a slash)."""
+        return self._base
+
+    def _request(
+        self, method: str, path: str, *, what: str, body: dict[str, Any] | None = None
+    ) -> requests.Response:
+        url = self._base + path
+        fresh_token = False
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {
+                "Authorization": f"Bearer {self._tokens.token(fresh=fresh_token)}",
+                "Accept": "application/json",
+            }
+            try:
+                response = self._session.request(
+                    method, url, headers=headers, json=body, timeout=self._timeout
+                )
+            except (requests.ConnectionError, requests.Timeout) as error:
+                if isinstance(error, requests.exceptions.SSLError):
+                    raise AdminServiceRefused(
+                        f"AdminService TLS certificate was refused for {what}: {error}; if the "
+                        "SMS Provider uses the site's self-signed certificate, put its CA in "
+                        "TLS_CA_BUNDLE",
+                        status=0,
+                    ) from None
+                if attempt >= self._retry.attempts:
+                    raise AdminServiceUnavailable(
+                        f"AdminService unreachable for {what} after {attempt} attempts "
+                        f"({type(error).__name__}); check ADMINSERVICE_URL and the cloud "
+                        "management gateway"
+                    ) from None
+                self._wait(attempt, None, what, type(error).__name__)
+                continue
+            status = response.status_code
+            if status == 401:
+                if not fresh_token:
+                    fresh_token = True  # the cached token may have expired early
+                    attempt -= 1
+                    continue
+                raise AdminServiceRefused(
+                    f"AdminService rejected a fresh token for {what} ({_odata_error(response)}): "
+                    "check ADMINSERVICE_SCOPE (the token's audience) and ENTRA_TENANT_ID "
+                    "(its issuer)",
+                    status=401,
+                )
+            if status == 403:
+                raise AdminServiceRefused(
+                    f"AdminService refused {what} (403 {_odata_error(response)}): is the service "
+                    "account a ConfigMgr administrative user with rights on the collection, "
+                    "and is it exempt from MFA?",
+                    status=403,
+                )
+            retryable = status in _RETRY_ALWAYS or (status >= 500 and method == "GET")
+            if retryable:
+                if attempt >= self._retry.attempts:
+                    raise AdminServiceUnavailable(
+                        f"AdminService answered {status} for {what} {attempt} times; "
+                        "it will be tried again later"
+                    )
+                self._wait(attempt, _retry_after(response), what, str(status))
+                continue
+            if status >= 500:
+                # A failed POST may or may not have changed something: the caller re-checks.
+                raise AdminServiceUnavailable(
+                    f"AdminService failed {what} ({status} {_odata_error(response)})"
+                )
+            return response
+
+    def _wait(self, attempt: int, retry_after: float | None, what: str, why: str) -> None:
+        delay = self._retry.backoff(attempt, retry_after)
+        log.warning(
+            "AdminService: %s got %s; retry %d/%d in %.1fs",
+            what,
+            why,
+            attempt,
+            self._retry.attempts - 1,
+            delay,
+        )
+        self._sleep(delay)
+
+    def _get_json(self, path: str, what: str) -> dict[str, Any] | None:
+        response = self._request("GET", path, what=what)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise AdminServiceRefused(
+                f"AdminService refused {what} ({response.status_code} {_odata_error(response)})",
+                status=response.status_code,
+            )
+        document: dict[str, Any] = response.json()
+        return document
+
+    def check(self) -> None:
+        """Read ``v1.0/$metadata``: proves the URL, TLS and the token."""
+        response = self._request("GET", "v1.0/$metadata", what="the metadata document")
+        if response.status_code != 200:
+            raise AdminServiceRefused(
+                f"AdminService metadata answered {response.status_code}",
+                status=response.status_code,
+            )
+
+    def find_devices(self, netbios_name: str) -> list[DeviceRecord]:
+        """SMS_R_System records whose NetbiosName equals the name (an escaped literal)."""
+        query = (
+            "$filter="
+            + quote(f"NetbiosName eq {odata_string(netbios_name)}", safe="")
+            + "&$select="
+            + quote(_DEVICE_PROPERTIES, safe=",")
+        )
+        document = self._get_json(f"wmi/SMS_R_System?{query}", f"devices named {netbios_name!r}")
+        return [
+            DeviceRecord(
+                resource_id=int(item["ResourceId"]),
+                name=item.get("Name"),
+                netbios_name=item.get("NetbiosName"),
+                client=_int_or_none(item.get("Client")),
+                active=_int_or_none(item.get("Active")),
+                obsolete=_int_or_none(item.get("Obsolete")),
+                decommissioned=_int_or_none(item.get("Decommissioned")),
+                creation_date=_parse_time(item.get("CreationDate")),
+            )
+            for item in (document or {}).get("value", [])
+        ]
+
+    def collection_rules(self, collection_id: str) -> list[dict[str, Any]] | None:
+        """The collection's membership rules (the lazy property of the key GET), or
+        None when the collection does not exist."""
+        document = self._get_json(
+            f"wmi/SMS_Collection({odata_string(collection_id)})", f"collection {collection_id}"
+        )
+        if document is None:
+            return None
+        # The key GET answers with the entity itself or wrapped in "value".
+        entity = document["value"][0] if isinstance(document.get("value"), list) else document
+        rules: list[dict[str, Any]] = entity.get("CollectionRules") or []
+        return rules
+
+    def is_member(self, collection_id: str, resource_id: int) -> bool:
+        """True when the device is in the collection by any rule."""
+        query = "$filter=" + quote(
+            f"CollectionID eq {odata_string(collection_id)} and ResourceID eq {int(resource_id)}",
+            safe="",
+        )
+        document = self._get_json(
+            f"wmi/SMS_FullCollectionMembership?{query}",
+            f"membership of {resource_id} in {collection_id}",
+        )
+        return bool((document or {}).get("value"))
+
+    def _rule_call(self, collection_id: str, method: str, resource_id: int, rule_name: str) -> None:
+        body = {
+            "collectionRule": {
+                "@odata.type": "#AdminService.SMS_CollectionRuleDirect",
+                "ResourceClassName": "SMS_R_System",
+                "RuleName": rule_name,
+                "ResourceID": int(resource_id),
+            }
+        }
+        what = f"{method} of {resource_id} on {collection_id}"
+        response = self._request(
+            "POST",
+            f"wmi/SMS_Collection({odata_string(collection_id)})/AdminService.{method}",
+            what=what,
+            body=body,
+        )
+        if response.status_code not in (200, 201):
+            raise AdminServiceRefused(
+                f"AdminService refused {what} ({response.status_code} {_odata_error(response)})",
+                status=response.status_code,
+            )
+        try:
+            return_value = response.json().get("ReturnValue", 0)
+        except ValueError:
+            return_value = 0  # success without a body
+        if return_value not in (0, None):
+            raise AdminServiceRefused(
+                f"AdminService {what} returned ReturnValue {return_value}",
+                status=response.status_code,
+            )
+
+    def add_direct_rule(self, collection_id: str, resource_id: int, rule_name: str) -> None:
+        """AddMembershipRule with a direct rule for the device."""
+        self._rule_call(collection_id, "AddMembershipRule", resource_id, rule_name)
+
+    def delete_direct_rule(self, collection_id: str, resource_id: int, rule_name: str) -> None:
+        """DeleteMembershipRule for the device's direct rule."""
+        self._rule_call(collection_id, "DeleteMembershipRule", resource_id, rule_name)
+
+    def request_refresh(self, collection_id: str) -> None:
+        """Ask the site to evaluate the collection (expensive: once per batch at most)."""
+        response = self._request(
+            "POST",
+            f"wmi/SMS_Collection({odata_string(collection_id)})/AdminService.RequestRefresh",
+            what=f"refresh of {collection_id}",
+            body={},
+        )
+        if response.status_code not in (200, 201):
+            raise AdminServiceRefused(
+                f"AdminService refused a refresh of {collection_id} ({response.status_code})",
+                status=response.status_code,
+            )

@@ -1,0 +1,203 @@
+"""The audit trail: exactly one recorded outcome per (status message, rule).
+
+An Azure Table in the storage account. The row key is the request's identity
+(site code, record ID, rule), and rows are only ever created, never replaced: when a
+message is delivered again, the first outcome stands and the redelivery is told so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient
+
+from shared.errors import StorageError
+from shared.queue_messages import RemediationRequest
+
+OutcomeKind = Literal[
+    "added",
+    "already-member",
+    "removed",
+    "not-member",
+    "ambiguous",
+    "unknown-device",
+    "rejected-input",
+    "target-refused",
+]
+OUTCOMES: Final[tuple[str, ...]] = OutcomeKind.__args__  # type: ignore[attr-defined]
+#: Partition of messages that could not even be parsed (no site code to file them under).
+UNPARSED_PARTITION: Final = "unparsed"
+
+
+def audit_table_name(queue_name: str) -> str:
+    """The audit table beside a queue: table names allow letters and digits only."""
+    return (re.sub(r"[^A-Za-z0-9]", "", queue_name) + "audit")[:63]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one request, and why."""
+
+    kind: OutcomeKind
+    reason: str
+    recorded_utc: datetime
+    site_code: str | None = None
+    record_id: int | None = None
+    machine_name: str | None = None
+    resource_id: int | None = None
+    rule: str | None = None
+    collection_id: str | None = None
+    action: str | None = None
+    dry_run: bool = False
+    #: False when an earlier delivery had already recorded this outcome.
+    new: bool = True
+
+
+def _keys(request: RemediationRequest, dry_run: bool) -> tuple[str, str]:
+    partition = f"{request.site_code}-dry-run" if dry_run else request.site_code
+    return partition, f"{request.record_id}-{request.rule}"
+
+
+def _from_entity(entity: dict[str, Any], *, new: bool) -> Outcome:
+    record_id = entity.get("RecordId")
+    return Outcome(
+        kind=entity["Outcome"],
+        reason=entity.get("Reason", ""),
+        recorded_utc=entity["RecordedUtc"],
+        site_code=entity.get("SiteCode"),
+        record_id=int(record_id) if record_id else None,
+        machine_name=entity.get("MachineName"),
+        resource_id=entity.get("ResourceId"),
+        rule=entity.get("Rule"),
+        collection_id=entity.get("CollectionId"),
+        action=entity.get("Action"),
+        dry_run=bool(entity.get("DryRun", False)),
+        new=new,
+    )
+
+
+class AuditLog:
+    """Creates outcome rows and reads them back. Create once, reuse."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+        self._ready = False
+
+    def _ensure_table(self) -> None:
+        if self._ready:
+            return
+        try:
+            self._table.create_table()
+        except ResourceExistsError:
+            pass
+        except AzureError as error:
+            raise StorageError(
+                f"cannot create audit table {self._table.table_name!r}: {error}; check "
+                "AzureWebJobsStorage and the identity's Storage Table Data Contributor role"
+            ) from None
+        self._ready = True
+
+    def find(self, request: RemediationRequest, *, dry_run: bool = False) -> Outcome | None:
+        """The outcome already recorded for this request, if any."""
+        self._ensure_table()
+        partition, row = _keys(request, dry_run)
+        try:
+            entity = self._table.get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise StorageError(f"cannot read the audit table: {error}") from None
+        return _from_entity(dict(entity), new=False)
+
+    def record(
+        self,
+        request: RemediationRequest,
+        kind: OutcomeKind,
+        reason: str,
+        *,
+        resource_id: int | None = None,
+        dry_run: bool = False,
+    ) -> Outcome:
+        """Record the outcome unless one exists; return whichever outcome stands."""
+        partition, row = _keys(request, dry_run)
+        entity: dict[str, Any] = {
+            "PartitionKey": partition,
+            "RowKey": row,
+            "RecordedUtc": datetime.now(UTC),
+            "SiteCode": request.site_code,
+            "RecordId": str(request.record_id),  # beyond Int64 in some tools: keep as text
+            "StatusMessageUtc": request.time_utc,
+            "MachineName": request.machine_name,
+            "Rule": request.rule,
+            "CollectionId": request.collection_id,
+            "Action": request.action,
+            "Target": request.target,
+            "Outcome": kind,
+            "Reason": reason,
+            "DryRun": dry_run,
+        }
+        if resource_id is not None:
+            entity["ResourceId"] = resource_id
+        return self._create(entity)
+
+    def record_unparsed(self, body: bytes, message_id: str | None, reason: str) -> Outcome:
+        """Record a message that could not be decoded at all (``rejected-input``)."""
+        row = message_id or hashlib.sha256(body).hexdigest()[:40]
+        entity: dict[str, Any] = {
+            "PartitionKey": UNPARSED_PARTITION,
+            "RowKey": re.sub(r"[/\\#?\x00-\x1f\x7f]", "_", row),
+            "RecordedUtc": datetime.now(UTC),
+            "Outcome": "rejected-input",
+            "Reason": reason,
+            # A bounded, printable excerpt, so an operator can tell what arrived.
+            "BodyExcerpt": body[:512].decode("utf-8", errors="replace"),
+            "DryRun": False,
+        }
+        return self._create(entity)
+
+    def _create(self, entity: dict[str, Any]) -> Outcome:
+        self._ensure_table()
+        try:
+            self._table.create_entity(entity)
+        except ResourceExistsError:
+            existing = self._table.get_entity(entity["PartitionKey"], entity["RowKey"])
+            return _from_entity(dict(existing), new=False)
+        except AzureError as error:
+            raise StorageError(f"cannot write the audit table: {error}") from None
+        return _from_entity(entity, new=True)
+
+    def query(
+        self,
+        *,
+        machine_name: str | None = None,
+        collection_id: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Outcome]:
+        """Outcomes, newest first, filtered by machine, collection and time."""
+        self._ensure_table()
+        clauses: list[str] = []
+        parameters: dict[str, Any] = {}
+        if collection_id:
+            clauses.append("CollectionId eq @collection")
+            parameters["collection"] = collection_id
+        if since:
+            clauses.append("RecordedUtc ge @since")
+            parameters["since"] = since
+        try:
+            if clauses:
+                entities = self._table.query_entities(" and ".join(clauses), parameters=parameters)
+            else:
+                entities = self._table.list_entities()
+            outcomes = [_from_entity(dict(e), new=False) for e in entities]
+        except AzureError as error:
+            raise StorageError(f"cannot read the audit table: {error}") from None
+        if machine_name:
+            # Machine names compare case-insensitively, which the table service cannot.
+            wanted = machine_name.casefold()
+            outcomes = [o for o in outcomes if (o.machine_name or "").casefold() == wanted]
+        return sorted(outcomes, key=lambda o: o.recorded_utc, reverse=True)

@@ -1,0 +1,172 @@
+"""Collection membership changes: idempotent add and remove of direct rules.
+
+A device already in the collection is a success (``already-member``), never a second
+rule; removing a device that has no direct rule is ``not-member``. Refreshing a
+collection is batched: at most once per collection per batch, never once per device.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+from shared.adminservice import AdminServiceClient, AdminServiceError, AdminServiceRefused
+from shared.errors import CmRemediateError
+
+log = logging.getLogger(__name__)
+
+AddResult = Literal["added", "already-member"]
+RemoveResult = Literal["removed", "not-member"]
+
+
+class TargetRefused(CmRemediateError):
+    """The target said no for this request (unknown collection, refused rule): recorded
+    as ``target-refused``; the message completes."""
+
+
+class MembershipTarget(Protocol):
+    """Where membership changes go (the AdminService, or the customer's web service)."""
+
+    def add(
+        self, collection_id: str, resource_id: int, machine_name: str, *, dry_run: bool
+    ) -> tuple[AddResult, str]:
+        """Give the device a direct rule in the collection, unless it is a member already."""
+        ...
+
+    def remove(
+        self, collection_id: str, resource_id: int, machine_name: str, *, dry_run: bool
+    ) -> tuple[RemoveResult, str]:
+        """Delete the device's direct rule, if it has one."""
+        ...
+
+    def flush(self) -> None:
+        """End of a batch: anything deferred (collection refreshes) happens now."""
+        ...
+
+
+class CollectionRefresher:
+    """Requests a collection evaluation at most once per collection per batch window."""
+
+    def __init__(
+        self,
+        refresh: Callable[[str], None],
+        *,
+        enabled: bool,
+        window_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._refresh = refresh
+        self._enabled = enabled
+        self._window = window_seconds
+        self._clock = clock
+        self._pending: set[str] = set()
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def changed(self, collection_id: str) -> None:
+        """Note that the collection's rules changed."""
+        if self._enabled:
+            with self._lock:
+                self._pending.add(collection_id)
+
+    def flush(self, *, force: bool = False) -> None:
+        """Refresh pending collections whose last refresh is older than the window."""
+        with self._lock:
+            now = self._clock()
+            due = [
+                c
+                for c in sorted(self._pending)
+                if force or now - self._last.get(c, float("-inf")) >= self._window
+            ]
+            for collection_id in due:
+                self._pending.discard(collection_id)
+                self._last[collection_id] = now
+        for collection_id in due:
+            try:
+                self._refresh(collection_id)
+                log.info("collection=%s: evaluation requested", collection_id)
+            except CmRemediateError as error:
+                # The rules are in place; the site evaluates on its own schedule anyway.
+                log.warning("collection=%s: refresh request failed: %s", collection_id, error)
+
+
+def _has_direct_rule(rules: list[dict[str, object]], resource_id: int) -> bool:
+    return any(
+        str(rule.get("@odata.type", "")).endswith("SMS_CollectionRuleDirect")
+        and rule.get("ResourceID") == resource_id
+        for rule in rules
+    )
+
+
+class AdminServiceMembership:
+    """Membership through the AdminService; one lock per (collection, device) so parallel
+    messages for the same device in this process cannot both add a rule."""
+
+    def __init__(self, client: AdminServiceClient, refresher: CollectionRefresher) -> None:
+        self._client = client
+        self._refresher = refresher
+        self._locks: defaultdict[tuple[str, int], threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, collection_id: str, resource_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[(collection_id, resource_id)]
+
+    def _rules(self, collection_id: str) -> list[dict[str, object]]:
+        rules = self._client.collection_rules(collection_id)
+        if rules is None:
+            raise TargetRefused(
+                f"collection {collection_id} does not exist: fix the rule's collection_id"
+            )
+        return rules
+
+    def add(
+        self, collection_id: str, resource_id: int, machine_name: str, *, dry_run: bool
+    ) -> tuple[AddResult, str]:
+        """Check, then add a direct rule named after the machine."""
+        with self._lock(collection_id, resource_id):
+            if _has_direct_rule(self._rules(collection_id), resource_id):
+                return "already-member", "the device already has a direct rule"
+            if self._client.is_member(collection_id, resource_id):
+                return "already-member", "the device is a member through another rule"
+            if dry_run:
+                return "added", "dry run: would add a direct rule"
+            try:
+                self._client.add_direct_rule(collection_id, resource_id, machine_name)
+            except AdminServiceError as error:
+                # A timeout or a duplicate answer may hide a rule that did land.
+                if _has_direct_rule(self._rules(collection_id), resource_id):
+                    return "added", f"direct rule added (the service also answered: {error})"
+                if isinstance(error, AdminServiceRefused) and error.status in (400, 404, 409):
+                    raise TargetRefused(str(error)) from None
+                raise
+            self._refresher.changed(collection_id)
+            return "added", "direct rule added"
+
+    def remove(
+        self, collection_id: str, resource_id: int, machine_name: str, *, dry_run: bool
+    ) -> tuple[RemoveResult, str]:
+        """Delete the device's direct rule, if it has one."""
+        with self._lock(collection_id, resource_id):
+            if not _has_direct_rule(self._rules(collection_id), resource_id):
+                return "not-member", "the device has no direct rule in the collection"
+            if dry_run:
+                return "removed", "dry run: would delete the direct rule"
+            try:
+                self._client.delete_direct_rule(collection_id, resource_id, machine_name)
+            except AdminServiceError as error:
+                if not _has_direct_rule(self._rules(collection_id), resource_id):
+                    return "removed", f"direct rule deleted (the service also answered: {error})"
+                if isinstance(error, AdminServiceRefused) and error.status in (400, 404, 409):
+                    raise TargetRefused(str(error)) from None
+                raise
+            self._refresher.changed(collection_id)
+            return "removed", "direct rule deleted"
+
+    def flush(self) -> None:
+        """Request the evaluations that are due."""
+        self._refresher.flush()

@@ -1,0 +1,190 @@
+"""One queue message in, exactly one recorded outcome out.
+
+The order of decisions, each logged with site code, record ID, machine and collection:
+
+1. decode the message (contract violation → ``rejected-input``);
+2. an outcome already recorded for it? Then this is a redelivery: done;
+3. validate against the *current* rules file and the input rules (``rejected-input``);
+4. resolve the machine name to one ResourceID (``ambiguous``; not found yet → try again
+   after RESOLVE_RETRY_DELAY_SECONDS until RESOLVE_RETRY_HOURS, then ``unknown-device``);
+5. change membership (``added``/``already-member``/``removed``/``not-member``, or
+   ``target-refused`` when the target says no for good).
+
+Transient failures (AdminService, Entra ID, storage or site database down, bad
+credentials an operator must fix) raise: the host retries the message and finally moves
+it to the poison queue, from where it can be requeued. Nothing completes silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from shared.audit import AuditLog, Outcome, OutcomeKind
+from shared.devices import DeviceSource, choose, netbios_problem
+from shared.errors import QueueMessageError
+from shared.membership import MembershipTarget, TargetRefused
+from shared.queue_messages import RemediationRequest, decode
+from shared.remediation_queue import RemediationQueue
+from shared.rules import RuleSet
+from shared.status_messages import INSERTION_STRING_MAX_LENGTH
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_SUCCESSES = frozenset({"added", "already-member", "removed", "not-member"})
+
+
+def _fields(request: RemediationRequest) -> str:
+    return (
+        f"site={request.site_code} record={request.record_id} "
+        f"machine={request.machine_name!r} collection={request.collection_id} rule={request.rule}"
+    )
+
+
+class Remediator:
+    """Handles remediation requests. Create once per process, reuse for every message."""
+
+    def __init__(
+        self,
+        *,
+        rules: RuleSet,
+        devices: DeviceSource,
+        targets: Mapping[str, MembershipTarget],
+        audit: AuditLog,
+        retry_queue: RemediationQueue,
+        resolve_retry: timedelta,
+        resolve_retry_delay_seconds: int,
+        dry_run: bool = False,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._rules = rules
+        self._devices = devices
+        self._targets = targets
+        self._audit = audit
+        self._retry_queue = retry_queue
+        self._resolve_retry = resolve_retry
+        self._retry_delay = resolve_retry_delay_seconds
+        self._dry_run = dry_run
+        self._clock = clock
+
+    def handle(self, body: bytes | str, *, message_id: str | None = None) -> Outcome | None:
+        """Process one queue message body; None means "not decided yet, requeued"."""
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+        try:
+            request = decode(raw)
+        except QueueMessageError as error:
+            outcome = self._audit.record_unparsed(raw, message_id, str(error))
+            log.warning("queue message %s rejected-input: %s", message_id or "-", error)
+            return outcome
+
+        existing = self._audit.find(request, dry_run=self._dry_run)
+        if existing is not None:
+            log.info(
+                "%s: already recorded as %s; redelivery ignored", _fields(request), existing.kind
+            )
+            return existing
+
+        problem = self._input_problem(request)
+        if problem is not None:
+            return self._record(request, "rejected-input", problem)
+
+        resolution = choose(request.machine_name, self._devices.find_devices(request.machine_name))
+        if resolution.kind == "ambiguous":
+            return self._record(request, "ambiguous", resolution.reason)
+        if resolution.kind == "not-found" or resolution.resource_id is None:
+            give_up_at = request.time_utc + self._resolve_retry
+            if self._clock() < give_up_at:
+                self._retry_queue.send_later(request, self._retry_delay)
+                log.info(
+                    "%s: %s; trying again in %ds (until %s)",
+                    _fields(request),
+                    resolution.reason,
+                    self._retry_delay,
+                    give_up_at.isoformat(),
+                )
+                return None
+            hours = self._resolve_retry.total_seconds() / 3600
+            return self._record(
+                request,
+                "unknown-device",
+                f"{resolution.reason}; gave up {hours:g} h after the status message",
+            )
+
+        target = self._targets[request.target]
+        resource_id = resolution.resource_id
+        try:
+            if request.action == "add":
+                kind: OutcomeKind
+                kind, reason = target.add(
+                    request.collection_id, resource_id, request.machine_name, dry_run=self._dry_run
+                )
+            else:
+                kind, reason = target.remove(
+                    request.collection_id, resource_id, request.machine_name, dry_run=self._dry_run
+                )
+        except TargetRefused as error:
+            return self._record(request, "target-refused", str(error), resource_id=resource_id)
+        return self._record(
+            request, kind, f"{reason}; {resolution.reason}", resource_id=resource_id
+        )
+
+    def flush(self) -> None:
+        """End of a batch: deferred work of the targets (collection refreshes)."""
+        for target in self._targets.values():
+            target.flush()
+
+    def _input_problem(self, request: RemediationRequest) -> str | None:
+        """Why this request must not be acted on, or None."""
+        rule = next((r for r in self._rules.rules if r.name == request.rule), None)
+        if rule is None:
+            return f"rule {request.rule!r} is not in the rules file"
+        if (rule.collection_id, rule.action, rule.target) != (
+            request.collection_id,
+            request.action,
+            request.target,
+        ):
+            return (
+                f"the message says {request.action} {request.collection_id} via {request.target}, "
+                f"but rule {rule.name!r} says {rule.action} {rule.collection_id} via {rule.target}"
+            )
+        if request.target not in self._targets:
+            return f"target {request.target!r} is not configured"
+        problem = netbios_problem(request.machine_name)
+        if problem is not None:
+            return problem
+        for key, value in request.insertion_strings.items():
+            if len(value) > INSERTION_STRING_MAX_LENGTH:
+                return (
+                    f"{key} is {len(value)} characters long; a client sends at most "
+                    f"{INSERTION_STRING_MAX_LENGTH}"
+                )
+        return None
+
+    def _record(
+        self,
+        request: RemediationRequest,
+        kind: OutcomeKind,
+        reason: str,
+        *,
+        resource_id: int | None = None,
+    ) -> Outcome:
+        outcome = self._audit.record(
+            request, kind, reason, resource_id=resource_id, dry_run=self._dry_run
+        )
+        level = (
+            logging.INFO
+            if kind in ("added", "already-member", "removed", "not-member")
+            else logging.WARNING
+        )
+        log.log(
+            level,
+            "%s resource=%s: %s%s (%s)",
+            _fields(request),
+            resource_id or "-",
+            outcome.kind,
+            " [dry run]" if self._dry_run else "",
+            outcome.reason,
+        )
+        return outcome

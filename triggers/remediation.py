@@ -1,0 +1,22 @@
+"""Queue trigger: one remediation request → one recorded outcome."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.runtime import get_runtime
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # untyped in azure-functions
+
+
+@bp.function_name("apply_remediation")
+@bp.queue_trigger(
+    arg_name="message", queue_name="%REMEDIATION_QUEUE%", connection="AzureWebJobsStorage"
+)
+def apply_remediation(message: func.QueueMessage) -> None:
+    """Decide and record; raising lets the host retry and, at last, poison the message."""
+    remediator = get_runtime().remediator
+    try:
+        remediator.handle(message.get_body(), message_id=message.id)
+    finally:
+        remediator.flush()
