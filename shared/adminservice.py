@@ -244,8 +244,14 @@ class AdminServiceClient:
         )
         if document is None:
             return None
-        # The key GET answers with the entity itself or wrapped in "value".
-        entity = document["value"][0] if isinstance(document.get("value"), list) else document
+        # The key GET answers with the entity itself or wrapped in "value" (a missing
+        # key may also come back as an empty "value").
+        if isinstance(document.get("value"), list):
+            if not document["value"]:
+                return None
+            entity = document["value"][0]
+        else:
+            entity = document
         rules: list[dict[str, Any]] = entity.get("CollectionRules") or []
         return rules
 

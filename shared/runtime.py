@@ -20,7 +20,7 @@ from shared.adminservice import AdminServiceClient
 from shared.audit import AuditLog, audit_table_name
 from shared.devices import DeviceSource
 from shared.errors import ConfigurationError
-from shared.export import Exporter, ExportOptions
+from shared.export import Clock, Exporter, ExportOptions, utc_now
 from shared.membership import AdminServiceMembership, CollectionRefresher, MembershipTarget
 from shared.remediation import Remediator
 from shared.remediation_queue import RemediationQueue
@@ -71,8 +71,12 @@ def validate_targets(settings: Settings, rules: RuleSet) -> None:
 class Runtime:
     """Settings, rules and the clients built from them."""
 
-    def __init__(self, settings: Settings, rules: RuleSet | None = None) -> None:
+    def __init__(
+        self, settings: Settings, rules: RuleSet | None = None, *, clock: Clock = utc_now
+    ) -> None:
         self.settings = settings
+        #: Every "now" of the remediation (tests replace it before first use).
+        self.clock = clock
         self.rules = rules if rules is not None else load_rules(settings.rules_path)
         validate_targets(settings, self.rules)
 
@@ -190,6 +194,7 @@ class Runtime:
             resolve_retry=timedelta(hours=self.settings.resolve_retry_hours),
             resolve_retry_delay_seconds=self.settings.resolve_retry_delay_seconds,
             dry_run=self.settings.dry_run,
+            clock=self.clock,
         )
 
     def close(self) -> None:

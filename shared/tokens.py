@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -87,14 +89,24 @@ def _authority(host: str, tenant: str) -> tuple[str, bool]:
 class _MsalTokens:
     """Shared MSAL plumbing: one application object, created once, with its cache."""
 
-    def __init__(self, who: str, scope: str) -> None:
+    def __init__(self, who: str, scope: str, factory: Callable[[], Any]) -> None:
         self._who = who
         self._scopes = [scope]
         self._lock = threading.Lock()
+        self._factory = factory
+        self._application: Any = None
 
-    def _call(self, acquire: Any) -> str:
+    @property
+    def _app(self) -> Any:
+        # Created on first use: MSAL reads the authority's discovery document when the
+        # application is built, and a down endpoint must be a retryable error then.
+        if self._application is None:
+            self._application = self._guard(self._factory)
+        return self._application
+
+    def _guard(self, call: Callable[[], Any]) -> Any:
         try:
-            result = acquire()
+            return call()
         except (requests.RequestException, OSError) as error:
             raise TokenEndpointUnavailable(
                 f"Entra ID did not answer a token request for {self._who} "
@@ -104,6 +116,9 @@ class _MsalTokens:
             raise TokenEndpointUnavailable(
                 f"Entra ID authority is unusable for {self._who}: {error}"
             ) from None
+
+    def _call(self, acquire: Callable[[], Any]) -> str:
+        result = self._guard(acquire)
         if not result or "access_token" not in result:
             if result and str(result.get("error")) in {"temporarily_unavailable", "server_error"}:
                 raise TokenEndpointUnavailable(_describe(result, self._who))
@@ -126,7 +141,6 @@ class DelegatedTokens(_MsalTokens):
         session: requests.Session,
         client_secret: str | None = None,
     ) -> None:
-        super().__init__(f"the service account {username}", scope)
         authority, discover = _authority(authority_host, tenant_id)
         options: dict[str, Any] = {
             "authority": authority,
@@ -134,13 +148,15 @@ class DelegatedTokens(_MsalTokens):
             "http_client": session,
             "timeout": 30,
         }
-        self._app: Any = (
-            msal.ConfidentialClientApplication(
-                client_id, client_credential=client_secret, **options
-            )
-            if client_secret
-            else msal.PublicClientApplication(client_id, **options)
-        )
+
+        def factory() -> Any:
+            if client_secret:
+                return msal.ConfidentialClientApplication(
+                    client_id, client_credential=client_secret, **options
+                )
+            return msal.PublicClientApplication(client_id, **options)
+
+        super().__init__(f"the service account {username}", scope, factory)
         self._username = username
         self._password = password
 
@@ -149,15 +165,22 @@ class DelegatedTokens(_MsalTokens):
         with self._lock:
             if not fresh:
                 for account in self._app.get_accounts(username=self._username):
-                    cached = self._app.acquire_token_silent(self._scopes, account=account)
+                    cached = self._silent(account)
                     if cached and "access_token" in cached:
                         return str(cached["access_token"])
             log.info("requesting a new token for %s", self._who)
-            return self._call(
-                lambda: self._app.acquire_token_by_username_password(
-                    self._username, self._password, scopes=self._scopes
+            with warnings.catch_warnings():
+                # MSAL discourages ROPC; the AdminService leaves no other unattended flow.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return self._call(
+                    lambda: self._app.acquire_token_by_username_password(
+                        self._username, self._password, scopes=self._scopes
+                    )
                 )
-            )
+
+    def _silent(self, account: Any) -> Any:
+        """The cached token, refreshed by MSAL if it can (which may call Entra ID)."""
+        return self._guard(lambda: self._app.acquire_token_silent(self._scopes, account=account))
 
 
 class AppTokens(_MsalTokens):
@@ -174,7 +197,6 @@ class AppTokens(_MsalTokens):
         client_secret: str | None = None,
         certificate_path: Path | None = None,
     ) -> None:
-        super().__init__(f"the application {client_id}", scope)
         if client_secret:
             credential: Any = client_secret
         elif certificate_path is not None:
@@ -184,13 +206,17 @@ class AppTokens(_MsalTokens):
                 "app-only tokens need ENTRA_CLIENT_SECRET or ENTRA_CLIENT_CERTIFICATE_PATH"
             )
         authority, discover = _authority(authority_host, tenant_id)
-        self._app: Any = msal.ConfidentialClientApplication(
-            client_id,
-            client_credential=credential,
-            authority=authority,
-            instance_discovery=discover,
-            http_client=session,
-            timeout=30,
+        super().__init__(
+            f"the application {client_id}",
+            scope,
+            lambda: msal.ConfidentialClientApplication(
+                client_id,
+                client_credential=credential,
+                authority=authority,
+                instance_discovery=discover,
+                http_client=session,
+                timeout=30,
+            ),
         )
 
     def token(self, *, fresh: bool = False) -> str:

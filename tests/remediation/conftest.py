@@ -1,0 +1,166 @@
+"""The remediation stack: the export's stack plus the Entra ID and AdminService
+simulators, the fixture scenario loaded into both the site database and the
+simulator, and the real queue function."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.functions.queue import QueueMessage
+
+from devstack.adminservice import AdminServiceSimulator
+from devstack.entra import EntraSimulator
+from devstack.tls import LocalCA
+from shared.audit import Outcome
+from shared.queue_messages import RemediationRequest
+from shared.runtime import Runtime, get_runtime, reset_runtime
+from tests.conftest import Stack
+from tests.remediation import scenario
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "queue"
+REPO = Path(__file__).resolve().parents[2]
+ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))
+
+
+@pytest.fixture(scope="session")
+def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
+    return LocalCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def entra(local_ca: LocalCA) -> Iterator[EntraSimulator]:
+    with EntraSimulator(local_ca) as simulator:
+        simulator.add_user(scenario.SERVICE_ACCOUNT, scenario.SERVICE_PASSWORD)
+        simulator.add_client(scenario.CLIENT_ID, public=True)
+        simulator.add_api("https://ConfigMgrService", scopes=("user_impersonation",))
+        yield simulator
+
+
+@pytest.fixture
+def adminservice(local_ca: LocalCA, entra: EntraSimulator) -> Iterator[AdminServiceSimulator]:
+    """A fresh AdminService per test, holding the fixture scenario."""
+    with AdminServiceSimulator(
+        local_ca,
+        jwks_uri=entra.jwks_uri,
+        # The ConfigMgr server app gets v1.0 access tokens (Entra's default for an API).
+        issuer=entra.issuer_v1,
+        admins=[scenario.SERVICE_ACCOUNT],
+        devices=scenario.DEVICES,
+        collections=scenario.COLLECTIONS,
+    ) as simulator:
+        for collection_id, members in scenario.INITIAL_MEMBERS.items():
+            simulator.set_direct_members(collection_id, members)
+        yield simulator
+
+
+def fixture(name: str) -> dict[str, Any]:
+    """A queue fixture by file name (without .json)."""
+    document: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    return document
+
+
+def body_of(document: dict[str, Any]) -> str:
+    body = document["body"]
+    return body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+
+
+@dataclass
+class Remediation:
+    """The queue function on the full local stack, with the fixture scenario loaded."""
+
+    stack: Stack
+    entra: EntraSimulator
+    adminservice: AdminServiceSimulator
+    function: Callable[[QueueMessage], None]
+    runtime: Runtime
+
+    def deliver(
+        self, body: str | bytes, *, message_id: str = "m-1", dequeue_count: int = 1
+    ) -> None:
+        """Call the real queue function the way the worker does (body base64-decoded)."""
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+        self.function(QueueMessage(id=message_id, body=raw, dequeue_count=dequeue_count))
+
+    def outcome(self, request: RemediationRequest | dict[str, Any]) -> Outcome | None:
+        """The outcome recorded for a request (a model or a fixture body)."""
+        if isinstance(request, dict):
+            request = RemediationRequest.model_validate(request)
+        return self.runtime.audit.find(request, dry_run=self.runtime.settings.dry_run)
+
+    def capture_tokens(self) -> list[str]:
+        """Every access token Entra ID hands the app from now on (read off the wire)."""
+        issued: list[str] = []
+
+        def grab(response: Any, *args: Any, **kwargs: Any) -> None:
+            if response.url.endswith("/oauth2/v2.0/token") and response.ok:
+                issued.append(response.json()["access_token"])
+
+        self.runtime.http.hooks["response"].append(grab)
+        return issued
+
+    def requeued(self) -> list[RemediationRequest]:
+        """Requests put back on the queue for a later try (taken off the queue)."""
+        client = self.stack.raw_queue()
+        found: list[RemediationRequest] = []
+        with client:
+            for message in client.receive_messages(messages_per_page=32, visibility_timeout=60):
+                found.append(
+                    RemediationRequest.model_validate_json(base64.b64decode(message.content))
+                )
+                client.delete_message(message)
+        return found
+
+
+@pytest.fixture
+def remediation_settings(
+    stack: Stack, local_ca: LocalCA, entra: EntraSimulator, adminservice: AdminServiceSimulator
+) -> dict[str, str]:
+    """App settings that point the app at the simulators."""
+    return stack.settings_values(
+        ADMINSERVICE_URL=adminservice.cmg_url,
+        ENTRA_AUTHORITY_HOST=entra.authority_host,
+        ENTRA_TENANT_ID=entra.tenant_id,
+        ENTRA_CLIENT_ID=scenario.CLIENT_ID,
+        ADMINSERVICE_USERNAME=scenario.SERVICE_ACCOUNT,
+        ADMINSERVICE_PASSWORD=scenario.SERVICE_PASSWORD,
+        TLS_CA_BUNDLE=str(local_ca.bundle_path),
+        REMEDIATION_RULES_FILE=str(FIXTURES.parent / "remediation-rules.json"),
+        RESOLVE_RETRY_DELAY_SECONDS="1",
+        EXPORT_SCHEDULE="0 */5 * * * *",
+    )
+
+
+@pytest.fixture
+def remediation(
+    stack: Stack,
+    entra: EntraSimulator,
+    adminservice: AdminServiceSimulator,
+    remediation_settings: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Iterator[Remediation]:
+    """Scenario loaded, environment set, a fresh runtime with the fixed clock."""
+    overrides: dict[str, str] = getattr(request, "param", {})
+    for name, value in {**remediation_settings, **overrides}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
+    stack.site_db.insert_devices(scenario.DEVICES)
+    reset_runtime()
+    sys.modules.pop("function_app", None)
+    importlib.import_module("function_app")
+    runtime = get_runtime()
+    runtime.clock = lambda: scenario.FIXED_NOW
+    from triggers.remediation import apply_remediation
+
+    function = apply_remediation.build().get_user_function()
+    yield Remediation(stack, entra, adminservice, function, runtime)
+    reset_runtime()
+    sys.modules.pop("function_app", None)
