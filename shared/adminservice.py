@@ -17,57 +17,40 @@ from urllib.parse import quote
 import requests
 
 from shared.devices import DeviceRecord
-from shared.errors import CmRemediateError
+from shared.errors import ServiceRefused, ServiceUnavailable
 from shared.retry import RetryPolicy
 from shared.tokens import TokenProvider
-from shared.transport import DEFAULT_TIMEOUT
+from shared.transport import DEFAULT_TIMEOUT, BearerClient, ServiceErrors, odata_error
 
 log = logging.getLogger(__name__)
 
 _DEVICE_PROPERTIES = (
     "ResourceId,Name,NetbiosName,Client,Active,Obsolete,Decommissioned,CreationDate"
 )
-#: Safe to repeat for any method: the server refused before doing anything.
-_RETRY_ALWAYS = {429, 502, 503, 504}
 
 
-class AdminServiceError(CmRemediateError):
-    """The AdminService could not do what was asked."""
-
-
-class AdminServiceUnavailable(AdminServiceError):
+class AdminServiceUnavailable(ServiceUnavailable):
     """Throttled, failing or unreachable after every retry: try the message again later."""
 
 
-class AdminServiceRefused(AdminServiceError):
+class AdminServiceRefused(ServiceRefused):
     """The AdminService answered no; retrying the same request will not help."""
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+
+_ERRORS = ServiceErrors(
+    name="AdminService",
+    unavailable=AdminServiceUnavailable,
+    refused=AdminServiceRefused,
+    url_hint="check ADMINSERVICE_URL and the cloud management gateway",
+    auth_hint="check ADMINSERVICE_SCOPE (the token's audience) and ENTRA_TENANT_ID (its issuer)",
+    forbidden_hint="is the service account a ConfigMgr administrative user with rights on the "
+    "collection, and is it exempt from MFA?",
+)
 
 
 def odata_string(value: str) -> str:
     """An OData string literal: quoted, with every ``'`` doubled."""
     return "'" + value.replace("'", "''") + "'"
-
-
-def _odata_error(response: requests.Response) -> str:
-    try:
-        error = response.json().get("error", {})
-        return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
-    except ValueError:
-        return response.text[:200]
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None  # an HTTP date: rare here; fall back to our own backoff
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -102,11 +85,9 @@ class AdminServiceClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._base = base_url if base_url.endswith("/") else base_url + "/"
-        self._tokens = tokens
-        self._session = session
-        self._retry = retry or RetryPolicy(attempts=5, initial_backoff_seconds=1.0)
-        self._timeout = timeout
-        self._sleep = sleep
+        self._http = BearerClient(
+            session, tokens, _ERRORS, retry=retry, timeout=timeout, sleep=sleep
+        )
 
     @property
     def base_url(self) -> str:
@@ -116,81 +97,7 @@ class AdminServiceClient:
     def _request(
         self, method: str, path: str, *, what: str, body: dict[str, Any] | None = None
     ) -> requests.Response:
-        url = self._base + path
-        fresh_token = False
-        attempt = 0
-        while True:
-            attempt += 1
-            headers = {
-                "Authorization": f"Bearer {self._tokens.token(fresh=fresh_token)}",
-                "Accept": "application/json",
-            }
-            try:
-                response = self._session.request(
-                    method, url, headers=headers, json=body, timeout=self._timeout
-                )
-            except (requests.ConnectionError, requests.Timeout) as error:
-                if isinstance(error, requests.exceptions.SSLError):
-                    raise AdminServiceRefused(
-                        f"AdminService TLS certificate was refused for {what}: {error}; if the "
-                        "SMS Provider uses the site's self-signed certificate, put its CA in "
-                        "TLS_CA_BUNDLE",
-                        status=0,
-                    ) from None
-                if attempt >= self._retry.attempts:
-                    raise AdminServiceUnavailable(
-                        f"AdminService unreachable for {what} after {attempt} attempts "
-                        f"({type(error).__name__}); check ADMINSERVICE_URL and the cloud "
-                        "management gateway"
-                    ) from None
-                self._wait(attempt, None, what, type(error).__name__)
-                continue
-            status = response.status_code
-            if status == 401:
-                if not fresh_token:
-                    fresh_token = True  # the cached token may have expired early
-                    attempt -= 1
-                    continue
-                raise AdminServiceRefused(
-                    f"AdminService rejected a fresh token for {what} ({_odata_error(response)}): "
-                    "check ADMINSERVICE_SCOPE (the token's audience) and ENTRA_TENANT_ID "
-                    "(its issuer)",
-                    status=401,
-                )
-            if status == 403:
-                raise AdminServiceRefused(
-                    f"AdminService refused {what} (403 {_odata_error(response)}): is the service "
-                    "account a ConfigMgr administrative user with rights on the collection, "
-                    "and is it exempt from MFA?",
-                    status=403,
-                )
-            retryable = status in _RETRY_ALWAYS or (status >= 500 and method == "GET")
-            if retryable:
-                if attempt >= self._retry.attempts:
-                    raise AdminServiceUnavailable(
-                        f"AdminService answered {status} for {what} {attempt} times; "
-                        "it will be tried again later"
-                    )
-                self._wait(attempt, _retry_after(response), what, str(status))
-                continue
-            if status >= 500:
-                # A failed POST may or may not have changed something: the caller re-checks.
-                raise AdminServiceUnavailable(
-                    f"AdminService failed {what} ({status} {_odata_error(response)})"
-                )
-            return response
-
-    def _wait(self, attempt: int, retry_after: float | None, what: str, why: str) -> None:
-        delay = self._retry.backoff(attempt, retry_after)
-        log.warning(
-            "AdminService: %s got %s; retry %d/%d in %.1fs",
-            what,
-            why,
-            attempt,
-            self._retry.attempts - 1,
-            delay,
-        )
-        self._sleep(delay)
+        return self._http.request(method, self._base + path, what=what, body=body)
 
     def _get_json(self, path: str, what: str) -> dict[str, Any] | None:
         response = self._request("GET", path, what=what)
@@ -198,7 +105,7 @@ class AdminServiceClient:
             return None
         if response.status_code != 200:
             raise AdminServiceRefused(
-                f"AdminService refused {what} ({response.status_code} {_odata_error(response)})",
+                f"AdminService refused {what} ({response.status_code} {odata_error(response)})",
                 status=response.status_code,
             )
         document: dict[str, Any] = response.json()
@@ -285,7 +192,7 @@ class AdminServiceClient:
         )
         if response.status_code not in (200, 201):
             raise AdminServiceRefused(
-                f"AdminService refused {what} ({response.status_code} {_odata_error(response)})",
+                f"AdminService refused {what} ({response.status_code} {odata_error(response)})",
                 status=response.status_code,
             )
         try:

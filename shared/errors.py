@@ -30,3 +30,16 @@ class StorageError(CmRemediateError):
 
 class QueueMessageError(CmRemediateError):
     """A queue message does not follow the contract (docs/queue-message.md)."""
+
+
+class ServiceUnavailable(CmRemediateError):
+    """A remote service was throttled, failing or unreachable after every retry: the
+    message is tried again later."""
+
+
+class ServiceRefused(CmRemediateError):
+    """A remote service answered no; retrying the same request will not help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

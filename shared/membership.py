@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Literal, Protocol
 
-from shared.adminservice import AdminServiceClient, AdminServiceError, AdminServiceRefused
-from shared.errors import CmRemediateError
+from shared.adminservice import AdminServiceClient
+from shared.errors import CmRemediateError, ServiceRefused, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,11 @@ class AdminServiceMembership:
                 return "added", "dry run: would add a direct rule"
             try:
                 self._client.add_direct_rule(collection_id, resource_id, machine_name)
-            except AdminServiceError as error:
+            except (ServiceUnavailable, ServiceRefused) as error:
                 # A timeout or a duplicate answer may hide a rule that did land.
                 if _has_direct_rule(self._rules(collection_id), resource_id):
                     return "added", f"direct rule added (the service also answered: {error})"
-                if isinstance(error, AdminServiceRefused) and error.status in (400, 404, 409):
+                if isinstance(error, ServiceRefused) and error.status in (400, 404, 409):
                     raise TargetRefused(str(error)) from None
                 raise
             self._refresher.changed(collection_id)
@@ -158,10 +158,10 @@ class AdminServiceMembership:
                 return "removed", "dry run: would delete the direct rule"
             try:
                 self._client.delete_direct_rule(collection_id, resource_id, machine_name)
-            except AdminServiceError as error:
+            except (ServiceUnavailable, ServiceRefused) as error:
                 if not _has_direct_rule(self._rules(collection_id), resource_id):
                     return "removed", f"direct rule deleted (the service also answered: {error})"
-                if isinstance(error, AdminServiceRefused) and error.status in (400, 404, 409):
+                if isinstance(error, ServiceRefused) and error.status in (400, 404, 409):
                     raise TargetRefused(str(error)) from None
                 raise
             self._refresher.changed(collection_id)

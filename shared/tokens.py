@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import msal
+import msal.exceptions
 import requests
 
 from shared.errors import CmRemediateError
@@ -107,7 +108,7 @@ class _MsalTokens:
     def _guard(self, call: Callable[[], Any]) -> Any:
         try:
             return call()
-        except (requests.RequestException, OSError) as error:
+        except (requests.RequestException, OSError, msal.exceptions.MsalServiceError) as error:
             raise TokenEndpointUnavailable(
                 f"Entra ID did not answer a token request for {self._who} "
                 f"({type(error).__name__}); check ENTRA_AUTHORITY_HOST and the network"

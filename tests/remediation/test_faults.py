@@ -67,7 +67,7 @@ def fast_retries(monkeypatch):
             max_retry_after_seconds=0.2,
         )
 
-    monkeypatch.setattr("shared.adminservice.RetryPolicy", quick)
+    monkeypatch.setattr("shared.transport.RetryPolicy", quick)
 
 
 def test_503_storm_then_recovery(remediation):
@@ -140,3 +140,10 @@ def test_duplicate_answer_mode_ok_is_also_idempotent(remediation):
     assert scenario.EXPECTED_RESOURCE["PC-ADD01"] in remediation.adminservice.direct_members(
         "PS100123"
     )
+
+
+def test_token_endpoint_errors_are_retryable_not_recorded(remediation):
+    remediation.entra.fail_next(1, status=503)
+    with pytest.raises(TokenEndpointUnavailable):
+        remediation.deliver(body_of(fixture("01-add")), message_id="entra-503")
+    assert remediation.outcome(fixture("01-add")["body"]) is None
