@@ -50,6 +50,8 @@ class Resolution:
     kind: Literal["resolved", "ambiguous", "not-found"]
     reason: str
     resource_id: int | None = None
+    #: Discovery records carrying the name, whatever their state.
+    named_records: int = 0
 
 
 class DeviceSource(Protocol):
@@ -81,6 +83,7 @@ def choose(machine_name: str, records: list[DeviceRecord]) -> Resolution:
     named = [r for r in records if (r.netbios_name or r.name or "").casefold() == wanted]
     if not named:
         return Resolution("not-found", f"no discovery record named {machine_name!r}")
+    count = len(named)
     steps: tuple[tuple[str, Callable[[DeviceRecord], bool]], ...] = (
         ("client installed", lambda r: r.client == 1),
         ("not obsolete", lambda r: r.obsolete != 1),
@@ -93,8 +96,9 @@ def choose(machine_name: str, records: list[DeviceRecord]) -> Resolution:
         if not candidates:
             return Resolution(
                 "not-found",
-                f"{len(named)} record(s) named {machine_name!r}, none {label}: "
+                f"{count} record(s) named {machine_name!r}, none {label}: "
                 + ", ".join(r.describe() for r in named),
+                named_records=count,
             )
     newest = max((r.creation_date or datetime.min) for r in candidates)
     finalists = [r for r in candidates if (r.creation_date or datetime.min) == newest]
@@ -103,9 +107,10 @@ def choose(machine_name: str, records: list[DeviceRecord]) -> Resolution:
             "ambiguous",
             f"{len(finalists)} records named {machine_name!r} tie on every rule: "
             + ", ".join(r.describe() for r in finalists),
+            named_records=count,
         )
     chosen = finalists[0]
     reason = f"resource {chosen.resource_id}"
-    if len(named) > 1:
-        reason += f", chosen among {len(named)} records: " + ", ".join(r.describe() for r in named)
-    return Resolution("resolved", reason, chosen.resource_id)
+    if count > 1:
+        reason += f", chosen among {count} records: " + ", ".join(r.describe() for r in named)
+    return Resolution("resolved", reason, chosen.resource_id, named_records=count)

@@ -12,15 +12,26 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from shared.adminservice import AdminServiceClient
 from shared.errors import CmRemediateError, ServiceRefused, ServiceUnavailable
+from shared.queue_messages import RemediationRequest
 
 log = logging.getLogger(__name__)
 
-AddResult = Literal["added", "already-member"]
-RemoveResult = Literal["removed", "not-member"]
+ChangeResult = Literal["added", "already-member", "removed", "not-member"]
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """One decided change: the request, and the device it resolved to."""
+
+    request: RemediationRequest
+    resource_id: int
+    #: How many discovery records carry the machine's name (duplicates included).
+    named_records: int
 
 
 class TargetRefused(CmRemediateError):
@@ -31,16 +42,8 @@ class TargetRefused(CmRemediateError):
 class MembershipTarget(Protocol):
     """Where membership changes go (the AdminService, or the customer's web service)."""
 
-    def add(
-        self, collection_id: str, resource_id: int, machine_name: str, *, dry_run: bool
-    ) -> tuple[AddResult, str]:
-        """Give the device a direct rule in the collection, unless it is a member already."""
-        ...
-
-    def remove(
-        self, collection_id: str, resource_id: int, machine_name: str, *, dry_run: bool
-    ) -> tuple[RemoveResult, str]:
-        """Delete the device's direct rule, if it has one."""
+    def apply(self, change: MembershipChange, *, dry_run: bool) -> tuple[ChangeResult, str]:
+        """Add or remove the device's direct rule, idempotently; say what happened."""
         ...
 
     def flush(self) -> None:
@@ -124,10 +127,20 @@ class AdminServiceMembership:
             )
         return rules
 
-    def add(
-        self, collection_id: str, resource_id: int, machine_name: str, *, dry_run: bool
-    ) -> tuple[AddResult, str]:
-        """Check, then add a direct rule named after the machine."""
+    def apply(self, change: MembershipChange, *, dry_run: bool) -> tuple[ChangeResult, str]:
+        """Add or remove the device's direct rule (named after the machine)."""
+        request = change.request
+        if request.action == "add":
+            return self._add(
+                request.collection_id, change.resource_id, request.machine_name, dry_run
+            )
+        return self._remove(
+            request.collection_id, change.resource_id, request.machine_name, dry_run
+        )
+
+    def _add(
+        self, collection_id: str, resource_id: int, machine_name: str, dry_run: bool
+    ) -> tuple[ChangeResult, str]:
         with self._lock(collection_id, resource_id):
             if _has_direct_rule(self._rules(collection_id), resource_id):
                 return "already-member", "the device already has a direct rule"
@@ -147,10 +160,9 @@ class AdminServiceMembership:
             self._refresher.changed(collection_id)
             return "added", "direct rule added"
 
-    def remove(
-        self, collection_id: str, resource_id: int, machine_name: str, *, dry_run: bool
-    ) -> tuple[RemoveResult, str]:
-        """Delete the device's direct rule, if it has one."""
+    def _remove(
+        self, collection_id: str, resource_id: int, machine_name: str, dry_run: bool
+    ) -> tuple[ChangeResult, str]:
         with self._lock(collection_id, resource_id):
             if not _has_direct_rule(self._rules(collection_id), resource_id):
                 return "not-member", "the device has no direct rule in the collection"

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from shared.audit import AuditLog, Outcome, OutcomeKind
 from shared.devices import DeviceSource, choose, netbios_problem
 from shared.errors import QueueMessageError
-from shared.membership import MembershipTarget, TargetRefused
+from shared.membership import MembershipChange, MembershipTarget, TargetRefused
 from shared.queue_messages import RemediationRequest, decode
 from shared.remediation_queue import RemediationQueue
 from shared.rules import RuleSet
@@ -114,16 +114,9 @@ class Remediator:
 
         target = self._targets[request.target]
         resource_id = resolution.resource_id
+        change = MembershipChange(request, resource_id, resolution.named_records)
         try:
-            if request.action == "add":
-                kind: OutcomeKind
-                kind, reason = target.add(
-                    request.collection_id, resource_id, request.machine_name, dry_run=self._dry_run
-                )
-            else:
-                kind, reason = target.remove(
-                    request.collection_id, resource_id, request.machine_name, dry_run=self._dry_run
-                )
+            kind, reason = target.apply(change, dry_run=self._dry_run)
         except TargetRefused as error:
             return self._record(request, "target-refused", str(error), resource_id=resource_id)
         return self._record(

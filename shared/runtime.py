@@ -28,12 +28,13 @@ from shared.rules import RuleSet, load_rules
 from shared.settings import Settings, load_settings
 from shared.site_database import SiteDatabaseClient
 from shared.storage import StorageAccount
-from shared.tokens import DelegatedTokens
-from shared.transport import new_session, trust_store
+from shared.tokens import AppTokens, DelegatedTokens
+from shared.transport import BearerClient, new_session, trust_store
 from shared.watermark import WatermarkStore
+from shared.webservice import ConfigMgrWebServiceTarget, RestWebServiceTarget, rest_errors
 
 
-def _missing(settings: Settings, names: dict[str, object]) -> list[str]:
+def _missing(names: dict[str, object]) -> list[str]:
     return [name for name, value in names.items() if value in (None, "")]
 
 
@@ -45,7 +46,6 @@ def validate_targets(settings: Settings, rules: RuleSet) -> None:
     )
     if needs_adminservice:
         missing = _missing(
-            settings,
             {
                 "ADMINSERVICE_URL": settings.adminservice_url,
                 "ENTRA_TENANT_ID": settings.entra_tenant_id,
@@ -60,10 +60,28 @@ def validate_targets(settings: Settings, rules: RuleSet) -> None:
             for name in missing
         ]
     if any(r.target == "webservice" for r in rules.rules):
-        problems.append(
-            "a rule targets the web service, which this version does not support yet; "
-            "use target 'adminservice'"
-        )
+        required: dict[str, object] = {
+            "WEBSERVICE_KIND": settings.webservice_kind,
+            "WEBSERVICE_URL": settings.webservice_url,
+        }
+        if settings.webservice_kind == "configmgr-webservice":
+            required["WEBSERVICE_SECRET"] = settings.webservice_secret
+        elif settings.webservice_kind == "rest":
+            required.update(
+                {
+                    "WEBSERVICE_SCOPE": settings.webservice_scope,
+                    "ENTRA_TENANT_ID": settings.entra_tenant_id,
+                    "ENTRA_CLIENT_ID": settings.entra_client_id,
+                    "ENTRA_CLIENT_SECRET or ENTRA_CLIENT_CERTIFICATE_PATH": (
+                        settings.entra_client_secret or settings.entra_client_certificate_path
+                    ),
+                }
+            )
+        kind = f" (WEBSERVICE_KIND={settings.webservice_kind})" if settings.webservice_kind else ""
+        problems += [
+            f"{name}: required because a rule targets the web service{kind}"
+            for name in _missing(required)
+        ]
     if problems:
         raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems))
 
@@ -180,7 +198,33 @@ class Runtime:
                 enabled=self.settings.adminservice_request_refresh,
             )
             targets["adminservice"] = AdminServiceMembership(self.adminservice, refresher)
+        if any(r.target == "webservice" for r in self.rules.rules):
+            targets["webservice"] = self._webservice()
         return targets
+
+    def _webservice(self) -> MembershipTarget:
+        s = self.settings
+        assert s.webservice_url is not None  # validate_targets made sure
+        if s.webservice_kind == "configmgr-webservice":
+            assert s.webservice_secret is not None
+            return ConfigMgrWebServiceTarget(
+                s.webservice_url, s.webservice_secret.get_secret_value(), self.http
+            )
+        assert s.webservice_scope and s.entra_tenant_id and s.entra_client_id
+        tokens = AppTokens(
+            authority_host=s.entra_authority_host,
+            tenant_id=s.entra_tenant_id,
+            client_id=s.entra_client_id,
+            scope=s.webservice_scope,
+            session=self.http,
+            client_secret=(
+                s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
+            ),
+            certificate_path=s.entra_client_certificate_path,
+        )
+        return RestWebServiceTarget(
+            s.webservice_url, BearerClient(self.http, tokens, rest_errors())
+        )
 
     @cached_property
     def remediator(self) -> Remediator:

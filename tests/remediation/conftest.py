@@ -139,28 +139,39 @@ def remediation_settings(
 
 
 @pytest.fixture
-def remediation(
+def make_remediation(
     stack: Stack,
     entra: EntraSimulator,
     adminservice: AdminServiceSimulator,
     remediation_settings: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
-) -> Iterator[Remediation]:
-    """Scenario loaded, environment set, a fresh runtime with the fixed clock."""
-    overrides: dict[str, str] = getattr(request, "param", {})
-    for name, value in {**remediation_settings, **overrides}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
+) -> Iterator[Callable[..., Remediation]]:
+    """Build the remediation app with extra settings: scenario loaded, environment set,
+    a fresh runtime with the fixed clock."""
     stack.site_db.insert_devices(scenario.DEVICES)
-    reset_runtime()
-    sys.modules.pop("function_app", None)
-    importlib.import_module("function_app")
-    runtime = get_runtime()
-    runtime.clock = lambda: scenario.FIXED_NOW
-    from triggers.remediation import apply_remediation
 
-    function = apply_remediation.build().get_user_function()
-    yield Remediation(stack, entra, adminservice, function, runtime)
+    def make(**overrides: str) -> Remediation:
+        for name, value in {**remediation_settings, **overrides}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
+        reset_runtime()
+        sys.modules.pop("function_app", None)
+        importlib.import_module("function_app")
+        runtime = get_runtime()
+        runtime.clock = lambda: scenario.FIXED_NOW
+        from triggers.remediation import apply_remediation
+
+        function = apply_remediation.build().get_user_function()
+        return Remediation(stack, entra, adminservice, function, runtime)
+
+    yield make
     reset_runtime()
     sys.modules.pop("function_app", None)
+
+
+@pytest.fixture
+def remediation(
+    make_remediation: Callable[..., Remediation], request: pytest.FixtureRequest
+) -> Remediation:
+    """The remediation app on the fixture scenario (``indirect`` params: extra settings)."""
+    return make_remediation(**getattr(request, "param", {}))
