@@ -1,100 +1,119 @@
-"""``cmremediate demo``: the export on the local stack with the Microsoft 365 scenario."""
+"""``cmremediate demo``: the whole pipeline on the local stack, Microsoft 365 scenario."""
 
 from __future__ import annotations
 
-import base64
-from collections import defaultdict
-
-from azure.storage.queue import QueueClient
 from rich.console import Console
 from rich.table import Table
 
-from devstack.datagen import m365_demo_scenario
+from devstack.datagen import Workload, m365_demo_scenario
 from devstack.stack import LocalStack
-from shared.cli import render_export, render_requests
-from shared.queue_messages import RemediationRequest, decode
+from devstack.tls import LocalCA
+from shared.audit import Outcome
+from shared.cli import render_export
 from shared.runtime import Runtime
 from shared.settings import load_settings
 
 _MESSAGE_KINDS = {39997: "info", 39998: "warning", 39999: "error"}
+_STYLE = {
+    "added": "green",
+    "already-member": "green",
+    "removed": "green",
+    "not-member": "green",
+    "ambiguous": "yellow",
+    "unknown-device": "yellow",
+    "rejected-input": "red",
+    "target-refused": "red",
+}
 
 
-def _take_all(connection_string: str, queue_name: str) -> tuple[list[RemediationRequest], str]:
-    """Every message on the queue, decoded, and the raw text of the first one."""
-    client = QueueClient.from_connection_string(connection_string, queue_name)
-    requests: list[RemediationRequest] = []
-    first_raw = ""
-    with client:
-        while batch := list(
-            client.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=300)
-        ):
-            for message in batch:
-                first_raw = first_raw or message.content
-                requests.append(decode(base64.b64decode(message.content).decode("utf-8")))
-    return requests, first_raw
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def run_demo(console: Console) -> None:
-    """Start the stack, load the scenario, run the export twice, show what happened."""
-    console.rule("cm-remediate demo: export")
-    console.print("Starting the local stack (PostgreSQL through ODBC, Azurite)...")
-    with LocalStack() as stack:
+def run_demo(console: Console, *, ca: LocalCA | None = None) -> None:
+    """Start the stack, load the scenario, export, remediate, show every decision."""
+    console.rule("cm-remediate demo")
+    console.print("Starting the local stack...")
+    with LocalStack(ca=ca) as stack:
         console.print(
-            f"  site database stand-in: 127.0.0.1:{stack.site_db.port} "
-            "(driver 'PostgreSQL Unicode', views v_StatusMessage, v_StatMsgInsStrings, ...)"
+            f"  site database stand-in  127.0.0.1:{stack.site_db.port} (PostgreSQL via ODBC, "
+            "views v_StatusMessage, v_StatMsgInsStrings, v_R_System)\n"
+            f"  Azurite                 queue 127.0.0.1:{stack.azurite.queue_port}, "
+            f"table 127.0.0.1:{stack.azurite.table_port}\n"
+            f"  Entra ID simulator      {stack.entra.authority}\n"
+            f"  AdminService simulator  {stack.adminservice.cmg_url}"
         )
-        console.print(f"  Azurite: queue service on 127.0.0.1:{stack.azurite.queue_port}")
         workload = m365_demo_scenario()
-        record_ids = stack.site_db.load_workload(workload)
+        record_ids = stack.load(workload)
         console.print(
             f"Loaded {len(workload.messages)} status messages from "
-            f"{len({m.machine_name for m in workload.messages})} machines on sites "
+            f"{len({m.machine_name for m in workload.messages})} machines and "
+            f"{len(workload.devices)} discovery records (duplicates included) on sites "
             f"{', '.join(workload.sites)}."
         )
-
         runtime = Runtime(load_settings(stack.settings_values()))
         try:
-            console.print(f"Rules: {', '.join(r.name for r in runtime.rules.rules)}")
-            report = runtime.exporter.run()
-            console.print(render_export(report))
-            requests, first_raw = _take_all(
-                stack.azurite.connection_string, runtime.settings.remediation_queue
+            console.print(f"Rules: {', '.join(r.name for r in runtime.rules.rules)}\n")
+            console.print(render_export(runtime.exporter.run()))
+            processed = runtime.processor.drain()
+            outcomes: dict[tuple[str, int, str], Outcome] = {
+                (o.site_code or "", o.record_id or 0, o.rule or ""): o
+                for o in runtime.audit.query()
+            }
+            console.print(_decisions(workload, record_ids, outcomes))
+            console.print(
+                f"\nThe queue function handled {processed.processed} messages: "
+                + ", ".join(f"{n} {kind}" for kind, n in processed.outcomes.most_common())
+                + (f"; {processed.failed} failed" if processed.failed else "")
             )
+            collections = Table(title="collections in the AdminService", title_justify="left")
+            collections.add_column("collection")
+            collections.add_column("direct members (ResourceID)")
+            for rule in runtime.rules.rules:
+                members = sorted(stack.adminservice.direct_members(rule.collection_id))
+                collections.add_row(
+                    f"{rule.collection_id} ({rule.name})", ", ".join(map(str, members))
+                )
+            console.print(collections)
             again = runtime.exporter.run()
+            console.print(
+                f"A second export run enqueued {again.enqueued} messages: nothing is sent twice."
+            )
         finally:
             runtime.close()
-
-        by_record: dict[int, list[RemediationRequest]] = defaultdict(list)
-        for request in requests:
-            by_record[request.record_id].append(request)
-        table = Table(title="every status message and what the export did", title_justify="left")
-        for column in ("site", "record", "machine", "message", "strings", "export"):
-            table.add_column(column)
-        for message, record_id in zip(workload.messages, record_ids, strict=True):
-            matched = by_record.get(record_id, [])
-            if matched:
-                decision = "; ".join(f"→ {r.rule} ({r.collection_id})" for r in matched)
-            elif message.message_id != 39997:
-                decision = "[dim]ignored: not a 39997 message[/]"
-            else:
-                decision = "[dim]no rule matches[/]"
-            strings = " | ".join(repr(s)[1:-1] for s in message.insertion_strings[:3] if s)
-            table.add_row(
-                message.site_code,
-                str(record_id),
-                repr(message.machine_name)[1:-1],
-                f"{message.message_id} {_MESSAGE_KINDS.get(message.message_id, '')}",
-                strings[:60] + ("…" if len(strings) > 60 else ""),
-                decision,
-            )
-        console.print(table)
-        console.print(render_requests(requests, f"queue '{runtime.settings.remediation_queue}'"))
-        console.print(
-            f"The queue holds {len(requests)} messages, base64 as the queue trigger expects; "
-            f"the first one as stored: [dim]{first_raw[:72]}…[/]"
-        )
-        console.print(
-            f"A second export run enqueued {again.enqueued} messages: everything was already "
-            "exported, nothing is sent twice."
-        )
     console.print("Local stack stopped.")
+
+
+def _decisions(
+    workload: Workload, record_ids: list[int], outcomes: dict[tuple[str, int, str], Outcome]
+) -> Table:
+    """One row per (status message, rule it matched), or per message that was not exported."""
+    table = Table(title="every status message, device by device", title_justify="left")
+    for column in ("site", "record", "machine", "message", "strings", "rule", "outcome", "why"):
+        table.add_column(column, overflow="fold" if column == "why" else "ellipsis")
+    rules_of: dict[tuple[str, int], list[str]] = {}
+    for site, record_id, rule in outcomes:
+        rules_of.setdefault((site, record_id), []).append(rule)
+    for message, record_id in zip(workload.messages, record_ids, strict=True):
+        strings = " | ".join(repr(s)[1:-1] for s in message.insertion_strings[:2] if s)
+        base = [
+            message.site_code,
+            str(record_id),
+            repr(message.machine_name)[1:-1],
+            f"{message.message_id} {_MESSAGE_KINDS.get(message.message_id, '')}".strip(),
+            _short(strings, 44),
+        ]
+        rules = sorted(rules_of.get((message.site_code, record_id), []))
+        if not rules:
+            why = "not a 39997 message" if message.message_id != 39997 else "no rule matches"
+            table.add_row(*base, "-", "[dim]not exported[/]", f"[dim]{why}[/]")
+        for rule in rules:
+            outcome = outcomes[(message.site_code, record_id, rule)]
+            resource = f"resource {outcome.resource_id}: " if outcome.resource_id else ""
+            table.add_row(
+                *base,
+                rule,
+                f"[{_STYLE.get(outcome.kind, '')}]{outcome.kind}[/]",
+                _short(resource + outcome.reason, 90),
+            )
+    return table

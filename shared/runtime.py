@@ -22,6 +22,7 @@ from shared.devices import DeviceSource
 from shared.errors import ConfigurationError
 from shared.export import Clock, Exporter, ExportOptions, utc_now
 from shared.membership import AdminServiceMembership, CollectionRefresher, MembershipTarget
+from shared.processing import QueueOptions, QueueProcessor
 from shared.remediation import Remediator
 from shared.remediation_queue import RemediationQueue
 from shared.rules import RuleSet, load_rules
@@ -239,6 +240,16 @@ class Runtime:
             resolve_retry_delay_seconds=self.settings.resolve_retry_delay_seconds,
             dry_run=self.settings.dry_run,
             clock=self.clock,
+        )
+
+    @cached_property
+    def processor(self) -> QueueProcessor:
+        """The host's receive → handle → delete/poison loop, for the CLI and the demo."""
+        return QueueProcessor(
+            self.storage.queue(self.settings.remediation_queue),
+            self.storage.queue(self.settings.poison_queue),
+            self.remediator,
+            QueueOptions.from_host_json(self.settings.app_root),
         )
 
     def close(self) -> None:

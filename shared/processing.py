@@ -1,0 +1,135 @@
+"""Draining the remediation queue outside the Functions host, with the host's semantics.
+
+Used by the demo and the command line. Like the queue trigger: a message is deleted
+only when handling returns; a failure leaves it to reappear after the visibility
+timeout; after ``maxDequeueCount`` failed attempts (host.json) it moves to
+``<queue>-poison``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient, QueueMessage
+
+from shared.errors import CmRemediateError
+from shared.remediation import Remediator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """The queue settings of host.json that matter outside the host."""
+
+    max_dequeue_count: int = 5
+    visibility_timeout_seconds: int = 30
+    batch_size: int = 16
+
+    @classmethod
+    def from_host_json(cls, app_root: Path) -> QueueOptions:
+        """Read ``extensions.queues`` of host.json (defaults where absent)."""
+        try:
+            queues = json.loads((app_root / "host.json").read_text(encoding="utf-8"))
+            queues = queues.get("extensions", {}).get("queues", {})
+        except (OSError, ValueError):
+            return cls()
+        hours, minutes, seconds = (
+            int(part) for part in str(queues.get("visibilityTimeout", "00:00:30")).split(":")
+        )
+        return cls(
+            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+            visibility_timeout_seconds=hours * 3600 + minutes * 60 + seconds,
+            batch_size=int(queues.get("batchSize", 16)),
+        )
+
+
+@dataclass
+class ProcessReport:
+    """What one drain did."""
+
+    processed: int = 0
+    failed: int = 0
+    poisoned: int = 0
+    requeued: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+class QueueProcessor:
+    """Receives, hands to the remediator, deletes or poisons: the host's loop."""
+
+    def __init__(
+        self,
+        queue: QueueClient,
+        poison: QueueClient,
+        remediator: Remediator,
+        options: QueueOptions,
+    ) -> None:
+        self._queue = queue
+        self._poison = poison
+        self._remediator = remediator
+        self._options = options
+
+    def drain(self, *, max_messages: int | None = None) -> ProcessReport:
+        """Process visible messages until none is left (or ``max_messages``)."""
+        report = ProcessReport()
+        while max_messages is None or report.processed + report.failed < max_messages:
+            batch = list(
+                self._queue.receive_messages(
+                    messages_per_page=self._options.batch_size,
+                    max_messages=self._options.batch_size,
+                    visibility_timeout=self._options.visibility_timeout_seconds,
+                )
+            )
+            if not batch:
+                break
+            for message in batch:
+                self._one(message, report)
+            self._remediator.flush()
+        return report
+
+    def _one(self, message: QueueMessage, report: ProcessReport) -> None:
+        content = str(message.content)
+        message_id = str(message.id)
+        dequeue_count = int(message.dequeue_count or 1)
+        try:
+            outcome = self._remediator.handle(content, message_id=message_id)
+        except CmRemediateError as error:
+            report.failed += 1
+            if dequeue_count >= self._options.max_dequeue_count:
+                self._to_poison(content)
+                self._queue.delete_message(message)
+                report.poisoned += 1
+                log.error(
+                    "message %s failed %d times, moved to %s: %s",
+                    message_id,
+                    dequeue_count,
+                    self._poison.queue_name,
+                    error,
+                )
+            else:
+                log.warning(
+                    "message %s failed (attempt %d of %d), it will be retried: %s",
+                    message_id,
+                    dequeue_count,
+                    self._options.max_dequeue_count,
+                    error,
+                )
+            return
+        self._queue.delete_message(message)
+        report.processed += 1
+        if outcome is None:
+            report.requeued += 1
+        else:
+            report.outcomes[outcome.kind] += 1
+
+    def _to_poison(self, content: str) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            self._poison.create_queue()
+        self._poison.send_message(content, time_to_live=-1)
