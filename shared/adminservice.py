@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from shared.devices import DeviceRecord
+from shared.devices import DeviceRecord, flag
 from shared.errors import ServiceRefused, ServiceUnavailable
 from shared.retry import RetryPolicy
 from shared.tokens import TokenProvider
@@ -61,14 +61,6 @@ def _parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=None)
-
-
-def _int_or_none(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return int(value)
-    return int(value) if isinstance(value, int | str) else None
 
 
 class AdminServiceClient:
@@ -134,10 +126,10 @@ class AdminServiceClient:
                 resource_id=int(item["ResourceId"]),
                 name=item.get("Name"),
                 netbios_name=item.get("NetbiosName"),
-                client=_int_or_none(item.get("Client")),
-                active=_int_or_none(item.get("Active")),
-                obsolete=_int_or_none(item.get("Obsolete")),
-                decommissioned=_int_or_none(item.get("Decommissioned")),
+                client=flag(item.get("Client")),
+                active=flag(item.get("Active")),
+                obsolete=flag(item.get("Obsolete")),
+                decommissioned=flag(item.get("Decommissioned")),
                 creation_date=_parse_time(item.get("CreationDate")),
             )
             for item in (document or {}).get("value", [])

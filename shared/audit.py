@@ -8,7 +8,10 @@ message is delivered again, the first outcome stands and the redelivery is told 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -18,6 +21,8 @@ from azure.data.tables import TableClient
 
 from shared.errors import StorageError
 from shared.queue_messages import RemediationRequest
+
+log = logging.getLogger(__name__)
 
 OutcomeKind = Literal[
     "added",
@@ -84,9 +89,13 @@ def _from_entity(entity: dict[str, Any], *, new: bool) -> Outcome:
 class AuditLog:
     """Creates outcome rows and reads them back. Create once, reuse."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(
+        self, table: TableClient, *, attempts: int = 4, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._table = table
         self._ready = False
+        self._attempts = attempts
+        self._sleep = sleep
 
     def _ensure_table(self) -> None:
         if self._ready:
@@ -161,15 +170,28 @@ class AuditLog:
         return self._create(entity)
 
     def _create(self, entity: dict[str, Any]) -> Outcome:
+        """Create the row. The change it describes has already happened, so a failed
+        write is tried again here (a redelivery could only say ``already-member``)."""
         self._ensure_table()
-        try:
-            self._table.create_entity(entity)
-        except ResourceExistsError:
-            existing = self._table.get_entity(entity["PartitionKey"], entity["RowKey"])
-            return _from_entity(dict(existing), new=False)
-        except AzureError as error:
-            raise StorageError(f"cannot write the audit table: {error}") from None
-        return _from_entity(entity, new=True)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._table.create_entity(entity)
+                return _from_entity(entity, new=True)
+            except ResourceExistsError:
+                existing = self._table.get_entity(entity["PartitionKey"], entity["RowKey"])
+                # On a retry the row may be our own earlier attempt that did land.
+                return _from_entity(dict(existing), new=attempt > 1)
+            except AzureError as error:
+                if attempt == self._attempts:
+                    raise StorageError(f"cannot write the audit table: {error}") from None
+                log.warning(
+                    "audit table write failed (%s); retry %d/%d",
+                    type(error).__name__,
+                    attempt,
+                    self._attempts - 1,
+                )
+                self._sleep(attempt)
+        raise AssertionError("unreachable")
 
     def query(
         self,

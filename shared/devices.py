@@ -21,6 +21,15 @@ _NETBIOS_FORBIDDEN = re.compile(r'[\\/:*?"<>|\s]')
 NETBIOS_MAX_LENGTH = 15
 
 
+def flag(value: object) -> int | None:
+    """A discovery flag (Client0, Active0, ...) as 0/1, or None where it is NULL."""
+    if value is None:
+        return None
+    if isinstance(value, bool | int):
+        return int(value)
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:
     """One discovery record (v_R_System / SMS_R_System)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -106,18 +105,19 @@ def _has_direct_rule(rules: list[dict[str, object]], resource_id: int) -> bool:
 
 
 class AdminServiceMembership:
-    """Membership through the AdminService; one lock per (collection, device) so parallel
-    messages for the same device in this process cannot both add a rule."""
+    """Membership through the AdminService. Parallel messages for the same device and
+    collection in this process are serialised (striped locks: bounded memory), so they
+    cannot both add a rule."""
+
+    _STRIPES = 64
 
     def __init__(self, client: AdminServiceClient, refresher: CollectionRefresher) -> None:
         self._client = client
         self._refresher = refresher
-        self._locks: defaultdict[tuple[str, int], threading.Lock] = defaultdict(threading.Lock)
-        self._locks_guard = threading.Lock()
+        self._locks = [threading.Lock() for _ in range(self._STRIPES)]
 
     def _lock(self, collection_id: str, resource_id: int) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks[(collection_id, resource_id)]
+        return self._locks[hash((collection_id, resource_id)) % self._STRIPES]
 
     def _rules(self, collection_id: str) -> list[dict[str, object]]:
         rules = self._client.collection_rules(collection_id)

@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 
 import pyodbc
 
-from shared.devices import DeviceRecord
+from shared.devices import DeviceRecord, flag
 from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
 from shared.retry import RetryPolicy
 from shared.status_messages import GENERIC_INFO, INSERTION_STRING_COUNT, StatusMessage
@@ -98,10 +98,6 @@ _LOGIN_REFUSED = re.compile(r"login failed|password authentication failed", re.I
 
 def _text(error: pyodbc.Error) -> str:
     return str(error.args[1] if len(error.args) > 1 else error).strip()
-
-
-def _int_or_none(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 def _utc(value: datetime) -> datetime:
@@ -282,10 +278,10 @@ class SiteDatabaseClient:
                 resource_id=int(row[0]),
                 name=row[1],
                 netbios_name=row[2],
-                client=_int_or_none(row[3]),
-                active=_int_or_none(row[4]),
-                obsolete=_int_or_none(row[5]),
-                decommissioned=_int_or_none(row[6]),
+                client=flag(row[3]),
+                active=flag(row[4]),
+                obsolete=flag(row[5]),
+                decommissioned=flag(row[6]),
                 creation_date=row[7],
             )
             for row in rows

@@ -20,6 +20,7 @@ from devstack.adminservice import AdminServiceSimulator
 from devstack.entra import EntraSimulator
 from devstack.tls import LocalCA
 from shared.audit import Outcome
+from shared.errors import CmRemediateError
 from shared.queue_messages import RemediationRequest
 from shared.runtime import Runtime, get_runtime, reset_runtime
 from tests.conftest import Stack
@@ -88,6 +89,18 @@ class Remediation:
         """Call the real queue function the way the worker does (body base64-decoded)."""
         raw = body.encode("utf-8") if isinstance(body, str) else body
         self.function(QueueMessage(id=message_id, body=raw, dequeue_count=dequeue_count))
+
+    def deliver_like_host(self, body: str | bytes, *, message_id: str, attempts: int = 5) -> int:
+        """Deliver, and deliver again after a failure, as the host does up to
+        maxDequeueCount. Returns the failed attempts."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.deliver(body, message_id=message_id, dequeue_count=attempt)
+                return attempt - 1
+            except CmRemediateError:
+                if attempt == attempts:
+                    raise
+        return attempts
 
     def outcome(self, request: RemediationRequest | dict[str, Any]) -> Outcome | None:
         """The outcome recorded for a request (a model or a fixture body)."""

@@ -1,0 +1,77 @@
+"""The audit log keeps the first outcome and retries a write that failed after a change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from azure.core.exceptions import ResourceExistsError, ServiceResponseError
+
+from shared.audit import AuditLog, audit_table_name
+from shared.errors import StorageError
+from shared.queue_messages import RemediationRequest
+
+
+class FlakyTable:
+    """A table whose first writes time out; ``lands`` says whether they still landed."""
+
+    table_name = "t"
+
+    def __init__(self, failures: int, *, lands: bool):
+        self.rows: dict[tuple[str, str], dict] = {}
+        self.failures = failures
+        self.lands = lands
+
+    def create_table(self):
+        raise ResourceExistsError("exists")
+
+    def create_entity(self, entity):
+        key = (entity["PartitionKey"], entity["RowKey"])
+        if key in self.rows:
+            raise ResourceExistsError("exists")
+        if self.failures:
+            self.failures -= 1
+            if self.lands:
+                self.rows[key] = dict(entity)
+            raise ServiceResponseError("Read timed out")
+        self.rows[key] = dict(entity)
+
+    def get_entity(self, partition, row):
+        return self.rows[(partition, row)]
+
+
+REQUEST = RemediationRequest(
+    site_code="PS1",
+    record_id=2**56 + 1,
+    message_id=39997,
+    time_utc=datetime(2026, 11, 20, 8, 0, tzinfo=UTC),
+    machine_name="PC01",
+    insertion_strings={"InsertionString1": "a"},
+    rule="r",
+    collection_id="PS100123",
+    action="add",
+    target="adminservice",
+    exported_utc=datetime(2026, 11, 20, 8, 5, tzinfo=UTC),
+)
+
+
+@pytest.mark.parametrize("lands", [False, True])
+def test_a_failed_write_is_retried_and_the_outcome_stands(lands):
+    table = FlakyTable(failures=2, lands=lands)
+    audit = AuditLog(table, sleep=lambda s: None)  # type: ignore[arg-type]
+    outcome = audit.record(REQUEST, "added", "direct rule added", resource_id=16777301)
+    assert outcome.kind == "added"
+    assert outcome.new is True
+    assert len(table.rows) == 1
+    assert audit.record(REQUEST, "already-member", "redelivery").kind == "added"
+
+
+def test_a_write_that_keeps_failing_raises_for_the_host_to_retry():
+    audit = AuditLog(FlakyTable(failures=10, lands=False), attempts=3, sleep=lambda s: None)  # type: ignore[arg-type]
+    with pytest.raises(StorageError, match="cannot write the audit table"):
+        audit.record(REQUEST, "added", "x")
+
+
+def test_table_names_follow_the_queue():
+    assert audit_table_name("cm-remediation") == "cmremediationaudit"
+    assert audit_table_name("t0123-remediation").isalnum()
