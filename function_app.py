@@ -8,6 +8,7 @@ import azure.functions as func
 
 from shared.runtime import get_runtime
 from triggers.export import bp as export_blueprint
+from triggers.health import bp as health_blueprint
 from triggers.remediation import bp as remediation_blueprint
 
 get_runtime()
@@ -15,3 +16,4 @@ get_runtime()
 app = func.FunctionApp()
 app.register_functions(export_blueprint)
 app.register_functions(remediation_blueprint)
+app.register_functions(health_blueprint)

@@ -77,6 +77,7 @@ class AdminServiceClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._base = base_url if base_url.endswith("/") else base_url + "/"
+        self._tokens = tokens
         self._http = BearerClient(
             session, tokens, _ERRORS, retry=retry, timeout=timeout, sleep=sleep
         )
@@ -102,6 +103,10 @@ class AdminServiceClient:
             )
         document: dict[str, Any] = response.json()
         return document
+
+    def token(self) -> None:
+        """Acquire a token (from the cache if it is fresh): proves the credentials."""
+        self._tokens.token()
 
     def check(self) -> None:
         """Read ``v1.0/$metadata``: proves the URL, TLS and the token."""

@@ -5,16 +5,29 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from shared.errors import CmRemediateError
 from shared.export import ExportReport
+from shared.operations import collect_status, run_checks
+from shared.poison import PoisonMessage
+from shared.processing import ProcessReport
 from shared.queue_messages import RemediationRequest
 from shared.runtime import Runtime, quiet_sdk_logs
 from shared.settings import load_settings, read_local_settings
@@ -146,11 +159,356 @@ def export(
 
 @app.command()
 def demo(verbose: VerboseOption = False) -> None:
-    """Start the local stack with sample data, run the export, show what it enqueued."""
+    """Start the local stack with sample data, run the whole pipeline, show every outcome."""
     _configure_logging(verbose)
     from devstack.demo import run_demo  # the devstack is a development dependency
 
     run_demo(console)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=True,
+    )
+
+
+def _process(runtime: Runtime, max_messages: int | None, quiet: bool) -> ProcessReport:
+    total = max_messages or collect_status(runtime).queue_depth or None
+    with _progress() as bar:
+        task = bar.add_task("processing", total=total, detail="", visible=not quiet)
+
+        def step(report: ProcessReport) -> None:
+            done = report.processed + report.failed
+            bar.update(
+                task,
+                completed=done,
+                detail=", ".join(f"{n} {k}" for k, n in report.outcomes.most_common(3)),
+            )
+
+        return runtime.processor.drain(max_messages=max_messages, progress=step)
+
+
+def render_process(report: ProcessReport) -> Table:
+    """What one drain of the queue did."""
+    table = Table(title="queue processing", title_justify="left")
+    table.add_column("figure")
+    table.add_column("count", justify="right")
+    for kind, count in sorted(report.outcomes.items()):
+        table.add_row(kind, str(count))
+    for label, value in (
+        ("retried later (device not discovered yet)", report.requeued),
+        ("failed (left for a retry)", report.failed),
+        ("moved to the poison queue", report.poisoned),
+    ):
+        table.add_row(label, str(value))
+    return table
+
+
+def _process_json(report: ProcessReport) -> dict[str, object]:
+    return {
+        "processed": report.processed,
+        "failed": report.failed,
+        "poisoned": report.poisoned,
+        "requeued": report.requeued,
+        "outcomes": dict(report.outcomes),
+    }
+
+
+@app.command()
+def process(
+    settings_file: SettingsOption = None,
+    max_messages: Annotated[
+        int | None, typer.Option("--max", min=1, help="Stop after this many messages.")
+    ] = None,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Drain the queue through the queue function's handler, with the host's semantics."""
+    _configure_logging(verbose)
+    runtime = _runtime(settings_file)
+    try:
+        report = _process(runtime, max_messages, quiet=as_json)
+    finally:
+        runtime.close()
+    if as_json:
+        console.print_json(json.dumps(_process_json(report)))
+    else:
+        console.print(render_process(report))
+
+
+@app.command("run-once")
+def run_once(
+    settings_file: SettingsOption = None,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Export, then process until the queue is empty."""
+    _configure_logging(verbose)
+    runtime = _runtime(settings_file)
+    try:
+        exported = runtime.exporter.run()
+        processed = _process(runtime, None, quiet=as_json)
+    finally:
+        runtime.close()
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {"export": export_report_json(exported), "process": _process_json(processed)}
+            )
+        )
+    else:
+        console.print(render_export(exported))
+        console.print(render_process(processed))
+
+
+_STATUS_COLUMNS = (
+    "site",
+    "newest 39997 (UTC)",
+    "newest record",
+    "exported up to",
+    "last export",
+    "state",
+)
+_OUTCOME_COLUMNS = (
+    "recorded (UTC)",
+    "site",
+    "record",
+    "machine",
+    "resource",
+    "rule",
+    "collection",
+    "outcome",
+    "reason",
+)
+
+
+def _age(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def status(
+    settings_file: SettingsOption = None,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Per site: watermark, newest status message, lag; queues; outcomes in the last 24 h."""
+    _configure_logging(verbose)
+    runtime = _runtime(settings_file)
+    try:
+        figures = collect_status(runtime)
+    finally:
+        runtime.close()
+    if as_json:
+        console.print_json(json.dumps(figures.to_json()))
+        return
+    sites = Table(title="export per site", title_justify="left")
+    for column in (
+        "site",
+        "newest 39997 (UTC)",
+        "newest record",
+        "exported up to",
+        "last export",
+        "state",
+    ):
+        sites.add_column(column)
+    for site in figures.sites:
+        sites.add_row(
+            site.site_code,
+            _age(site.newest_time_utc),
+            str(site.newest_record_id or "-"),
+            str(site.exported_high_record_id or "-"),
+            _age(site.last_export_utc),
+            "caught up" if site.caught_up else "[yellow]behind[/]",
+        )
+    console.print(sites)
+    console.print(
+        f"queue {runtime.settings.remediation_queue}: {figures.queue_depth} messages; "
+        f"poison: {figures.poison_depth}"
+    )
+    outcomes = Table(title="outcomes in the last 24 h", title_justify="left")
+    outcomes.add_column("outcome")
+    outcomes.add_column("count", justify="right")
+    for kind, count in sorted(figures.outcomes_24h.items()):
+        outcomes.add_row(kind, str(count))
+    console.print(outcomes)
+    for error in figures.errors:
+        errors.print(f"[red]unavailable:[/] {error}", highlight=False)
+    if figures.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def outcomes(
+    settings_file: SettingsOption = None,
+    machine: Annotated[str | None, typer.Option(help="Only this machine (any case).")] = None,
+    collection: Annotated[str | None, typer.Option(help="Only this collection ID.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only outcomes recorded from this UTC time on.")
+    ] = None,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """The audit trail: why is this device in (or not in) that collection?"""
+    _configure_logging(verbose)
+    runtime = _runtime(settings_file)
+    try:
+        found = runtime.audit.query(
+            machine_name=machine,
+            collection_id=collection.upper() if collection else None,
+            since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+        )
+    finally:
+        runtime.close()
+    if as_json:
+        console.print_json(
+            json.dumps(
+                [
+                    {
+                        **{k: v for k, v in asdict(o).items() if k != "new"},
+                        "recorded_utc": o.recorded_utc.isoformat(),
+                    }
+                    for o in found
+                ]
+            )
+        )
+        return
+    table = Table(title=f"{len(found)} outcomes, newest first", title_justify="left")
+    for column in (
+        "recorded (UTC)",
+        "site",
+        "record",
+        "machine",
+        "resource",
+        "rule",
+        "collection",
+        "outcome",
+        "reason",
+    ):
+        table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
+    for o in found:
+        table.add_row(
+            _age(o.recorded_utc),
+            o.site_code or "-",
+            str(o.record_id or "-"),
+            repr(o.machine_name)[1:-1] if o.machine_name else "-",
+            str(o.resource_id or "-"),
+            o.rule or "-",
+            o.collection_id or "-",
+            o.kind + (" (dry run)" if o.dry_run else ""),
+            o.reason,
+        )
+    console.print(table)
+
+
+poison_app = typer.Typer(help="The poison queue: list, show and requeue failed messages.")
+app.add_typer(poison_app, name="poison")
+
+
+def _poison_json(message: PoisonMessage) -> dict[str, object]:
+    return {
+        "id": message.id,
+        "inserted_utc": message.inserted_utc.isoformat() if message.inserted_utc else None,
+        "dequeue_count": message.dequeue_count,
+        "body": message.body,
+        "problem": message.problem,
+    }
+
+
+@poison_app.command("list")
+def poison_list(settings_file: SettingsOption = None, as_json: JsonOption = False) -> None:
+    """The oldest 32 poisoned messages (the service's peek limit)."""
+    runtime = _runtime(settings_file)
+    try:
+        messages = runtime.poison.peek()
+    finally:
+        runtime.close()
+    if as_json:
+        console.print_json(json.dumps([_poison_json(m) for m in messages]))
+        return
+    table = Table(
+        title=f"{runtime.settings.poison_queue}: {len(messages)} shown", title_justify="left"
+    )
+    for column in ("id", "inserted (UTC)", "site", "record", "machine", "collection", "problem"):
+        table.add_column(column)
+    for m in messages:
+        r = m.request
+        table.add_row(
+            m.id,
+            _age(m.inserted_utc),
+            r.site_code if r else "-",
+            str(r.record_id) if r else "-",
+            repr(r.machine_name)[1:-1] if r else "-",
+            r.collection_id if r else "-",
+            m.problem or "",
+        )
+    console.print(table)
+
+
+@poison_app.command("show")
+def poison_show(
+    message_id: Annotated[str, typer.Argument(help="The message ID from `poison list`.")],
+    settings_file: SettingsOption = None,
+) -> None:
+    """One poisoned message in full."""
+    runtime = _runtime(settings_file)
+    try:
+        message = runtime.poison.show(message_id)
+    finally:
+        runtime.close()
+    console.print_json(json.dumps(_poison_json(message)))
+
+
+@poison_app.command("requeue")
+def poison_requeue(
+    message_id: Annotated[str | None, typer.Argument(help="One message ID.")] = None,
+    all_messages: Annotated[bool, typer.Option("--all", help="Every poisoned message.")] = False,
+    settings_file: SettingsOption = None,
+) -> None:
+    """Put poisoned messages back on the remediation queue once the cause is fixed."""
+    if (message_id is None) == (not all_messages):
+        errors.print("give one message ID or --all")
+        raise typer.Exit(2)
+    runtime = _runtime(settings_file)
+    try:
+        moved = runtime.poison.requeue(None if all_messages else message_id)
+    finally:
+        runtime.close()
+    console.print(f"requeued {moved} message(s) to {runtime.settings.remediation_queue}")
+
+
+@app.command()
+def check(
+    settings_file: SettingsOption = None,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Validate settings and rules, then test every dependency for real."""
+    _configure_logging(verbose)
+    runtime = _runtime(settings_file)
+    try:
+        results = run_checks(runtime)
+    finally:
+        runtime.close()
+    if as_json:
+        console.print_json(json.dumps([asdict(c) for c in results]))
+    else:
+        for c in results:
+            mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
+            console.print(f"{mark} {c.name}: {c.detail}", highlight=False)
+            if not c.ok:
+                console.print(f"     fix: {c.hint}", highlight=False)
+    if not all(c.ok for c in results):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -111,8 +111,14 @@ class Exporter:
         self._options = options
         self._clock = clock
 
-    def run(self, *, dry_run: bool = False) -> ExportReport:
-        """One export run over every site; safe to repeat and to overlap with another."""
+    def run(
+        self,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[ExportReport], None] | None = None,
+    ) -> ExportReport:
+        """One export run over every site; safe to repeat and to overlap with another.
+        ``progress`` hears about every page."""
         report = ExportReport(started_utc=self._clock(), dry_run=dry_run)
         runs = self._open_sites(report)
         try:
@@ -122,6 +128,8 @@ class Exporter:
                 for run in runs:
                     if not run.done and budget > 0:
                         budget -= self._export_page(run, budget, dry_run, report)
+                        if progress is not None:
+                            progress(report)
             report.bounded = any(not r.done for r in runs)
             if report.bounded:
                 log.warning(

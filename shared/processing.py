@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,14 +77,23 @@ class QueueProcessor:
         self._remediator = remediator
         self._options = options
 
-    def drain(self, *, max_messages: int | None = None) -> ProcessReport:
-        """Process visible messages until none is left (or ``max_messages``)."""
+    def drain(
+        self,
+        *,
+        max_messages: int | None = None,
+        progress: Callable[[ProcessReport], None] | None = None,
+    ) -> ProcessReport:
+        """Process visible messages until none is left (or ``max_messages``);
+        ``progress`` hears about every message."""
         report = ProcessReport()
         while max_messages is None or report.processed + report.failed < max_messages:
+            wanted = self._options.batch_size
+            if max_messages is not None:
+                wanted = min(wanted, max_messages - report.processed - report.failed)
             batch = list(
                 self._queue.receive_messages(
-                    messages_per_page=self._options.batch_size,
-                    max_messages=self._options.batch_size,
+                    messages_per_page=wanted,
+                    max_messages=wanted,
                     visibility_timeout=self._options.visibility_timeout_seconds,
                 )
             )
@@ -91,6 +101,8 @@ class QueueProcessor:
                 break
             for message in batch:
                 self._one(message, report)
+                if progress is not None:
+                    progress(report)
             self._remediator.flush()
         return report
 

@@ -22,6 +22,7 @@ from shared.devices import DeviceSource
 from shared.errors import ConfigurationError
 from shared.export import Clock, Exporter, ExportOptions, utc_now
 from shared.membership import AdminServiceMembership, CollectionRefresher, MembershipTarget
+from shared.poison import PoisonQueue
 from shared.processing import QueueOptions, QueueProcessor
 from shared.remediation import Remediator
 from shared.remediation_queue import RemediationQueue
@@ -250,6 +251,14 @@ class Runtime:
             self.storage.queue(self.settings.poison_queue),
             self.remediator,
             QueueOptions.from_host_json(self.settings.app_root),
+        )
+
+    @cached_property
+    def poison(self) -> PoisonQueue:
+        """The poison queue and the way back out of it."""
+        return PoisonQueue(
+            self.storage.queue(self.settings.poison_queue),
+            self.storage.queue(self.settings.remediation_queue),
         )
 
     def close(self) -> None:

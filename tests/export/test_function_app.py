@@ -29,7 +29,12 @@ def function_app(app_environment):
 
 def test_app_indexes_both_functions_with_their_bindings(function_app):
     functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    assert set(functions) == {"export_status_messages", "apply_remediation"}
+    assert set(functions) == {"export_status_messages", "apply_remediation", "health"}
+    health_bindings = json.loads(functions["health"].get_function_json())["bindings"]
+    trigger = next(b for b in health_bindings if b["type"] == "httpTrigger")
+    assert trigger["methods"] == ["GET"]
+    assert trigger["authLevel"] == "FUNCTION"
+    assert trigger["route"] == "health"
     queue_bindings = json.loads(functions["apply_remediation"].get_function_json())["bindings"]
     assert queue_bindings == [
         {

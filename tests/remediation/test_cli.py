@@ -1,0 +1,201 @@
+"""Every ``cmremediate`` command against the local stack, through the same settings."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from devstack.datagen import GeneratedStatusMessage
+from shared.cli import app
+from shared.retry import RetryPolicy
+from tests.remediation.conftest import FIXTURES, REPO
+
+pytestmark = pytest.mark.stack
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(make_remediation, remediation_settings, tmp_path, monkeypatch):
+    """An app root with a fast host.json (retry after 1 s, poison after 2 tries), the
+    settings as local.settings.json, and the scenario's status messages."""
+    host = json.loads((REPO / "host.json").read_text())
+    host["extensions"]["queues"].update(visibilityTimeout="00:00:01", maxDequeueCount=2)
+    (tmp_path / "host.json").write_text(json.dumps(host))
+    values = {**remediation_settings, "AzureWebJobsScriptRoot": str(tmp_path)}
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    remediation = make_remediation(AzureWebJobsScriptRoot=str(tmp_path))
+    remediation.stack.site_db.insert_status_messages(
+        [
+            GeneratedStatusMessage(
+                site_code="PS1",
+                machine_name=name,
+                time_utc=datetime(2026, 11, 20, 8, n),
+                insertion_strings=("MsgType_Office365Upgrade", value),
+            )
+            for n, (name, value) in enumerate(
+                [
+                    ("PC-ADD01", "projectInstalled"),
+                    ("PC-REIMAGED01", "visioInstalled"),
+                    ("PC-AMBIG01", "projectInstalled"),
+                    ("PC-MEMBER01", "projectInstalled"),
+                ]
+            )
+        ]
+    )
+    return remediation, str(settings)
+
+
+def run(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    return result
+
+
+def test_run_once_status_and_outcomes(cli_env):
+    remediation, settings = cli_env
+    result = run("run-once", "--settings", settings, "--json")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["export"]["enqueued"] == 4
+    assert figures["process"]["outcomes"] == {"added": 2, "ambiguous": 1, "already-member": 1}
+    assert remediation.adminservice.direct_members("PS100123") == {16777301, 16777302}
+
+    status = json.loads(run("status", "--settings", settings, "--json").stdout)
+    (site,) = status["sites"]
+    assert site["site_code"] == "PS1" and site["caught_up"] is True
+    assert status["queue_depth"] == 0 and status["poison_depth"] == 0
+    assert status["outcomes_24h"] == {"added": 2, "ambiguous": 1, "already-member": 1}
+    table = run("status", "--settings", settings).output
+    assert "caught up" in table and "already-member" in table
+
+    found = json.loads(
+        run("outcomes", "--settings", settings, "--machine", "pc-add01", "--json").output
+    )
+    assert [(o["kind"], o["resource_id"], o["collection_id"]) for o in found] == [
+        ("added", 16777301, "PS100123")
+    ]
+    by_collection = json.loads(
+        run("outcomes", "--settings", settings, "--collection", "ps100124", "--json").output
+    )
+    assert [o["machine_name"] for o in by_collection] == ["PC-REIMAGED01"]
+    readable = run("outcomes", "--settings", settings, "--machine", "PC-AMBIG01").output
+    assert "ambiguous" in readable and "PC-AMBIG01" in readable
+
+
+def test_failures_go_to_poison_and_come_back(cli_env, monkeypatch):
+    remediation, settings = cli_env
+    monkeypatch.setattr(
+        "shared.transport.RetryPolicy",
+        lambda **_: RetryPolicy(attempts=2, max_backoff_seconds=0.05),
+    )
+    assert run("export", "--settings", settings).exit_code == 0
+    remediation.adminservice.storm(503, count=10_000)
+    first = json.loads(run("process", "--settings", settings, "--json").stdout)
+    # the ambiguous machine needs no AdminService call; the other three fail
+    assert (first["failed"], first["poisoned"], first["outcomes"]) == (3, 0, {"ambiguous": 1})
+    time.sleep(1.2)  # the host.json visibility timeout of this test
+    second = json.loads(run("process", "--settings", settings, "--json").stdout)
+    assert (second["failed"], second["poisoned"]) == (3, 3)  # maxDequeueCount 2 reached
+
+    listed = json.loads(run("poison", "list", "--settings", settings, "--json").stdout)
+    assert len(listed) == 3
+    shown = json.loads(run("poison", "show", listed[0]["id"], "--settings", settings).stdout)
+    assert json.loads(shown["body"])["machine_name"] in {"PC-ADD01", "PC-REIMAGED01", "PC-MEMBER01"}
+    assert "PC-" in run("poison", "list", "--settings", settings).stdout
+
+    remediation.adminservice.clear_faults()
+    assert "requeued 3 message" in run("poison", "requeue", "--all", "--settings", settings).stdout
+    assert json.loads(run("poison", "list", "--settings", settings, "--json").stdout) == []
+    drained = json.loads(run("process", "--settings", settings, "--json").stdout)
+    assert drained["outcomes"] == {"added": 2, "already-member": 1}
+    assert remediation.adminservice.direct_members("PS100124") == {16777306}
+    assert run("poison", "requeue", "--settings", settings).exit_code == 2  # neither ID nor --all
+
+
+def test_check_passes_on_a_healthy_stack(cli_env):
+    _, settings = cli_env
+    result = run("check", "--settings", settings)
+    assert result.exit_code == 0, result.output
+    for name in ("site database", "storage queue", "token", "AdminService", "collection PS100126"):
+        assert re.search(rf"ok\s+{name}", result.output), name
+
+
+def _break(settings: str, **values: str) -> str:
+    with open(settings) as handle:
+        document = json.load(handle)
+    document["Values"].update(values)
+    path = settings.replace("local.settings.json", "broken.settings.json")
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("broken", "failing", "hint"),
+    [
+        (
+            {
+                "SITE_DB_CONNECTION": "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=9;Database=x;Uid=u;Pwd=p"
+            },
+            "site database",
+            "check SITE_DB_CONNECTION",
+        ),
+        ({"ADMINSERVICE_PASSWORD": "wrong-password"}, "token", "ADMINSERVICE_USERNAME/PASSWORD"),
+        (
+            {"ADMINSERVICE_URL": "https://127.0.0.1:9/AdminService"},
+            "AdminService",
+            "check ADMINSERVICE_URL",
+        ),
+        (
+            {
+                "REMEDIATION_RULES_FILE": str(
+                    FIXTURES.parent / "remediation-rules-missing-collection.json"
+                )
+            },
+            "collection PS1000FF",
+            "create the collection",
+        ),
+    ],
+)
+def test_check_names_each_broken_dependency_with_a_hint(
+    cli_env, monkeypatch, broken, failing, hint
+):
+    _, settings = cli_env
+    monkeypatch.setattr(
+        "shared.site_database.RetryPolicy",
+        lambda **_: __import__("shared.retry").retry.RetryPolicy(attempts=1),
+    )
+    monkeypatch.setattr(
+        "shared.transport.RetryPolicy",
+        lambda **_: __import__("shared.retry").retry.RetryPolicy(attempts=1),
+    )
+    result = run("check", "--settings", _break(settings, **broken))
+    assert result.exit_code == 1
+    line = next(line for line in result.output.splitlines() if f"FAIL {failing}" in line)
+    assert line
+    assert hint in result.output
+
+
+def test_check_names_broken_storage(cli_env, monkeypatch):
+    _, settings = cli_env
+    broken = _break(
+        settings,
+        AzureWebJobsStorage=(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+            "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+            "TableEndpoint=http://127.0.0.1:9/devstoreaccount1"
+        ),
+    )
+    monkeypatch.setattr(
+        "shared.storage._retry",
+        lambda: __import__("azure.storage.queue", fromlist=["x"]).ExponentialRetry(retry_total=0),
+    )
+    result = run("check", "--settings", broken)
+    assert result.exit_code == 1
+    assert "FAIL storage queue" in result.output
+    assert "Storage Queue Data Contributor" in result.output

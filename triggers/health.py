@@ -1,0 +1,20 @@
+"""HTTP trigger: the status figures and every dependency check, for monitoring."""
+
+from __future__ import annotations
+
+import json
+
+import azure.functions as func
+
+from shared.operations import health_report
+from shared.runtime import get_runtime
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # untyped in azure-functions
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def health(request: func.HttpRequest) -> func.HttpResponse:
+    """200 with the figures when healthy; 503 naming what is down."""
+    status, body = health_report(get_runtime())
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
