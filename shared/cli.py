@@ -30,7 +30,7 @@ from shared.poison import PoisonMessage
 from shared.processing import ProcessReport
 from shared.queue_messages import RemediationRequest
 from shared.runtime import Runtime, quiet_sdk_logs
-from shared.settings import load_settings, read_local_settings
+from shared.settings import configuration_reference, load_settings, read_local_settings
 
 app = typer.Typer(
     name="cmremediate",
@@ -139,14 +139,54 @@ def export(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be enqueued; change nothing.")
     ] = False,
+    since: Annotated[
+        datetime | None,
+        typer.Option(help="Backfill: re-read messages from this UTC time on."),
+    ] = None,
+    from_record_id: Annotated[
+        int | None, typer.Option(help="Backfill: re-read RecordIDs above this (with --site).")
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="Backfill only this site code.")] = None,
+    update_watermark: Annotated[
+        bool, typer.Option(help="Backfill: count the re-read rows as exported.")
+    ] = False,
     as_json: JsonOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """One export run, exactly what the timer function does."""
+    """One export run, exactly what the timer function does; or a backfill."""
     _configure_logging(verbose)
+    backfill = since is not None or from_record_id is not None
+    if from_record_id is not None and (site is None or since is not None):
+        errors.print("--from-record-id needs --site, and excludes --since")
+        raise typer.Exit(2)
+    if not backfill and (site is not None or update_watermark):
+        errors.print(
+            "--site and --update-watermark belong to a backfill (--since/--from-record-id)"
+        )
+        raise typer.Exit(2)
     runtime = _runtime(settings_file)
     try:
-        report = runtime.exporter.run(dry_run=dry_run)
+        with _progress() as bar:
+            task = bar.add_task("exporting", total=None, detail="", visible=not as_json)
+
+            def step(report: ExportReport) -> None:
+                bar.update(
+                    task,
+                    completed=report.read,
+                    detail=f"{report.read} read, {report.enqueued} enqueued",
+                )
+
+            if backfill:
+                report = runtime.exporter.backfill(
+                    since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+                    site_code=site.upper() if site else None,
+                    after_record_id=from_record_id or 0,
+                    dry_run=dry_run,
+                    update_watermark=update_watermark,
+                    progress=step,
+                )
+            else:
+                report = runtime.exporter.run(dry_run=dry_run, progress=step)
     finally:
         runtime.close()
     if as_json:
@@ -509,6 +549,12 @@ def check(
                 console.print(f"     fix: {c.hint}", highlight=False)
     if not all(c.ok for c in results):
         raise typer.Exit(1)
+
+
+@app.command("config-reference")
+def config_reference() -> None:
+    """Print docs/configuration.md: every setting with its meaning and default."""
+    print(configuration_reference(), end="")
 
 
 def main() -> None:

@@ -223,9 +223,21 @@ class Exporter:
                 break  # the rest of the page waits for the next run
             taken.append(message)
             run.reached = message.record_id
+        self._enqueue(taken, run.report, report, dry_run)
+        run.state.mark_examined(m.record_id for m in taken)
+        if len(taken) < len(page) and len(taken) == budget:
+            return len(taken)  # bounded: leave the site unfinished
+        if not dry_run and time.monotonic() - run.last_save >= self._options.checkpoint_seconds:
+            self._save(run)
+        return len(taken)
+
+    def _enqueue(
+        self, messages: list[StatusMessage], site: SiteReport, report: ExportReport, dry_run: bool
+    ) -> None:
+        """One queue message per (status message, matching rule); log each decision."""
         requests = [
             RemediationRequest.for_match(message, rule, exported_utc=self._clock())
-            for message in taken
+            for message in messages
             for rule in self._rules.matching(message)
         ]
         if dry_run:
@@ -243,15 +255,57 @@ class Exporter:
                 request.rule,
                 request.action,
             )
-        run.report.read += len(taken)
-        run.report.matched += len({r.record_id for r in requests})
-        run.report.enqueued += 0 if dry_run else len(requests)
-        run.state.mark_examined(m.record_id for m in taken)
-        if len(taken) < len(page) and len(taken) == budget:
-            return len(taken)  # bounded: leave the site unfinished
-        if not dry_run and time.monotonic() - run.last_save >= self._options.checkpoint_seconds:
-            self._save(run)
-        return len(taken)
+        site.read += len(messages)
+        site.matched += len({r.record_id for r in requests})
+        site.enqueued += 0 if dry_run else len(requests)
+
+    def backfill(
+        self,
+        *,
+        since: datetime | None = None,
+        site_code: str | None = None,
+        after_record_id: int = 0,
+        dry_run: bool = False,
+        update_watermark: bool = False,
+        progress: Callable[[ExportReport], None] | None = None,
+    ) -> ExportReport:
+        """Re-read from a time or a RecordID, ignoring the saved watermark, and enqueue
+        every match again. Redeliveries are harmless (the audit keeps the first outcome).
+        With ``update_watermark`` the rows read count as examined for the timer's runs."""
+        report = ExportReport(started_utc=self._clock(), dry_run=dry_run)
+        sites = [site_code] if site_code else [s.site_code for s in self._database.sites()]
+        for site in sites:
+            site_report = report.sites.setdefault(site, SiteReport(site_code=site))
+            read: list[int] = []
+            for page in self._database.iter_pages(
+                site,
+                after_record_id=after_record_id,
+                page_size=self._options.page_size,
+                since=since,
+            ):
+                self._enqueue(page, site_report, report, dry_run)
+                read += [m.record_id for m in page]
+                if progress is not None:
+                    progress(report)
+            site_report.complete = True
+            if update_watermark and not dry_run and read:
+                state, etag = self._watermarks.load(site)
+                state = state or SiteWatermark(
+                    site_code=site, start_time_utc=self._options.start_time_utc
+                )
+                state.mark_examined(read)
+                state, _ = self._watermarks.save_merged(state, etag, self._options.overlap)
+                site_report.floor_record_id = state.floor_record_id
+                site_report.high_record_id = state.high_record_id
+        report.ended_utc = self._clock()
+        log.info(
+            "backfill finished: read=%d enqueued=%d sites=%s watermark %s",
+            report.read,
+            report.enqueued,
+            ",".join(report.sites) or "-",
+            "updated" if update_watermark and not dry_run else "untouched",
+        )
+        return report
 
     def _save(self, run: _SiteRun) -> None:
         if not run.lock.renew():

@@ -387,3 +387,32 @@ def read_local_settings(path: Path) -> dict[str, str]:
     merged = dict(os.environ)
     merged.update({str(k): str(v) for k, v in values.items()})
     return merged
+
+
+def configuration_reference() -> str:
+    """docs/configuration.md, generated from the model (``cmremediate config-reference``)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `shared/settings.py` by `cmremediate config-reference`; a test keeps",
+        "this file and the model in step. Every setting is an app setting (environment",
+        "variable) of the function app, or a `Values` entry of `local.settings.json` for",
+        "`func start` and `cmremediate --settings`. Secrets belong in Key Vault references.",
+        "",
+        "| setting | meaning | default |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias or field.alias or name
+        if isinstance(alias, AliasChoices):
+            alias = str(alias.choices[0])
+        if field.is_required():
+            default = "required"
+        elif field.default is None or isinstance(field.default, Path):
+            default = ""
+        elif isinstance(field.default, bool):
+            default = f"`{str(field.default).lower()}`"
+        else:
+            default = f"`{field.default}`"
+        lines.append(f"| `{alias}` | {field.description or ''} | {default} |")
+    return "\n".join(lines) + "\n"

@@ -199,3 +199,48 @@ def test_check_names_broken_storage(cli_env, monkeypatch):
     assert result.exit_code == 1
     assert "FAIL storage queue" in result.output
     assert "Storage Queue Data Contributor" in result.output
+
+
+def test_backfill_resends_without_moving_the_watermark_unless_asked(cli_env):
+    remediation, settings = cli_env
+    assert json.loads(run("export", "--settings", settings, "--json").stdout)["enqueued"] == 4
+    before = remediation.runtime.watermarks.load("PS1")[0]
+    remediation.stack.drain()
+
+    again = json.loads(
+        run("export", "--settings", settings, "--since", "2026-11-20T08:02:00", "--json").stdout
+    )
+    assert again["enqueued"] == 2  # the two messages from 08:02 on
+    assert remediation.runtime.watermarks.load("PS1")[0] == before  # untouched
+    assert {r.machine_name for r in remediation.stack.drain()} == {"PC-AMBIG01", "PC-MEMBER01"}
+
+    ids = remediation.stack.site_db.insert_status_messages(
+        [
+            GeneratedStatusMessage(
+                site_code="PS1",
+                machine_name="PC-REMOVE01",
+                time_utc=datetime(2026, 11, 20, 9, 0),
+                insertion_strings=("MsgType_Office365Upgrade", "projectInstalled"),
+            )
+        ]
+    )
+    by_id = json.loads(
+        run(
+            "export",
+            "--settings",
+            settings,
+            "--from-record-id",
+            str(ids[0] - 1),
+            "--site",
+            "ps1",
+            "--update-watermark",
+            "--json",
+        ).stdout
+    )
+    assert by_id["enqueued"] == 1
+    assert [r.record_id for r in remediation.stack.drain()] == ids
+    # the timer's next run does not send it a second time
+    assert json.loads(run("export", "--settings", settings, "--json").stdout)["enqueued"] == 0
+    assert (
+        run("export", "--settings", settings, "--from-record-id", "5").exit_code == 2
+    )  # no --site

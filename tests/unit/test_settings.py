@@ -136,3 +136,23 @@ def test_local_settings_file_errors_name_the_file(tmp_path):
     path.write_text("{ not json")
     with pytest.raises(ConfigurationError, match=r"local.settings.json: not valid JSON \(line 1"):
         read_local_settings(path)
+
+
+def test_configuration_reference_is_generated_from_the_model():
+    from pathlib import Path
+
+    from shared.settings import Settings, configuration_reference
+
+    document = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert document == configuration_reference(), (
+        "run: cmremediate config-reference > docs/configuration.md"
+    )
+    for name in (
+        "SITE_DB_CONNECTION",
+        "EXPORT_OVERLAP_MINUTES",
+        "ADMINSERVICE_URL",
+        "DRY_RUN",
+        "TLS_CA_BUNDLE",
+    ):
+        assert f"| `{name}` |" in document
+    assert len(Settings.model_fields) == document.count("\n| `")

@@ -1,0 +1,44 @@
+"""The ``health`` HTTP function: figures and checks; 503 when a dependency is down."""
+
+from __future__ import annotations
+
+import json
+
+import azure.functions as func
+import pytest
+
+from shared.retry import RetryPolicy
+
+pytestmark = pytest.mark.stack
+
+
+def call_health():
+    from triggers.health import health
+
+    function = health.build().get_user_function()
+    return function(func.HttpRequest(method="GET", url="/api/health", body=b""))
+
+
+def test_healthy_stack_answers_200_with_the_figures(remediation):
+    response = call_health()
+    assert response.status_code == 200
+    body = json.loads(response.get_body())
+    assert body["status"] == "healthy"
+    names = {c["name"]: c["ok"] for c in body["checks"]}
+    assert names["site database"] and names["AdminService"] and names["token"]
+    assert body["figures"]["queue_depth"] == 0
+
+
+def test_a_dependency_down_answers_503_naming_it(remediation, monkeypatch):
+    monkeypatch.setattr("shared.transport.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
+    remediation.adminservice.set_down(True)
+    try:
+        response = call_health()
+    finally:
+        remediation.adminservice.set_down(False)
+    assert response.status_code == 503
+    body = json.loads(response.get_body())
+    failed = [c for c in body["checks"] if not c["ok"]]
+    assert failed and failed[0]["name"] == "AdminService"
+    assert "ADMINSERVICE_URL" in failed[0]["hint"]
+    assert all("Bearer" not in c["detail"] for c in body["checks"])
