@@ -135,9 +135,9 @@ def run_checks(runtime: Runtime) -> list[Check]:
         _check(
             "site database",
             "check SITE_DB_CONNECTION (Server=host,port; SQL login; ODBC Driver 18) and that "
-            "the login may SELECT v_StatusMessage and v_StatMsgInsStrings",
+            "the login may SELECT v_StatusMessage, v_StatMsgInsStrings and v_R_System",
             runtime.site_database.ping,
-            "v_StatusMessage answered",
+            "v_StatusMessage, v_StatMsgInsStrings and v_R_System answered",
         ),
         _check(
             "storage queue",

@@ -10,7 +10,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from shared.errors import CmRemediateError, QueueMessageError
-from shared.queue_messages import RemediationRequest, decode
+from shared.queue_messages import RemediationRequest, decode, from_queue_text, to_queue_text
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,15 @@ class PoisonQueue:
         self._queue = queue
 
     def _wrap(self, message: object) -> PoisonMessage:
-        body = str(getattr(message, "content", ""))
+        stored = str(getattr(message, "content", ""))
+        text = from_queue_text(stored)
+        body = stored if text is None else text
         try:
-            request, problem = decode(body), None
+            if text is None:
+                raise QueueMessageError(
+                    "not base64: sent without TextBase64EncodePolicy (requeue encodes it)"
+                )
+            request, problem = decode(text), None
         except QueueMessageError as error:
             request, problem = None, str(error)
         return PoisonMessage(
@@ -94,7 +100,8 @@ class PoisonQueue:
         with contextlib.suppress(ResourceExistsError):
             self._queue.create_queue()
         for message in self._take(message_id):
-            self._queue.send_message(str(getattr(message, "content", "")), time_to_live=-1)
+            # Re-encoded from the decoded text: a plain-text message comes back usable.
+            self._queue.send_message(to_queue_text(self._wrap(message).body), time_to_live=-1)
             self._poison.delete_message(message)
             moved += 1
         if message_id is not None and not moved:

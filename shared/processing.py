@@ -19,7 +19,8 @@ from pathlib import Path
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from shared.errors import CmRemediateError
+from shared.errors import CmRemediateError, QueueMessageError
+from shared.queue_messages import from_queue_text
 from shared.remediation import Remediator
 
 log = logging.getLogger(__name__)
@@ -107,15 +108,21 @@ class QueueProcessor:
         return report
 
     def _one(self, message: QueueMessage, report: ProcessReport) -> None:
-        content = str(message.content)
+        stored = str(message.content)
         message_id = str(message.id)
         dequeue_count = int(message.dequeue_count or 1)
         try:
-            outcome = self._remediator.handle(content, message_id=message_id)
+            text = from_queue_text(stored)
+            if text is None:
+                # The host cannot bind such a message either: it fails until poisoned.
+                raise QueueMessageError(
+                    "the message is not base64: was it sent without TextBase64EncodePolicy?"
+                )
+            outcome = self._remediator.handle(text, message_id=message_id)
         except CmRemediateError as error:
             report.failed += 1
             if dequeue_count >= self._options.max_dequeue_count:
-                self._to_poison(content)
+                self._to_poison(stored)
                 self._queue.delete_message(message)
                 report.poisoned += 1
                 log.error(

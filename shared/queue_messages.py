@@ -7,6 +7,8 @@ the human-readable form of this module; keep them in step.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
@@ -87,6 +89,20 @@ class RemediationRequest(BaseModel):
                 f"larger than {MAX_ENCODED_BYTES} bytes"
             )
         return text
+
+
+def from_queue_text(content: str) -> str | None:
+    """The text of a queue message as stored (base64 of UTF-8), or None when it is not
+    base64: another writer sent it without TextBase64EncodePolicy."""
+    try:
+        return base64.b64decode(content, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def to_queue_text(text: str) -> str:
+    """What goes on the queue for ``text``: base64 of its UTF-8, as the trigger expects."""
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 def decode(body: str | bytes) -> RemediationRequest:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.audit import AuditLog, Outcome, OutcomeKind
 from shared.devices import DeviceSource, choose, netbios_problem
-from shared.errors import QueueMessageError
+from shared.errors import CmRemediateError, QueueMessageError
 from shared.membership import MembershipChange, MembershipTarget, TargetRefused
 from shared.queue_messages import RemediationRequest, decode
 from shared.remediation_queue import RemediationQueue
@@ -70,7 +70,8 @@ class Remediator:
         self._clock = clock
 
     def handle(self, body: bytes | str, *, message_id: str | None = None) -> Outcome | None:
-        """Process one queue message body; None means "not decided yet, requeued"."""
+        """Process one queue message body; None means "not decided yet, requeued".
+        Raises (after logging with the message's fields) when it should be retried."""
         raw = body.encode("utf-8") if isinstance(body, str) else body
         try:
             request = decode(raw)
@@ -79,6 +80,13 @@ class Remediator:
             log.warning("queue message %s rejected-input: %s", message_id or "-", error)
             return outcome
 
+        try:
+            return self._decide(request)
+        except CmRemediateError as error:
+            log.warning("%s: not decided, the message will be retried: %s", _fields(request), error)
+            raise
+
+    def _decide(self, request: RemediationRequest) -> Outcome | None:
         existing = self._audit.find(request, dry_run=self._dry_run)
         if existing is not None:
             log.info(

@@ -247,8 +247,8 @@ class Runtime:
     def processor(self) -> QueueProcessor:
         """The host's receive → handle → delete/poison loop, for the CLI and the demo."""
         return QueueProcessor(
-            self.storage.queue(self.settings.remediation_queue),
-            self.storage.queue(self.settings.poison_queue),
+            self.storage.queue(self.settings.remediation_queue, raw=True),
+            self.storage.queue(self.settings.poison_queue, raw=True),
             self.remediator,
             QueueOptions.from_host_json(self.settings.app_root),
         )
@@ -257,8 +257,8 @@ class Runtime:
     def poison(self) -> PoisonQueue:
         """The poison queue and the way back out of it."""
         return PoisonQueue(
-            self.storage.queue(self.settings.poison_queue),
-            self.storage.queue(self.settings.remediation_queue),
+            self.storage.queue(self.settings.poison_queue, raw=True),
+            self.storage.queue(self.settings.remediation_queue, raw=True),
         )
 
     def close(self) -> None:

@@ -66,10 +66,13 @@ _TRANSIENT_PREFIXES: Final = ("08", "HYT", "40001", "40197", "40501", "40613", "
 _VIEW_MISSING: Final = (
     "a view is missing: is Database= in SITE_DB_CONNECTION the site database CM_<SiteCode>?"
 )
+_GRANTS: Final = (
+    "check that the SQL login may SELECT from v_StatusMessage, v_StatMsgInsStrings and v_R_System"
+)
 _HINTS: Final = {
     "28000": "the SQL login in SITE_DB_CONNECTION was refused: check user name and password",
-    "42000": "check that the SQL login may SELECT from v_StatusMessage and v_StatMsgInsStrings",
-    "42501": "check that the SQL login may SELECT from v_StatusMessage and v_StatMsgInsStrings",
+    "42000": _GRANTS,
+    "42501": _GRANTS,
     "42S02": _VIEW_MISSING,
     "42P01": _VIEW_MISSING,
     "IM002": "the ODBC driver named in SITE_DB_CONNECTION is not installed "
@@ -206,13 +209,14 @@ class SiteDatabaseClient:
                 self._sleep(delay)
 
     def ping(self) -> None:
-        """Read one row from v_StatusMessage: proves login, permission and the view."""
-        self._query(
-            "SELECT RecordID FROM v_StatusMessage ORDER BY RecordID "
-            "OFFSET 0 ROWS FETCH NEXT 1 ROWS ONLY",
-            (),
-            "a test query",
-        )
+        """Read every view the app reads: proves login, permissions and the views."""
+        for view in ("v_StatusMessage", "v_StatMsgInsStrings", "v_R_System"):
+            key = "ResourceID" if view == "v_R_System" else "RecordID"
+            self._query(
+                f"SELECT {key} FROM {view} ORDER BY {key} OFFSET 0 ROWS FETCH NEXT 1 ROWS ONLY",
+                (),
+                f"a test query on {view}",
+            )
 
     def sites(self) -> list[SiteSummary]:
         """Every site that has generic (39997) status messages, with its newest one."""

@@ -58,13 +58,13 @@ class StorageAccount:
             return explicit
         return f"https://{self._settings.storage_account_name}.{service}.core.windows.net"
 
-    def queue(self, name: str) -> QueueClient:
-        """A queue client that writes and reads base64 text, as the queue trigger expects."""
-        policies: dict[str, Any] = {
-            "message_encode_policy": TextBase64EncodePolicy(),
-            "message_decode_policy": TextBase64DecodePolicy(),
-            **self._common(),
-        }
+    def queue(self, name: str, *, raw: bool = False) -> QueueClient:
+        """A queue client that writes and reads base64 text, as the queue trigger expects;
+        ``raw`` leaves the stored text alone (to handle what another writer sent)."""
+        policies: dict[str, Any] = dict(self._common())
+        if not raw:
+            policies["message_encode_policy"] = TextBase64EncodePolicy()
+            policies["message_decode_policy"] = TextBase64DecodePolicy()
         if self._settings.storage_connection is not None:
             return QueueClient.from_connection_string(
                 self._settings.storage_connection.get_secret_value(), name, **policies

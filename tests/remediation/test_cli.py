@@ -262,3 +262,25 @@ def test_config_reference_command_prints_the_generated_reference():
     result = run("config-reference")
     assert result.exit_code == 0
     assert result.stdout == (REPO / "docs" / "configuration.md").read_text()
+
+
+def test_a_plain_text_message_is_poisoned_and_requeue_repairs_it(cli_env, monkeypatch):
+    """Another writer forgot TextBase64EncodePolicy: the host cannot bind such a message,
+    so it ends in the poison queue; requeue sends it back base64-encoded."""
+    remediation, settings = cli_env
+    body = json.loads((FIXTURES / "01-add.json").read_text())["body"]
+    raw = remediation.stack.raw_queue()
+    raw.create_queue()
+    raw.send_message(json.dumps(body))  # plain JSON, not base64
+    for attempt in (1, 2):
+        figures = json.loads(run("process", "--settings", settings, "--json").stdout)
+        assert figures["failed"] == 1
+        if attempt == 1:
+            time.sleep(1.2)
+    assert figures["poisoned"] == 1
+    (listed,) = json.loads(run("poison", "list", "--settings", settings, "--json").stdout)
+    assert "not base64" in listed["problem"]
+    assert "requeued 1" in run("poison", "requeue", "--all", "--settings", settings).stdout
+    drained = json.loads(run("process", "--settings", settings, "--json").stdout)
+    assert drained["outcomes"] == {"added": 1}
+    assert 16777301 in remediation.adminservice.direct_members("PS100123")
