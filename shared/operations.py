@@ -27,12 +27,14 @@ class SiteStatus:
     exported_floor_record_id: int | None = None
     last_export_utc: datetime | None = None
 
-    @property
-    def lag(self) -> timedelta | None:
-        """How long ago the newest message that is not yet covered was raised."""
-        if self.newest_time_utc is None or self.last_export_utc is None:
+    def lag(self, now: datetime) -> timedelta | None:
+        """How far behind the export is: zero when it has examined the newest generic
+        message, else the time since its last checkpoint (None: never exported)."""
+        if self.caught_up:
+            return timedelta(0)
+        if self.last_export_utc is None:
             return None
-        return max(timedelta(0), self.newest_time_utc - self.last_export_utc)
+        return max(timedelta(0), now - self.last_export_utc)
 
     @property
     def caught_up(self) -> bool:
@@ -53,16 +55,26 @@ class Status:
     poison_depth: int | None = None
     outcomes_24h: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    checked_utc: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON values (times as ISO 8601)."""
+        """Plain JSON values (times as ISO 8601, lag in seconds)."""
 
         def plain(value: Any) -> Any:
             return value.isoformat() if isinstance(value, datetime) else value
 
+        def lag(site: SiteStatus) -> float | None:
+            value = site.lag(self.checked_utc) if self.checked_utc else None
+            return None if value is None else value.total_seconds()
+
         return {
+            "checked_utc": plain(self.checked_utc),
             "sites": [
-                {**{k: plain(v) for k, v in asdict(s).items()}, "caught_up": s.caught_up}
+                {
+                    **{k: plain(v) for k, v in asdict(s).items()},
+                    "caught_up": s.caught_up,
+                    "lag_seconds": lag(s),
+                }
                 for s in self.sites
             ],
             "queue_depth": self.queue_depth,
@@ -82,7 +94,7 @@ def _depth(runtime: Runtime, name: str) -> int:
 
 def collect_status(runtime: Runtime) -> Status:
     """Gather the figures; a dependency that fails is reported, not raised."""
-    status = Status()
+    status = Status(checked_utc=runtime.clock())
     sites: dict[str, SiteStatus] = {}
     try:
         for summary in runtime.site_database.sites():

@@ -68,6 +68,7 @@ def test_run_once_status_and_outcomes(cli_env):
     status = json.loads(run("status", "--settings", settings, "--json").stdout)
     (site,) = status["sites"]
     assert site["site_code"] == "PS1" and site["caught_up"] is True
+    assert site["lag_seconds"] == 0
     assert status["queue_depth"] == 0 and status["poison_depth"] == 0
     assert status["outcomes_24h"] == {"added": 2, "ambiguous": 1, "already-member": 1}
     table = run("status", "--settings", settings).output
