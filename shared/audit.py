@@ -34,7 +34,6 @@ OutcomeKind = Literal[
     "rejected-input",
     "target-refused",
 ]
-OUTCOMES: Final[tuple[str, ...]] = OutcomeKind.__args__  # type: ignore[attr-defined]
 #: Partition of messages that could not even be parsed (no site code to file them under).
 UNPARSED_PARTITION: Final = "unparsed"
 

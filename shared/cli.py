@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,9 +67,15 @@ def _configure_logging(verbose: bool) -> None:
     quiet_sdk_logs()
 
 
-def _runtime(settings_file: Path | None) -> Runtime:
+@contextmanager
+def _opened(settings_file: Path | None) -> Iterator[Runtime]:
+    """The runtime of one command, from the environment or a local.settings.json."""
     values = read_local_settings(settings_file) if settings_file else None
-    return Runtime(load_settings(values))
+    runtime = Runtime(load_settings(values))
+    try:
+        yield runtime
+    finally:
+        runtime.close()
 
 
 def render_requests(requests: list[RemediationRequest], title: str) -> Table:
@@ -164,31 +173,30 @@ def export(
             "--site and --update-watermark belong to a backfill (--since/--from-record-id)"
         )
         raise typer.Exit(2)
-    runtime = _runtime(settings_file)
-    try:
-        with _progress() as bar:
-            task = bar.add_task("exporting", total=None, detail="", visible=not as_json)
+    with _opened(settings_file) as runtime, _progress() as bar:
+        task = bar.add_task("exporting", total=None, detail="", visible=not as_json)
 
-            def step(report: ExportReport) -> None:
-                bar.update(
-                    task,
-                    completed=report.read,
-                    detail=f"{report.read} read, {report.enqueued} enqueued",
-                )
+        started = time.monotonic()
 
-            if backfill:
-                report = runtime.exporter.backfill(
-                    since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
-                    site_code=site.upper() if site else None,
-                    after_record_id=from_record_id or 0,
-                    dry_run=dry_run,
-                    update_watermark=update_watermark,
-                    progress=step,
-                )
-            else:
-                report = runtime.exporter.run(dry_run=dry_run, progress=step)
-    finally:
-        runtime.close()
+        def step(report: ExportReport) -> None:
+            rate = report.read / max(time.monotonic() - started, 1e-6)
+            bar.update(
+                task,
+                completed=report.read,
+                detail=f"{report.read} read, {report.enqueued} enqueued, {rate:.0f}/s",
+            )
+
+        if backfill:
+            report = runtime.exporter.backfill(
+                since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+                site_code=site.upper() if site else None,
+                after_record_id=from_record_id or 0,
+                dry_run=dry_run,
+                update_watermark=update_watermark,
+                progress=step,
+            )
+        else:
+            report = runtime.exporter.run(dry_run=dry_run, progress=step)
     if as_json:
         console.print_json(json.dumps(export_report_json(report)))
         return
@@ -224,13 +232,13 @@ def _process(runtime: Runtime, max_messages: int | None, quiet: bool) -> Process
     with _progress() as bar:
         task = bar.add_task("processing", total=total, detail="", visible=not quiet)
 
+        started = time.monotonic()
+
         def step(report: ProcessReport) -> None:
             done = report.processed + report.failed
-            bar.update(
-                task,
-                completed=done,
-                detail=", ".join(f"{n} {k}" for k, n in report.outcomes.most_common(3)),
-            )
+            rate = done / max(time.monotonic() - started, 1e-6)
+            outcomes = ", ".join(f"{n} {k}" for k, n in report.outcomes.most_common(3))
+            bar.update(task, completed=done, detail=f"{rate:.1f}/s {outcomes}")
 
         return runtime.processor.drain(max_messages=max_messages, progress=step)
 
@@ -272,11 +280,8 @@ def process(
 ) -> None:
     """Drain the queue through the queue function's handler, with the host's semantics."""
     _configure_logging(verbose)
-    runtime = _runtime(settings_file)
-    try:
+    with _opened(settings_file) as runtime:
         report = _process(runtime, max_messages, quiet=as_json)
-    finally:
-        runtime.close()
     if as_json:
         console.print_json(json.dumps(_process_json(report)))
     else:
@@ -291,12 +296,9 @@ def run_once(
 ) -> None:
     """Export, then process until the queue is empty."""
     _configure_logging(verbose)
-    runtime = _runtime(settings_file)
-    try:
+    with _opened(settings_file) as runtime:
         exported = runtime.exporter.run()
         processed = _process(runtime, None, quiet=as_json)
-    finally:
-        runtime.close()
     if as_json:
         console.print_json(
             json.dumps(
@@ -343,11 +345,8 @@ def status(
 ) -> None:
     """Per site: watermark, newest status message, lag; queues; outcomes in the last 24 h."""
     _configure_logging(verbose)
-    runtime = _runtime(settings_file)
-    try:
+    with _opened(settings_file) as runtime:
         figures = collect_status(runtime)
-    finally:
-        runtime.close()
     if as_json:
         console.print_json(json.dumps(figures.to_json()))
         return
@@ -400,15 +399,12 @@ def outcomes(
 ) -> None:
     """The audit trail: why is this device in (or not in) that collection?"""
     _configure_logging(verbose)
-    runtime = _runtime(settings_file)
-    try:
+    with _opened(settings_file) as runtime:
         found = runtime.audit.query(
             machine_name=machine,
             collection_id=collection.upper() if collection else None,
             since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
         )
-    finally:
-        runtime.close()
     if as_json:
         console.print_json(
             json.dumps(
@@ -467,11 +463,8 @@ def _poison_json(message: PoisonMessage) -> dict[str, object]:
 @poison_app.command("list")
 def poison_list(settings_file: SettingsOption = None, as_json: JsonOption = False) -> None:
     """The oldest 32 poisoned messages (the service's peek limit)."""
-    runtime = _runtime(settings_file)
-    try:
+    with _opened(settings_file) as runtime:
         messages = runtime.poison.peek()
-    finally:
-        runtime.close()
     if as_json:
         console.print_json(json.dumps([_poison_json(m) for m in messages]))
         return
@@ -500,11 +493,8 @@ def poison_show(
     settings_file: SettingsOption = None,
 ) -> None:
     """One poisoned message in full."""
-    runtime = _runtime(settings_file)
-    try:
+    with _opened(settings_file) as runtime:
         message = runtime.poison.show(message_id)
-    finally:
-        runtime.close()
     console.print_json(json.dumps(_poison_json(message)))
 
 
@@ -518,11 +508,8 @@ def poison_requeue(
     if (message_id is None) == (not all_messages):
         errors.print("give one message ID or --all")
         raise typer.Exit(2)
-    runtime = _runtime(settings_file)
-    try:
+    with _opened(settings_file) as runtime:
         moved = runtime.poison.requeue(None if all_messages else message_id)
-    finally:
-        runtime.close()
     console.print(f"requeued {moved} message(s) to {runtime.settings.remediation_queue}")
 
 
@@ -534,11 +521,8 @@ def check(
 ) -> None:
     """Validate settings and rules, then test every dependency for real."""
     _configure_logging(verbose)
-    runtime = _runtime(settings_file)
-    try:
+    with _opened(settings_file) as runtime:
         results = run_checks(runtime)
-    finally:
-        runtime.close()
     if as_json:
         console.print_json(json.dumps([asdict(c) for c in results]))
     else:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import pyodbc
 
@@ -26,8 +26,6 @@ from shared.retry import RetryPolicy
 from shared.status_messages import GENERIC_INFO, INSERTION_STRING_COUNT, StatusMessage
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _SITES_SQL: Final = """
 SELECT SiteCode, MAX(RecordID), MAX(Time)
