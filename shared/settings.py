@@ -289,13 +289,6 @@ class Settings(BaseSettings):
             raise ValueError("must be an https:// URL (TLS is never switched off)")
         return value.strip().rstrip("/") if value is not None else None
 
-    @field_validator("entra_client_certificate_path", "tls_ca_bundle")
-    @classmethod
-    def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"{value} is not a readable file")
-        return value
-
     @model_validator(mode="after")
     def _storage_configured(self) -> Settings:
         if self.storage_connection is None and not (
@@ -304,6 +297,18 @@ class Settings(BaseSettings):
             raise ValueError(_STORAGE_MISSING)
         if self.storage_connection is not None and not self.storage_connection.get_secret_value():
             raise ValueError("AzureWebJobsStorage: is empty")
+        # Like the rules file, relative paths are relative to the app root.
+        for name, alias in (
+            ("tls_ca_bundle", "TLS_CA_BUNDLE"),
+            ("entra_client_certificate_path", "ENTRA_CLIENT_CERTIFICATE_PATH"),
+        ):
+            path: Path | None = getattr(self, name)
+            if path is None:
+                continue
+            resolved = path if path.is_absolute() else self.app_root / path
+            if not resolved.is_file():
+                raise ValueError(f"{alias}: {resolved} is not a readable file")
+            object.__setattr__(self, name, resolved)  # frozen model: set once, here
         return self
 
     @property

@@ -73,6 +73,9 @@ _HINTS: Final = {
     "42501": _GRANTS,
     "42S02": _VIEW_MISSING,
     "42P01": _VIEW_MISSING,
+    "TLS": "the SQL Server certificate was refused: use the host name the certificate names in "
+    "Server=, or trust its CA on this machine (ODBC Driver 18 always encrypts); do not set "
+    "TrustServerCertificate=yes in production",
     "IM002": "the ODBC driver named in SITE_DB_CONNECTION is not installed "
     "(production: 'ODBC Driver 18 for SQL Server')",
 }
@@ -95,6 +98,10 @@ def _sqlstate(error: pyodbc.Error) -> str:
 #: Drivers differ in the SQLSTATE of a refused login (SQL Server: 28000; others report
 #: it as a connection failure), so the message decides too.
 _LOGIN_REFUSED = re.compile(r"login failed|password authentication failed", re.IGNORECASE)
+
+
+#: ODBC Driver 18 encrypts and validates the server certificate against the host name.
+_CERTIFICATE = re.compile(r"certificate|SSL Provider|TLS", re.IGNORECASE)
 
 
 def _text(error: pyodbc.Error) -> str:
@@ -180,6 +187,8 @@ class SiteDatabaseClient:
                 state = _sqlstate(error)
                 if _LOGIN_REFUSED.search(_text(error)):
                     state = "28000"
+                elif _CERTIFICATE.search(_text(error)):
+                    state = "TLS"
                 with self._lock:
                     self._drop_connection()
                 transient = state.startswith(_TRANSIENT_PREFIXES) or not state

@@ -156,3 +156,23 @@ def test_configuration_reference_is_generated_from_the_model():
     ):
         assert f"| `{name}` |" in document
     assert len(Settings.model_fields) == document.count("\n| `")
+
+
+def test_file_settings_are_relative_to_the_app_root(tmp_path):
+    (tmp_path / "certs").mkdir()
+    bundle = tmp_path / "certs" / "sms-provider.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = load_settings(
+        {
+            **REQUIRED,
+            "AzureWebJobsScriptRoot": str(tmp_path),
+            "TLS_CA_BUNDLE": "certs/sms-provider.pem",
+        }
+    )
+    assert settings.tls_ca_bundle == bundle
+    with pytest.raises(
+        ConfigurationError, match=r"TLS_CA_BUNDLE: .*missing.pem is not a readable file"
+    ):
+        load_settings(
+            {**REQUIRED, "AzureWebJobsScriptRoot": str(tmp_path), "TLS_CA_BUNDLE": "missing.pem"}
+        )
