@@ -37,12 +37,11 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Self
+from typing import Final
 from xml.sax.saxutils import escape
 
 from devstack.datagen import GeneratedDevice, m365_demo_scenario
-from devstack.entra import HttpRequest, HttpResponse, LocalHttpsServer
-from devstack.lifecycle import Service
+from devstack.https import HttpRequest, HttpResponse, HttpsSimulator, LocalHttpsServer
 from devstack.tls import LocalCA
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ def _split(tag: str) -> tuple[str, str]:
     return "", tag
 
 
-class ConfigMgrWebServiceSimulator(Service):
+class ConfigMgrWebServiceSimulator(HttpsSimulator):
     """``ConfigMgr.asmx`` over HTTPS on 127.0.0.1, backed by in-memory devices.
 
     ``devices`` play ``SMS_R_System`` (all records, duplicates included);
@@ -215,41 +214,11 @@ class ConfigMgrWebServiceSimulator(Service):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start(self) -> Self:
-        """Listen on the port."""
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; safe to call twice."""
-        self._server.stop()
-
-    def set_down(self, down: bool) -> None:
-        """Refuse connections for real, or listen again on the same port."""
-        if down:
-            self._server.stop()
-        else:
-            self._server.start()
-
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         """Answer the next ``count`` SOAP calls with ``status``: 500 is a ``soap:Server``
         fault (the site's SMS Provider failing), anything else IIS's error page."""
         with self._lock:
             self._failures.extend([status] * count)
-
-    @property
-    def latency_seconds(self) -> float:
-        """Seconds every answer is delayed by."""
-        return self._server.latency_seconds
-
-    @latency_seconds.setter
-    def latency_seconds(self, value: float) -> None:
-        self._server.latency_seconds = value
-
-    @property
-    def port(self) -> int:
-        """The HTTPS port."""
-        return self._server.port
 
     @property
     def url(self) -> str:

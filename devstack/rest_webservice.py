@@ -10,12 +10,12 @@ import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import jwt
 
-from devstack.entra import EntraSimulator, HttpRequest, HttpResponse, LocalHttpsServer
-from devstack.lifecycle import Service
+from devstack.entra import EntraSimulator
+from devstack.https import HttpRequest, HttpResponse, HttpsSimulator, LocalHttpsServer
 from devstack.tls import LocalCA
 
 PATH = "/api/remediation"
@@ -32,7 +32,7 @@ class RestCall:
     result: str | None
 
 
-class RestWebServiceSimulator(Service):
+class RestWebServiceSimulator(HttpsSimulator):
     """``POST /api/remediation`` with ``{action, collection_id, resource_id, ...}``."""
 
     def __init__(
@@ -52,19 +52,10 @@ class RestWebServiceSimulator(Service):
         self._calls: list[RestCall] = []
         self._server = LocalHttpsServer(ca.server_context(), self._handle, name="rest webservice")
 
-    def start(self) -> Self:
-        """Listen on a free loopback port."""
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening."""
-        self._server.stop()
-
     @property
     def url(self) -> str:
         """The endpoint to put in WEBSERVICE_URL."""
-        return f"https://localhost:{self._server.port}{PATH}"
+        return f"https://localhost:{self.port}{PATH}"
 
     def members(self, collection_id: str) -> set[int]:
         """Direct members of a collection."""
