@@ -1,8 +1,11 @@
 """The audit trail: exactly one recorded outcome per (status message, rule).
 
 An Azure Table in the storage account. The row key is the request's identity
-(site code, record ID, rule), and rows are only ever created, never replaced: when a
-message is delivered again, the first outcome stands and the redelivery is told so.
+(site code, record ID, rule), and rows are created, never replaced: when a message is
+delivered again, the first outcome stands and the redelivery is told so. The one
+exception is ``held-rate-limit``, an outcome that waits for an operator: a held row
+keeps the request, is marked released (or discarded) by ``cmremediate held``, and is
+then replaced, once and ETag-conditionally, by the outcome of the released add.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import StorageError
 from shared.queue_messages import RemediationRequest
@@ -33,7 +42,10 @@ OutcomeKind = Literal[
     "unknown-device",
     "rejected-input",
     "target-refused",
+    "held-rate-limit",
+    "discarded",
 ]
+HELD: Final = "held-rate-limit"
 #: Partition of messages that could not even be parsed (no site code to file them under).
 UNPARSED_PARTITION: Final = "unparsed"
 
@@ -60,6 +72,11 @@ class Outcome:
     dry_run: bool = False
     #: False when an earlier delivery had already recorded this outcome.
     new: bool = True
+    #: A held request an operator released: the next delivery adds it.
+    released: bool = False
+    #: Who released or discarded a held request, and when it was held.
+    decided_by: str | None = None
+    held_utc: datetime | None = None
 
 
 def _keys(request: RemediationRequest, dry_run: bool) -> tuple[str, str]:
@@ -82,6 +99,9 @@ def _from_entity(entity: dict[str, Any], *, new: bool) -> Outcome:
         action=entity.get("Action"),
         dry_run=bool(entity.get("DryRun", False)),
         new=new,
+        released=entity.get("ReleasedUtc") is not None and entity["Outcome"] == HELD,
+        decided_by=entity.get("DecidedBy"),
+        held_utc=entity.get("HeldUtc"),
     )
 
 
@@ -151,7 +171,102 @@ class AuditLog:
         }
         if resource_id is not None:
             entity["ResourceId"] = resource_id
+        if kind == HELD:
+            # Kept whole, so a release puts exactly this request back on the queue.
+            entity["Request"] = request.model_dump_json()
         return self._create(entity)
+
+    def settle(
+        self,
+        request: RemediationRequest,
+        kind: OutcomeKind,
+        reason: str,
+        *,
+        resource_id: int | None = None,
+        dry_run: bool = False,
+        decided_by: str | None = None,
+    ) -> Outcome:
+        """Replace a held row with its final outcome; whichever outcome stands is
+        returned (another delivery or operator may have settled it first)."""
+        self._ensure_table()
+        partition, row = _keys(request, dry_run)
+        for _ in range(self._attempts):
+            try:
+                found = self._table.get_entity(partition, row)
+            except ResourceNotFoundError:
+                return self.record(request, kind, reason, resource_id=resource_id, dry_run=dry_run)
+            except AzureError as error:
+                raise StorageError(f"cannot read the audit table: {error}") from None
+            current = dict(found)
+            if current["Outcome"] != HELD:
+                return _from_entity(current, new=False)
+            entity = {
+                **current,
+                "Outcome": kind,
+                "Reason": reason,
+                "HeldUtc": current["RecordedUtc"],
+                "HeldReason": current.get("Reason", ""),
+                "RecordedUtc": datetime.now(UTC),
+            }
+            entity.pop("Request", None)
+            if resource_id is not None:
+                entity["ResourceId"] = resource_id
+            if decided_by is not None:
+                entity["DecidedBy"] = decided_by
+            try:
+                self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=found.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return _from_entity(entity, new=True)
+            except ResourceModifiedError:
+                continue  # changed under us (released, or settled): look again
+            except AzureError as error:
+                raise StorageError(f"cannot write the audit table: {error}") from None
+        raise StorageError("the held row kept changing; the message will be retried")
+
+    def mark_released(self, outcome: Outcome, released_by: str) -> bool:
+        """Mark a held row released; False when it is no longer held."""
+        assert outcome.site_code is not None and outcome.rule is not None
+        partition = f"{outcome.site_code}-dry-run" if outcome.dry_run else outcome.site_code
+        row = f"{outcome.record_id}-{outcome.rule}"
+        try:
+            current = self._table.get_entity(partition, row)
+            if current["Outcome"] != HELD:
+                return False
+            self._table.update_entity(
+                {
+                    "PartitionKey": partition,
+                    "RowKey": row,
+                    "ReleasedUtc": datetime.now(UTC),
+                    "DecidedBy": released_by,
+                },
+                mode=UpdateMode.MERGE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+        except AzureError as error:
+            raise StorageError(f"cannot write the audit table: {error}") from None
+        return True
+
+    def held(self) -> list[tuple[Outcome, RemediationRequest]]:
+        """Every request waiting for an operator, oldest first, with the request."""
+        self._ensure_table()
+        try:
+            entities = list(
+                self._table.query_entities("Outcome eq @held", parameters={"held": HELD})
+            )
+        except AzureError as error:
+            raise StorageError(f"cannot read the audit table: {error}") from None
+        found = [
+            (_from_entity(dict(e), new=False), RemediationRequest.model_validate_json(e["Request"]))
+            for e in entities
+        ]
+        return sorted(found, key=lambda pair: pair[0].recorded_utc)
 
     def record_unparsed(self, body: bytes, message_id: str | None, reason: str) -> Outcome:
         """Record a message that could not be decoded at all (``rejected-input``)."""

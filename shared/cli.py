@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -26,8 +28,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from shared.audit import Outcome
 from shared.errors import CmRemediateError
 from shared.export import ExportReport
+from shared.held import HeldReport
 from shared.operations import collect_status, run_checks
 from shared.poison import PoisonMessage
 from shared.processing import ProcessReport
@@ -380,10 +384,23 @@ def status(
     for kind, count in sorted(figures.outcomes_24h.items()):
         outcomes.add_row(kind, str(count))
     console.print(outcomes)
+    for collection_id, count in sorted(figures.held.items()):
+        console.print(
+            f"[yellow]held:[/] {count} add(s) to {collection_id} wait for an operator: "
+            f"`cmremediate held list --collection {collection_id}`"
+        )
     for error in figures.errors:
         errors.print(f"[red]unavailable:[/] {error}", highlight=False)
     if figures.errors:
         raise typer.Exit(1)
+
+
+def _outcome_json(outcome: Outcome) -> dict[str, object]:
+    return {
+        k: v.isoformat() if isinstance(v, datetime) else v
+        for k, v in asdict(outcome).items()
+        if k != "new"
+    }
 
 
 @app.command()
@@ -406,17 +423,7 @@ def outcomes(
             since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
         )
     if as_json:
-        console.print_json(
-            json.dumps(
-                [
-                    {
-                        **{k: v for k, v in asdict(o).items() if k != "new"},
-                        "recorded_utc": o.recorded_utc.isoformat(),
-                    }
-                    for o in found
-                ]
-            )
-        )
+        console.print_json(json.dumps([_outcome_json(o) for o in found]))
         return
     table = Table(title=f"{len(found)} outcomes, newest first", title_justify="left")
     for column in (
@@ -511,6 +518,115 @@ def poison_requeue(
     with _opened(settings_file) as runtime:
         moved = runtime.poison.requeue(None if all_messages else message_id)
     console.print(f"requeued {moved} message(s) to {runtime.settings.remediation_queue}")
+
+
+held_app = typer.Typer(
+    help="Adds the blast-radius guard held (MAX_ADDS_PER_COLLECTION_PER_HOUR): "
+    "list, release or discard them."
+)
+app.add_typer(held_app, name="held")
+
+HeldIds = Annotated[
+    list[str] | None,
+    typer.Argument(help="Held IDs from `held list` (<site>-<record>-<rule>).", show_default=False),
+]
+HeldCollection = Annotated[
+    str | None, typer.Option("--collection", help="Every held add of this collection.")
+]
+HeldAll = Annotated[bool, typer.Option("--all", help="Every held add.")]
+ByOption = Annotated[
+    str | None,
+    typer.Option("--by", help="Who decides, for the audit trail (default: user@host)."),
+]
+
+
+def _operator(by: str | None) -> str:
+    return by or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _held_selection(
+    ids: list[str] | None, collection: str | None, all_held: bool
+) -> tuple[list[str], str | None]:
+    """Exactly one way of choosing, so that nothing is released by accident."""
+    if sum((bool(ids), collection is not None, all_held)) != 1:
+        errors.print("name held IDs, or give --collection ID, or --all")
+        raise typer.Exit(2)
+    return ids or [], collection
+
+
+def _print_held_report(report: HeldReport, verb: str, runtime: Runtime) -> None:
+    console.print(
+        f"{verb} {len(report.done)} held add(s)"
+        + (f" onto {runtime.settings.remediation_queue}" if verb == "released" else "")
+    )
+    if report.skipped_dry_run:
+        console.print(
+            f"{len(report.skipped_dry_run)} dry-run hold(s) left alone: a dry run only shows "
+            "what would be held"
+        )
+    if report.not_held:
+        errors.print(f"not held (any more): {', '.join(report.not_held)}", highlight=False)
+        raise typer.Exit(1)
+
+
+@held_app.command("list")
+def held_list(
+    collection: Annotated[str | None, typer.Option(help="Only this collection ID.")] = None,
+    settings_file: SettingsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Held adds, oldest first: review them before releasing."""
+    with _opened(settings_file) as runtime:
+        held = runtime.held.pending(collection)
+    if as_json:
+        console.print_json(json.dumps([{"id": h.id, **_outcome_json(h.outcome)} for h in held]))
+        return
+    table = Table(title=f"{len(held)} held add(s), oldest first", title_justify="left")
+    for column in ("id", "held (UTC)", "machine", "resource", "collection", "state", "reason"):
+        table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
+    for h in held:
+        o = h.outcome
+        state = "dry run" if o.dry_run else f"released by {o.decided_by}" if o.released else "held"
+        table.add_row(
+            h.id,
+            _age(o.recorded_utc),
+            repr(h.request.machine_name)[1:-1],
+            str(o.resource_id or "-"),
+            h.request.collection_id,
+            state,
+            o.reason,
+        )
+    console.print(table)
+
+
+@held_app.command("release")
+def held_release(
+    ids: HeldIds = None,
+    collection: HeldCollection = None,
+    all_held: HeldAll = False,
+    by: ByOption = None,
+    settings_file: SettingsOption = None,
+) -> None:
+    """Add held devices after all: they go back on the queue and skip the guard."""
+    chosen, collection_id = _held_selection(ids, collection, all_held)
+    with _opened(settings_file) as runtime:
+        report = runtime.held.release(chosen, collection_id=collection_id, by=_operator(by))
+        _print_held_report(report, "released", runtime)
+
+
+@held_app.command("discard")
+def held_discard(
+    ids: HeldIds = None,
+    collection: HeldCollection = None,
+    all_held: HeldAll = False,
+    by: ByOption = None,
+    settings_file: SettingsOption = None,
+) -> None:
+    """Decide held adds for good without adding them (outcome ``discarded``)."""
+    chosen, collection_id = _held_selection(ids, collection, all_held)
+    with _opened(settings_file) as runtime:
+        report = runtime.held.discard(chosen, collection_id=collection_id, by=_operator(by))
+        _print_held_report(report, "discarded", runtime)
 
 
 @app.command()

@@ -54,6 +54,8 @@ class Status:
     queue_depth: int | None = None
     poison_depth: int | None = None
     outcomes_24h: dict[str, int] = field(default_factory=dict)
+    #: Adds the blast-radius guard holds for an operator, per collection (any age).
+    held: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     checked_utc: datetime | None = None
 
@@ -80,6 +82,7 @@ class Status:
             "queue_depth": self.queue_depth,
             "poison_depth": self.poison_depth,
             "outcomes_24h": self.outcomes_24h,
+            "held": self.held,
             "errors": self.errors,
         }
 
@@ -115,6 +118,11 @@ def collect_status(runtime: Runtime) -> Status:
         status.poison_depth = _depth(runtime, runtime.settings.poison_queue)
         since = runtime.clock() - timedelta(hours=24)
         status.outcomes_24h = dict(Counter(o.kind for o in runtime.audit.query(since=since)))
+        status.held = dict(
+            Counter(
+                h.request.collection_id for h in runtime.held.pending() if not h.outcome.dry_run
+            )
+        )
     except (CmRemediateError, AzureError) as error:
         status.errors.append(f"storage: {error}")
     status.sites = [sites[code] for code in sorted(sites)]

@@ -7,7 +7,10 @@ The order of decisions, each logged with site code, record ID, machine and colle
 3. validate against the *current* rules file and the input rules (``rejected-input``);
 4. resolve the machine name to one ResourceID (``ambiguous``; not found yet → try again
    after RESOLVE_RETRY_DELAY_SECONDS until RESOLVE_RETRY_HOURS, then ``unknown-device``);
-5. change membership (``added``/``already-member``/``removed``/``not-member``, or
+5. an add past MAX_ADDS_PER_COLLECTION_PER_HOUR is held (``held-rate-limit``) until an
+   operator releases or discards it (``cmremediate held``); a released request skips
+   the guard;
+6. change membership (``added``/``already-member``/``removed``/``not-member``, or
    ``target-refused`` when the target says no for good).
 
 Transient failures (AdminService, Entra ID, storage or site database down, bad
@@ -21,7 +24,8 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from shared.audit import AuditLog, Outcome, OutcomeKind
+from shared.add_limit import AddLimiter, Decision
+from shared.audit import HELD, AuditLog, Outcome, OutcomeKind
 from shared.devices import DeviceSource, choose, netbios_problem
 from shared.errors import CmRemediateError, QueueMessageError
 from shared.membership import MembershipChange, MembershipTarget, TargetRefused
@@ -33,7 +37,7 @@ from shared.status_messages import INSERTION_STRING_MAX_LENGTH
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-_SUCCESSES = frozenset({"added", "already-member", "removed", "not-member"})
+_ROUTINE = frozenset({"added", "already-member", "removed", "not-member", HELD})
 
 
 def _fields(request: RemediationRequest) -> str:
@@ -56,6 +60,7 @@ class Remediator:
         retry_queue: RemediationQueue,
         resolve_retry: timedelta,
         resolve_retry_delay_seconds: int,
+        add_limiter: AddLimiter | None = None,
         dry_run: bool = False,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
@@ -66,6 +71,7 @@ class Remediator:
         self._retry_queue = retry_queue
         self._resolve_retry = resolve_retry
         self._retry_delay = resolve_retry_delay_seconds
+        self._limiter = add_limiter
         self._dry_run = dry_run
         self._clock = clock
 
@@ -88,19 +94,27 @@ class Remediator:
 
     def _decide(self, request: RemediationRequest) -> Outcome | None:
         existing = self._audit.find(request, dry_run=self._dry_run)
-        if existing is not None:
+        released = existing is not None and existing.released
+        if existing is not None and not released:
+            waiting = " (waiting for `cmremediate held release`)" if existing.kind == HELD else ""
             log.info(
-                "%s: already recorded as %s; redelivery ignored", _fields(request), existing.kind
+                "%s: already recorded as %s%s; redelivery ignored",
+                _fields(request),
+                existing.kind,
+                waiting,
             )
             return existing
+        if released:
+            assert existing is not None
+            log.info("%s: held add released by %s", _fields(request), existing.decided_by)
 
         problem = self._input_problem(request)
         if problem is not None:
-            return self._record(request, "rejected-input", problem)
+            return self._record(request, "rejected-input", problem, settle=released)
 
         resolution = choose(request.machine_name, self._devices.find_devices(request.machine_name))
         if resolution.kind == "ambiguous":
-            return self._record(request, "ambiguous", resolution.reason)
+            return self._record(request, "ambiguous", resolution.reason, settle=released)
         if resolution.kind == "not-found" or resolution.resource_id is None:
             give_up_at = request.time_utc + self._resolve_retry
             if self._clock() < give_up_at:
@@ -118,17 +132,70 @@ class Remediator:
                 request,
                 "unknown-device",
                 f"{resolution.reason}; gave up {hours:g} h after the status message",
+                settle=released,
             )
 
-        target = self._targets[request.target]
         resource_id = resolution.resource_id
+        guarded = request.action == "add" and not released and self._limiter is not None
+        if guarded:
+            assert self._limiter is not None
+            decision = self._limiter.reserve(request, self._clock(), dry_run=self._dry_run)
+            if not decision.allowed:
+                return self._hold(request, decision, resource_id)
+
+        target = self._targets[request.target]
         change = MembershipChange(request, resource_id, resolution.named_records)
         try:
             kind, reason = target.apply(change, dry_run=self._dry_run)
         except TargetRefused as error:
-            return self._record(request, "target-refused", str(error), resource_id=resource_id)
+            self._give_back(guarded, request)
+            return self._record(
+                request, "target-refused", str(error), resource_id=resource_id, settle=released
+            )
+        if kind != "added":
+            self._give_back(guarded, request)
         return self._record(
-            request, kind, f"{reason}; {resolution.reason}", resource_id=resource_id
+            request,
+            kind,
+            f"{reason}; {resolution.reason}",
+            resource_id=resource_id,
+            settle=released,
+        )
+
+    def _give_back(self, guarded: bool, request: RemediationRequest) -> None:
+        """An add that did not happen does not count against the collection."""
+        if guarded and self._limiter is not None:
+            self._limiter.give_back(request, self._clock(), dry_run=self._dry_run)
+
+    def _hold(self, request: RemediationRequest, decision: Decision, resource_id: int) -> Outcome:
+        assert self._limiter is not None
+        collection = request.collection_id
+        resumes = decision.next_slot_utc.isoformat() if decision.next_slot_utc else "-"
+        if decision.first_hold:
+            # One alarm per episode, across instances (the guard's row remembers it).
+            log.warning(
+                "%s: BLAST-RADIUS GUARD: %d adds to collection %s in the last hour reached "
+                "MAX_ADDS_PER_COLLECTION_PER_HOUR=%d. Further adds to it are held, not made: "
+                "a flood of spoofed status messages looks like this. Review them with "
+                "`cmremediate held list --collection %s`, then add them with "
+                "`cmremediate held release --collection %s` or drop them with "
+                "`cmremediate held discard --collection %s`. New adds resume from %s.",
+                _fields(request),
+                decision.adds_in_window,
+                collection,
+                self._limiter.limit,
+                collection,
+                collection,
+                collection,
+                resumes,
+            )
+        return self._record(
+            request,
+            HELD,
+            f"{decision.adds_in_window} adds to {collection} in the last hour reached "
+            f"MAX_ADDS_PER_COLLECTION_PER_HOUR={self._limiter.limit}; held for "
+            "`cmremediate held release`",
+            resource_id=resource_id,
         )
 
     def flush(self) -> None:
@@ -170,15 +237,12 @@ class Remediator:
         reason: str,
         *,
         resource_id: int | None = None,
+        settle: bool = False,
     ) -> Outcome:
-        outcome = self._audit.record(
-            request, kind, reason, resource_id=resource_id, dry_run=self._dry_run
-        )
-        level = (
-            logging.INFO
-            if kind in ("added", "already-member", "removed", "not-member")
-            else logging.WARNING
-        )
+        write = self._audit.settle if settle else self._audit.record
+        outcome = write(request, kind, reason, resource_id=resource_id, dry_run=self._dry_run)
+        # A held add is reported once, loudly, by _hold; every other one is routine.
+        level = logging.INFO if kind in _ROUTINE else logging.WARNING
         log.log(
             level,
             "%s resource=%s: %s%s (%s)",

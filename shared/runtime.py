@@ -16,11 +16,13 @@ from pathlib import Path
 
 import requests
 
+from shared.add_limit import AddLimiter, add_limit_table_name
 from shared.adminservice import AdminServiceClient
 from shared.audit import AuditLog, audit_table_name
 from shared.devices import DeviceSource
 from shared.errors import ConfigurationError
 from shared.export import Clock, Exporter, ExportOptions, utc_now
+from shared.held import HeldRequests
 from shared.membership import AdminServiceMembership, CollectionRefresher, MembershipTarget
 from shared.poison import PoisonQueue
 from shared.processing import QueueOptions, QueueProcessor
@@ -229,6 +231,19 @@ class Runtime:
         )
 
     @cached_property
+    def add_limiter(self) -> AddLimiter:
+        """The blast-radius guard's per-collection window of adds."""
+        return AddLimiter(
+            self.storage.table(add_limit_table_name(self.settings.remediation_queue)),
+            self.settings.max_adds_per_collection_per_hour,
+        )
+
+    @cached_property
+    def held(self) -> HeldRequests:
+        """Adds the guard held, for `cmremediate held`."""
+        return HeldRequests(self.audit, self.queue)
+
+    @cached_property
     def remediator(self) -> Remediator:
         """The queue function's handler, and ``cmremediate process``'s."""
         return Remediator(
@@ -239,6 +254,7 @@ class Runtime:
             retry_queue=self.queue,
             resolve_retry=timedelta(hours=self.settings.resolve_retry_hours),
             resolve_retry_delay_seconds=self.settings.resolve_retry_delay_seconds,
+            add_limiter=self.add_limiter,
             dry_run=self.settings.dry_run,
             clock=self.clock,
         )

@@ -207,6 +207,16 @@ class Settings(BaseSettings):
         alias="RESOLVE_RETRY_DELAY_SECONDS",
         description="Wait before trying an unknown device again.",
     )
+    max_adds_per_collection_per_hour: int = Field(
+        default=500,
+        ge=1,
+        le=20_000,
+        alias="MAX_ADDS_PER_COLLECTION_PER_HOUR",
+        description=(
+            "Blast-radius guard: adds to one collection in any 60 minutes; past it, adds "
+            "are held (held-rate-limit) until `cmremediate held release`."
+        ),
+    )
     tls_ca_bundle: Path | None = Field(
         default=None,
         alias="TLS_CA_BUNDLE",

@@ -1,0 +1,96 @@
+"""The guard's window row on real table storage: it grows past one 64 KiB property,
+forgets adds older than an hour, and two limiters cannot both take the last slot."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.add_limit import AddLimiter
+from shared.queue_messages import RemediationRequest
+from shared.storage import StorageAccount
+
+pytestmark = pytest.mark.stack
+
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def request(record_id: int, collection_id: str = "PS100123") -> RemediationRequest:
+    return RemediationRequest.model_validate(
+        {
+            "schema_version": 1,
+            "site_code": "PS1",
+            "record_id": record_id,
+            "message_id": 39997,
+            "time_utc": "2026-11-20T08:15:00Z",
+            "machine_name": f"PC{record_id}",
+            "insertion_strings": {},
+            "rule": "r",
+            "collection_id": collection_id,
+            "action": "add",
+            "target": "adminservice",
+            "exported_utc": "2026-11-20T08:20:00Z",
+        }
+    )
+
+
+@pytest.fixture
+def table(stack):
+    runtime = stack.runtime()
+    return StorageAccount(runtime.settings).table(f"t{stack.queue_name.replace('-', '')}"[:60])
+
+
+def test_a_large_window_spans_several_properties(table):
+    limiter = AddLimiter(table, 8000)
+    count = 7000  # 70 KB of entries: more than one binary property holds
+    second = int(NOW.timestamp())
+
+    def seed(entries, holding, start):
+        entries.update({n.to_bytes(6, "big"): second for n in range(start, start + 1000)})
+        return True, holding, limiter._decision(True, entries)
+
+    # one write per thousand: seeding through reserve would take 7000 round trips
+    for start in range(0, count, 1000):
+        limiter._update("PS100123", False, NOW, lambda e, h, s=start: seed(e, h, s))
+    assert limiter.usage("PS100123", NOW) == count
+    assert int(table.get_entity("PS100123", "window")["Chunks"]) == 2
+    decision = limiter.reserve(request(1), NOW, dry_run=False)
+    assert (decision.allowed, decision.adds_in_window) == (True, count + 1)
+    assert limiter.usage("PS100123", NOW + timedelta(minutes=59)) == count + 1
+    assert limiter.usage("PS100123", NOW + timedelta(minutes=61)) == 0
+
+
+def test_two_limiters_never_both_take_the_last_slot(table):
+    limiters = [AddLimiter(table, 5), AddLimiter(table, 5)]
+
+    def take(n: int) -> bool:
+        return limiters[n % 2].reserve(request(n + 1), NOW, dry_run=False).allowed
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        allowed = list(pool.map(take, range(20)))
+    assert allowed.count(True) == 5
+    assert limiters[0].usage("PS100123", NOW) == 5
+
+
+def test_first_hold_is_reported_once_per_episode(table):
+    limiter = AddLimiter(table, 1)
+    assert limiter.reserve(request(1), NOW, dry_run=False).allowed
+    holds = [limiter.reserve(request(n), NOW, dry_run=False) for n in (2, 3, 4)]
+    assert [h.first_hold for h in holds] == [True, False, False]
+    assert holds[0].next_slot_utc == NOW + timedelta(hours=1)
+    later = NOW + timedelta(minutes=61)
+    assert limiter.reserve(request(5), later, dry_run=False).allowed  # a slot freed up
+    assert limiter.reserve(request(6), later, dry_run=False).first_hold  # a new episode
+
+
+def test_a_slot_given_back_is_free_again_and_dry_runs_count_apart(table):
+    limiter = AddLimiter(table, 1)
+    assert limiter.reserve(request(1), NOW, dry_run=False).allowed
+    assert limiter.reserve(request(1), NOW, dry_run=False).allowed  # the same request again
+    assert limiter.reserve(request(1), NOW, dry_run=True).allowed
+    assert not limiter.reserve(request(2), NOW, dry_run=False).allowed
+    limiter.give_back(request(1), NOW, dry_run=False)
+    assert limiter.reserve(request(2), NOW, dry_run=False).allowed
+    assert limiter.usage("PS100124", NOW) == 0  # other collections have their own window
