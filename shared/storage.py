@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
@@ -18,6 +19,7 @@ from azure.storage.queue import (
     TextBase64EncodePolicy,
 )
 
+from shared.errors import StorageError
 from shared.settings import Settings
 
 #: Explicit timeouts and a bounded retry, instead of the SDK's minutes-long defaults.
@@ -104,3 +106,16 @@ class StorageAccount:
             credential=self._credential,
             **options,
         )
+
+
+def ensure_table(table: TableClient, purpose: str) -> None:
+    """Create the table unless it exists; a refusal names the role to check."""
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
+    except AzureError as error:
+        raise StorageError(
+            f"cannot create the {purpose} table {table.table_name!r}: {error}; check "
+            "AzureWebJobsStorage and the identity's Storage Table Data Contributor role"
+        ) from None
