@@ -125,7 +125,7 @@ def _redact_record(record: logging.LogRecord) -> None:
     clean = secrets.redact(message)
     if clean != message:
         # Formatted now: arguments may hold a secret that only formatting reveals.
-        record.msg, record.args = clean, None
+        record.msg, record.args = clean, ()
     if record.exc_info and record.exc_info[0] is not None:
         text = record.exc_text or logging.Formatter().formatException(record.exc_info)
         clean = secrets.redact(text)
