@@ -74,8 +74,9 @@ _HINTS: Final = {
     "42S02": _VIEW_MISSING,
     "42P01": _VIEW_MISSING,
     "TLS": "the SQL Server certificate was refused: use the host name the certificate names in "
-    "Server=, or trust its CA on this machine (ODBC Driver 18 always encrypts); do not set "
-    "TrustServerCertificate=yes in production",
+    "Server= (or HostNameInCertificate=), and a certificate from a CA this machine trusts (or "
+    "ServerCertificate= with its file); the check cannot be switched off "
+    "(TrustServerCertificate=yes is refused)",
     "IM002": "the ODBC driver named in SITE_DB_CONNECTION is not installed "
     "(production: 'ODBC Driver 18 for SQL Server')",
 }
