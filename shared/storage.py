@@ -53,6 +53,9 @@ class StorageAccount:
             "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
             "read_timeout": READ_TIMEOUT_SECONDS,
             "retry_policy": _retry(),
+            # Like every other client here: REQUESTS_CA_BUNDLE or proxy variables (app
+            # settings are environment variables) must not replace the trust store.
+            "use_env_settings": False,
         }
 
     def _service_uri(self, service: str, explicit: str | None) -> str:
