@@ -105,6 +105,18 @@ _LOGIN_REFUSED = re.compile(r"login failed|password authentication failed", re.I
 _CERTIFICATE = re.compile(r"certificate|SSL Provider|TLS", re.IGNORECASE)
 
 
+#: A connection that broke under a query. Some drivers report it as a general error,
+#: HY000 (psqlODBC: "server closed the connection unexpectedly" when the server stops or
+#: restarts; ODBC Driver 18: "Connection may have been terminated by the server"): a
+#: retry on a new connection gets past it, as it does past the 08xxx states.
+_CONNECTION_LOST = re.compile(
+    r"server closed the connection|terminating connection|no connection to the server"
+    r"|connection may have been terminated|communication link failure"
+    r"|transport-level error",
+    re.IGNORECASE,
+)
+
+
 def _text(error: pyodbc.Error) -> str:
     return str(error.args[1] if len(error.args) > 1 else error).strip()
 
@@ -186,13 +198,16 @@ class SiteDatabaseClient:
                         cursor.close()
             except pyodbc.Error as error:
                 state = _sqlstate(error)
+                lost = False
                 if _LOGIN_REFUSED.search(_text(error)):
                     state = "28000"
                 elif _CERTIFICATE.search(_text(error)):
                     state = "TLS"
+                else:
+                    lost = bool(_CONNECTION_LOST.search(_text(error)))
                 with self._lock:
                     self._drop_connection()
-                transient = state.startswith(_TRANSIENT_PREFIXES) or not state
+                transient = lost or state.startswith(_TRANSIENT_PREFIXES) or not state
                 if not transient:
                     hint = _HINTS.get(state, "check SITE_DB_CONNECTION and the SQL login")
                     raise SiteDatabaseRefused(
