@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from shared.devices import DeviceRecord, flag
+from shared.devices import DeviceRecord, flag, is_text
 from shared.errors import ServiceRefused, ServiceUnavailable
 from shared.retry import RetryPolicy
 from shared.tokens import TokenProvider
@@ -119,6 +119,8 @@ class AdminServiceClient:
 
     def find_devices(self, netbios_name: str) -> list[DeviceRecord]:
         """SMS_R_System records whose NetbiosName equals the name (an escaped literal)."""
+        if not is_text(netbios_name):
+            return []  # no URL can carry it, and no record is named with it
         query = (
             "$filter="
             + quote(f"NetbiosName eq {odata_string(netbios_name)}", safe="")

@@ -27,7 +27,8 @@ def flag(value: object) -> int | None:
         return None
     if isinstance(value, bool | int):
         return int(value)
-    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return int(value) if isinstance(value, str) and value.strip().isdecimal() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,17 @@ class DeviceSource(Protocol):
     def find_devices(self, netbios_name: str) -> list[DeviceRecord]:
         """Every record whose NetBIOS name equals ``netbios_name`` (case-insensitive)."""
         ...
+
+
+def is_text(value: str) -> bool:
+    """True unless ``value`` holds a lone surrogate (a JSON ``"\\ud800"`` escape, or
+    UTF-16 cut in half): such a string has no UTF-8, so no URL, ODBC parameter, queue
+    message or log can carry it, and no record read back from a service holds one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def netbios_problem(name: str) -> str | None:

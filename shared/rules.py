@@ -27,7 +27,8 @@ from shared.status_messages import (
 )
 
 #: Site code (3 letters or digits) + 5 hex digits, e.g. PS100123.
-_COLLECTION_ID = re.compile(r"^[A-Z0-9]{3}[0-9A-F]{5}$")
+_COLLECTION_ID_PATTERN = r"^[A-Z0-9]{3}[0-9A-F]{5}$"
+_COLLECTION_ID = re.compile(_COLLECTION_ID_PATTERN)
 
 Action = Literal["add", "remove"]
 Target = Literal["adminservice", "webservice"]
@@ -44,6 +45,8 @@ InsertionStringKey = Literal[
     "InsertionString9",
     "InsertionString10",
 ]
+#: A collection ID as a rule holds it (upper case), and as queue messages carry it.
+CollectionId = Annotated[str, StringConstraints(pattern=_COLLECTION_ID_PATTERN)]
 MatchValue = Annotated[str, StringConstraints(min_length=1, max_length=INSERTION_STRING_MAX_LENGTH)]
 
 
@@ -144,6 +147,10 @@ def parse_rules(text: str, *, source: str = "rules file") -> RuleSet:
         raise ConfigurationError(
             f"{source}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from None
+    except ValueError as error:  # an integer past Python's 4300-digit limit
+        raise ConfigurationError(f"{source}: not valid JSON ({str(error)[:200]})") from None
+    except RecursionError:
+        raise ConfigurationError(f"{source}: not valid JSON (nested too deeply)") from None
     try:
         return RuleSet.model_validate(document)
     except ValidationError as error:
@@ -170,6 +177,7 @@ def load_rules(path: Path) -> RuleSet:
 __all__ = [
     "INSERTION_STRING_KEYS",
     "Action",
+    "CollectionId",
     "Rule",
     "RuleSet",
     "Target",

@@ -20,10 +20,15 @@ from typing import Any, Final
 
 import pyodbc
 
-from shared.devices import DeviceRecord, flag
+from shared.devices import DeviceRecord, flag, is_text
 from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
 from shared.retry import RetryPolicy
-from shared.status_messages import GENERIC_INFO, INSERTION_STRING_COUNT, StatusMessage
+from shared.status_messages import (
+    GENERIC_INFO,
+    INSERTION_STRING_COUNT,
+    StatusMessage,
+    sql_equal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +304,13 @@ class SiteDatabaseClient:
     def find_devices(self, netbios_name: str) -> list[DeviceRecord]:
         """Discovery records named ``netbios_name`` (the view's collation compares
         case-insensitively). The name is a bound parameter, never SQL text."""
+        if not is_text(netbios_name):
+            return []  # no driver can send it, and no record is named with it
         rows = self._query(_DEVICES_SQL, (netbios_name,), f"devices named {netbios_name!r}")
+        # The server may compare another value than ours: psqlODBC cuts a parameter at
+        # NUL, and collations ignore some characters (U+200B) and fold widths (U+FF30
+        # is P). Keep the records that carry the very name, case and trailing spaces aside.
+        rows = [row for row in rows if sql_equal(str(row[2] or ""), netbios_name)]
         return [
             DeviceRecord(
                 resource_id=int(row[0]),
