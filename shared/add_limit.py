@@ -43,7 +43,7 @@ WINDOW = timedelta(hours=1)
 #: The most adds a window can hold: the row stays well under the 1 MiB entity limit.
 MAX_LIMIT = 20_000
 
-_ENTRY = struct.Struct(">6sI")  # request key, epoch second the add was let through
+_ENTRY = struct.Struct(">6sq")  # request key, epoch second the add was let through
 _CHUNK_BYTES = 60_000  # a binary property holds at most 64 KiB
 _ROW = "window"
 #: Conflicts only mean another instance wrote first: retry soon, many times.

@@ -80,6 +80,14 @@ class Outcome:
     held_utc: datetime | None = None
 
 
+#: Well under a table property's 32K UTF-16 units, whatever a rejected message held.
+_TEXT_LIMIT: Final = 4096
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
+
+
 def _keys(request: RemediationRequest, dry_run: bool) -> tuple[str, str]:
     partition = f"{request.site_code}-dry-run" if dry_run else request.site_code
     return partition, f"{request.record_id}-{request.rule}"
@@ -152,13 +160,13 @@ class AuditLog:
             "SiteCode": request.site_code,
             "RecordId": str(request.record_id),  # beyond Int64 in some tools: keep as text
             "StatusMessageUtc": request.time_utc,
-            "MachineName": request.machine_name,
+            "MachineName": _bounded(request.machine_name),
             "Rule": request.rule,
             "CollectionId": request.collection_id,
             "Action": request.action,
             "Target": request.target,
             "Outcome": kind,
-            "Reason": reason,
+            "Reason": _bounded(reason),
             "DryRun": dry_run,
         }
         if resource_id is not None:
@@ -195,7 +203,7 @@ class AuditLog:
             entity = {
                 **current,
                 "Outcome": kind,
-                "Reason": reason,
+                "Reason": _bounded(reason),
                 "HeldUtc": current["RecordedUtc"],
                 "HeldReason": current.get("Reason", ""),
                 "RecordedUtc": datetime.now(UTC),
@@ -268,7 +276,7 @@ class AuditLog:
             "RowKey": re.sub(r"[/\\#?\x00-\x1f\x7f]", "_", row),
             "RecordedUtc": datetime.now(UTC),
             "Outcome": "rejected-input",
-            "Reason": reason,
+            "Reason": _bounded(reason),
             # A bounded, printable excerpt, so an operator can tell what arrived.
             "BodyExcerpt": body[:512].decode("utf-8", errors="replace"),
             "DryRun": False,

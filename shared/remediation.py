@@ -37,6 +37,8 @@ from shared.status_messages import INSERTION_STRING_MAX_LENGTH
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+#: How far ahead of this instance's clock another instance's may run.
+_CLOCK_SKEW = timedelta(hours=1)
 _ROUTINE = frozenset({"added", "already-member", "removed", "not-member", HELD})
 
 
@@ -117,7 +119,8 @@ class Remediator:
     def handle(self, body: bytes | str, *, message_id: str | None = None) -> Outcome | None:
         """Process one queue message body; None means "not decided yet, requeued".
         Raises (after logging with the message's fields) when it should be retried."""
-        raw = body.encode("utf-8") if isinstance(body, str) else body
+        # surrogatepass: a lone surrogate becomes bytes that fail to decode (rejected-input)
+        raw = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else body
         try:
             request = decode(raw)
         except QueueMessageError as error:
@@ -155,7 +158,8 @@ class Remediator:
         if resolution.kind == "ambiguous":
             return self._record(request, "ambiguous", resolution.reason, settle=released)
         if resolution.kind == "not-found" or resolution.resource_id is None:
-            give_up_at = request.time_utc + self._resolve_retry
+            # A client's clock may run ahead; the export time (ours) caps it.
+            give_up_at = min(request.time_utc, request.exported_utc) + self._resolve_retry
             if self._clock() < give_up_at:
                 self._retry_queue.send_later(request, self._retry_delay)
                 log.info(
@@ -251,6 +255,11 @@ class Remediator:
             )
         if request.target not in self._targets:
             return f"target {request.target!r} is not configured"
+        if request.exported_utc > self._clock() + _CLOCK_SKEW:
+            return (
+                f"exported_utc {request.exported_utc.isoformat()} is in the future: "
+                "not a message this app's export wrote"
+            )
         problem = netbios_problem(request.machine_name)
         if problem is not None:
             return problem

@@ -44,7 +44,7 @@ def table(stack):
 
 def test_a_large_window_spans_several_properties(table):
     limiter = AddLimiter(table, 8000)
-    count = 7000  # 70 KB of entries: more than one binary property holds
+    count = 7000  # 98 KB of entries: more than one binary property holds
     second = int(NOW.timestamp())
 
     def seed(entries, holding, start):
