@@ -82,3 +82,11 @@ def test_requirements_suit_the_azure_linux_image() -> None:
     # ("ODBC Driver 18 for SQL Server"); the worker itself comes with the platform.
     assert "pyodbc" in requirements
     assert "azure-functions-worker" not in requirements
+
+
+def test_infra_readme_lists_every_parameter(bicep: dict[str, Template]) -> None:
+    document = json.loads((ROOT / "infra" / "main.parameters.json").read_text())
+    readme = (ROOT / "infra" / "README.md").read_text()
+    for name in bicep["main.bicep"].parameters:
+        variable = document["parameters"][name]["value"][2:-1]
+        assert f"| `{variable}` | `{name}` |" in readme, f"infra/README.md: no row for {name}"
