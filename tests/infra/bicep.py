@@ -119,9 +119,28 @@ def templates(parsed: Mapping[str, Mapping[str, Any]]) -> dict[str, Template]:
 
 def module_call(caller: Template, path: str) -> dict[str, Any]:
     """The one module declaration of ``caller`` that deploys ``path``."""
-    calls = [m for m in caller.modules.values() if m["detail"]["path"] == path]
+    calls: list[dict[str, Any]] = [
+        m for m in caller.modules.values() if m["detail"]["path"] == path
+    ]
     assert len(calls) == 1, f"{caller.name}: expected one module {path}, found {len(calls)}"
     return calls[0]
+
+
+@dataclass(frozen=True)
+class CheckovRun:
+    """One `checkov -d infra` run: exit code, JSON reports, the checks that crashed."""
+
+    returncode: int
+    reports: list[dict[str, Any]]
+    crashed: set[str]
+    stderr: str
+    seconds: float
+
+    def report(self, check_type: str) -> dict[str, Any]:
+        """The report of one framework (bicep, secrets)."""
+        found = [r for r in self.reports if r.get("check_type") == check_type]
+        assert found, f"checkov wrote no {check_type} report: {self.stderr[-2000:]}"
+        return found[0]
 
 
 # --------------------------------------------------------------------------- values
@@ -185,16 +204,24 @@ class Scope:
         return self._cache[name]
 
 
+def _given(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _argument(expr: Any, caller: Scope) -> Callable[[], Any]:
+    return lambda: evaluate(expr, caller)
+
+
 def root_scope(template: Template, overrides: Mapping[str, Any] | None = None) -> Scope:
     """main.bicep with some parameters given (as azd would pass them)."""
-    given = dict(overrides or {})
-    return Scope(template, {k: (lambda v=v: v) for k, v in given.items()})
+    return Scope(template, {k: _given(v) for k, v in (overrides or {}).items()})
 
 
 def module_scope(caller: Scope, path: str, template: Template) -> Scope:
-    """The scope of a module, its parameters bound to the caller's arguments."""
+    """The scope of a module, its parameters bound to the caller's arguments (evaluated
+    when first read, in the caller's scope)."""
     params = body(module_call(caller.template, path))["params"]
-    return Scope(template, {k: (lambda e=e: evaluate(e, caller)) for k, e in params.items()})
+    return Scope(template, {k: _argument(e, caller) for k, e in params.items()})
 
 
 def _empty(value: Any) -> bool:

@@ -6,12 +6,11 @@ import json
 import re
 import subprocess
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.infra.bicep import INFRA, Template, parse_all, templates, tool
+from tests.infra.bicep import INFRA, CheckovRun, Template, parse_all, templates, tool
 
 
 @pytest.fixture(scope="session")
@@ -27,23 +26,6 @@ def bicep(parsed: dict[str, dict[str, Any]]) -> dict[str, Template]:
     if broken:
         pytest.fail(f"templates that do not parse: {broken}")
     return templates(parsed)
-
-
-@dataclass(frozen=True)
-class CheckovRun:
-    """One `checkov -d infra` run: exit code, JSON reports, the checks that crashed."""
-
-    returncode: int
-    reports: list[dict[str, Any]]
-    crashed: set[str]
-    stderr: str
-    seconds: float
-
-    def report(self, check_type: str) -> dict[str, Any]:
-        """The report of one framework (bicep, secrets)."""
-        found = [r for r in self.reports if r.get("check_type") == check_type]
-        assert found, f"checkov wrote no {check_type} report: {self.stderr[-2000:]}"
-        return found[0]
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pycep import BicepParser
+from pycep import BicepParser  # type: ignore[import-not-found]  # .venv-infra only
 
 
 def main(folder: str) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.infra.bicep import INFRA
-from tests.infra.conftest import CheckovRun
+from tests.infra.bicep import INFRA, CheckovRun
 
 #: Every skip in the templates, (check, resource): adding one is a decision this list
 #: records. The reasons live in the `// checkov:skip=` comments beside the resources.

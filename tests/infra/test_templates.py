@@ -271,7 +271,7 @@ def test_roles_are_least_privilege_named_and_scoped_to_one_resource(
             assert GUID.match(guid), f"{variable} is not a role definition ID"
             assert guid in ALLOWED_ROLES, f"{template.name}: role {guid} is not an allowed role"
             line = next(i for i, t in enumerate(text) if t.startswith(f"var {variable} = "))
-            comment = []
+            comment: list[str] = []
             while text[line - 1 - len(comment)].startswith("//"):
                 comment.append(text[line - 1 - len(comment)])
             assert ALLOWED_ROLES[guid] in " ".join(comment), (
