@@ -40,7 +40,9 @@ uses Windows authentication); membership follows the direct rules at once, or on
 ``$filter`` are case-insensitive like WQL; property names are case-sensitive.
 
 Fault injection (``fail_next``, ``storm``, ``reset_connections_next``, latency) acts in
-front of authentication, as a throttling gateway (the CMG) would.
+front of authentication, as a throttling gateway (the CMG) would. ``slow_next`` delays
+the next answers only and then carries the request out, so a client that gave up
+waiting still changed something (an add can land after the client's timeout).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ import traceback
 import urllib.error
 import urllib.request
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -735,7 +737,10 @@ class AdminServiceSimulator(Service):
 
         self._faults: deque[_Fault] = deque()
         self._resets: deque[str | None] = deque()
+        self._slow: deque[tuple[str | None, float]] = deque()
         self._latency: dict[str | None, float] = {}
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         self._expired_before: int | None = None
 
         self._port = port
@@ -912,6 +917,28 @@ class AdminServiceSimulator(Service):
             and (status is None or call.status == status)
         )
 
+    def successful_adds(self) -> Counter[tuple[str, int]]:
+        """Successful AddMembershipRule calls per (collection, ResourceID)."""
+        return Counter(
+            (call.collection_id, call.resource_id)
+            for call in self.calls
+            if call.route == "AddMembershipRule"
+            and call.status in (200, 201)
+            and call.collection_id is not None
+            and call.resource_id is not None
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served right now (a slow one may still change state)."""
+        with self._lock:
+            return self._in_flight
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being served; False if ``timeout`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
     @property
     def internal_errors(self) -> list[str]:
         """Tracebacks of simulator bugs (each answered 500); tests assert it stays empty."""
@@ -976,11 +1003,21 @@ class AdminServiceSimulator(Service):
         with self._lock:
             self._resets.extend([route] * n)
 
+    def slow_next(self, n: int = 1, seconds: float = 1.0, *, route: str | None = None) -> None:
+        """Delay the answers of the next ``n`` requests (of ``route``, if given) by
+        ``seconds`` on top of any latency, then serve them as usual: past a client's
+        timeout, the request still takes effect, as on a slow real server."""
+        if route is not None and route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; one of {ROUTES}")
+        with self._lock:
+            self._slow.extend([(route, max(0.0, seconds))] * n)
+
     def clear_faults(self) -> None:
-        """Drop pending faults and resets, and all latency."""
+        """Drop pending faults, resets and slow answers, and all latency."""
         with self._lock:
             self._faults.clear()
             self._resets.clear()
+            self._slow.clear()
             self._latency.clear()
 
     def expire_tokens_issued_before(self, when: datetime | None) -> None:
@@ -1028,16 +1065,23 @@ class AdminServiceSimulator(Service):
         """Answer one request; None means: reset the connection."""
         info = _CallInfo(method=method, path=target)
         answer: _Answer | None
+        with self._lock:
+            self._in_flight += 1
         try:
-            answer = self._serve_checked(method, target, headers, body, info)
-        except ODataError as error:
-            answer = error.answer()
-        except Exception:  # a simulator bug: answer like a failing server, keep it for tests
-            log.exception("AdminService simulator failed on %s %s", method, target)
-            with self._lock:
-                self._errors.append(traceback.format_exc())
-            answer = ODataError(500, "An error has occurred (simulator bug).").answer()
-        self._record(info, 0 if answer is None else answer.status)
+            try:
+                answer = self._serve_checked(method, target, headers, body, info)
+            except ODataError as error:
+                answer = error.answer()
+            except Exception:  # a simulator bug: answer like a failing server, keep it
+                log.exception("AdminService simulator failed on %s %s", method, target)
+                with self._lock:
+                    self._errors.append(traceback.format_exc())
+                answer = ODataError(500, "An error has occurred (simulator bug).").answer()
+            self._record(info, 0 if answer is None else answer.status)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
         return answer
 
     def _serve_checked(
@@ -1097,6 +1141,11 @@ class AdminServiceSimulator(Service):
     def _delay(self, route_name: str) -> None:
         with self._lock:
             seconds = self._latency.get(route_name, self._latency.get(None, 0.0))
+            for index, (wanted, extra) in enumerate(self._slow):
+                if wanted is None or wanted == route_name:
+                    del self._slow[index]
+                    seconds += extra
+                    break
         if seconds > 0:
             self._wake.wait(seconds)
 
@@ -1697,6 +1746,10 @@ class _TLSServer(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(_HANDSHAKE_TIMEOUT)
+        # Headers and body go out as two TLS records: without TCP_NODELAY, Nagle holds
+        # the body back until the client's delayed ACK (~40 ms a request on Linux).
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             connection = self.context.wrap_socket(request, server_side=True)
         except (OSError, ValueError):

@@ -36,8 +36,8 @@ def run_demo(console: Console, *, ca: LocalCA | None = None) -> None:
     console.print("Starting the local stack...")
     with LocalStack(ca=ca) as stack:
         console.print(
-            f"  site database stand-in  127.0.0.1:{stack.site_db.port} (PostgreSQL via ODBC, "
-            "views v_StatusMessage, v_StatMsgInsStrings, v_R_System)\n"
+            f"  site database stand-in  127.0.0.1:{stack.site_db.port} (PostgreSQL via ODBC "
+            "over verified TLS, views v_StatusMessage, v_StatMsgInsStrings, v_R_System)\n"
             f"  Azurite                 queue 127.0.0.1:{stack.azurite.queue_port}, "
             f"table 127.0.0.1:{stack.azurite.table_port}\n"
             f"  Entra ID simulator      {stack.entra.authority}\n"

@@ -18,6 +18,14 @@ stop it like a power cut instead of a clean shutdown. A finalizer and a tiny
 watchdog process (which notices when this process dies, even by SIGKILL) stop the
 server and delete the directory, so a crashed test run leaves nothing behind.
 
+TLS. The server speaks TLS only (``ssl = on``, and pg_hba.conf admits TCP clients
+through ``hostssl`` lines alone), with a certificate for 127.0.0.1 and localhost issued
+by a local CA: ``SiteDatabase(ca=...)`` shares the stack's :class:`~devstack.tls.LocalCA`,
+else the cluster makes its own. Connection strings ask psqlODBC for
+``SSLmode=verify-full`` and pass the CA file to libpq (``pqopt={sslrootcert=...}``), so
+the client checks the chain and the host name, as cm-remediate demands of any
+SITE_DB_CONNECTION.
+
 Logins. The owner login (``admin_connection_string``) loads data; the reader login
 (``reader_connection_string``) may only SELECT the ``v_`` views and
 ``vProxy_Routings``, read-only, like the least-privilege SQL login in production.
@@ -60,6 +68,7 @@ from devstack.datagen import (
 )
 from devstack.lifecycle import Service
 from devstack.ports import LOOPBACK, free_port, wait_for_port
+from devstack.tls import LOCAL_NAMES, LocalCA
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +82,8 @@ ODBC_DRIVER: Final = "PostgreSQL Unicode"
 #                           the SQL text by the driver;
 #   BoolsAsChar=0           a boolean comes back as bool, not the strings '1'/'0';
 #   LFConversion=0          no LF -> CR/LF rewriting of text (the Windows default is 1);
-#   SSLmode=disable         loopback only; no TLS negotiation round trip;
+#   SSLmode=verify-full     TLS, with the chain and the host name checked (libpq's
+#                           only mode that does both; cm-remediate refuses the others);
 #   CommLog=0;Debug=0       no per-connection driver logs. (This machine's odbcinst.ini
 #                           sets CommLog=1 for the driver, so each process still
 #                           leaves a one-line /tmp/psqlodbc_<prog>_<user><pid>.log.)
@@ -81,7 +91,7 @@ ODBC_OPTIONS: Final[tuple[tuple[str, str], ...]] = (
     ("UseServerSidePrepare", "1"),
     ("BoolsAsChar", "0"),
     ("LFConversion", "0"),
-    ("SSLmode", "disable"),
+    ("SSLmode", "verify-full"),
     ("CommLog", "0"),
     ("Debug", "0"),
 )
@@ -160,18 +170,37 @@ def _as_server_user(user: str | None) -> dict[str, Any]:
     return {"user": user, "group": user, "extra_groups": []} if user else {}
 
 
+def _odbc_braced(value: str) -> str:
+    """An ODBC connection string value in braces (``}`` doubled), safe for any text."""
+    return "{" + value.replace("}", "}}") + "}"
+
+
+def _libpq_quoted(value: str) -> str:
+    """A libpq conninfo value in single quotes (``\\`` and ``'`` escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def connection_string(
-    *, port: int, database: str, user: str, password: str, host: str = LOOPBACK
+    *,
+    port: int,
+    database: str,
+    user: str,
+    password: str,
+    ca_bundle: Path,
+    host: str = LOOPBACK,
 ) -> str:
-    """An ODBC connection string for pyodbc with this module's psqlODBC options."""
+    """An ODBC connection string for pyodbc with this module's psqlODBC options; libpq
+    trusts only ``ca_bundle`` for the server certificate."""
     parts = [
         ("Driver", "{" + ODBC_DRIVER + "}"),
         ("Server", host),
         ("Port", str(port)),
         ("Database", database),
         ("Uid", user),
-        ("Pwd", password),
+        ("Pwd", _odbc_braced(password)),
         *ODBC_OPTIONS,
+        # psqlODBC hands pqopt to libpq as it is: the CA that signed the server certificate.
+        ("pqopt", _odbc_braced(f"sslrootcert={_libpq_quoted(str(ca_bundle))}")),
     ]
     return ";".join(f"{key}={value}" for key, value in parts) + ";"
 
@@ -236,6 +265,12 @@ def _destroy(cluster: _Cluster) -> None:
             except subprocess.TimeoutExpired:
                 watchdog.kill()
                 watchdog.wait()
+
+
+def _private_dir(path: Path) -> Path:
+    """A new directory only its owner may enter."""
+    path.mkdir(mode=0o700)
+    return path
 
 
 def _check_text(value: str | None, what: str) -> None:
@@ -364,6 +399,7 @@ class SiteDatabase(Service):
     ``top_level_site_code`` fills TopLevelSiteCode (default: each message's own site).
     ``log_statements`` logs every statement, with its bound parameter values, to
     ``log_path`` (handy to see exactly what the production SQL sends).
+    ``ca`` issues the server certificate (default: a CA of the cluster's own).
     """
 
     def __init__(
@@ -373,6 +409,7 @@ class SiteDatabase(Service):
         top_level_site_code: str | None = None,
         log_statements: bool = False,
         start_timeout: float = 30.0,
+        ca: LocalCA | None = None,
     ) -> None:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", database):
             raise ValueError(f"database name {database!r}: letters, digits, underscore")
@@ -380,6 +417,8 @@ class SiteDatabase(Service):
         self.top_level_site_code = _site_code(top_level_site_code) if top_level_site_code else None
         self.log_statements = log_statements
         self.start_timeout = start_timeout
+        self._given_ca = ca
+        self._ca: LocalCA | None = None
         self._admin_password = secrets.token_urlsafe(24)
         self._reader_password = secrets.token_urlsafe(24)
         self._port: int | None = None
@@ -417,11 +456,18 @@ class SiteDatabase(Service):
         return self.directory / "server.log"
 
     @property
+    def ca_bundle_path(self) -> Path:
+        """PEM file of the CA that issued the server certificate (what clients trust)."""
+        if self._ca is None:
+            raise RuntimeError("the site database has not been started")
+        return self._ca.bundle_path
+
+    @property
     def reader_connection_string(self) -> str:
         """ODBC connection string of the read-only login (SELECT on the views only)."""
         return connection_string(
             port=self.port, database=self.database, user=READER_LOGIN,
-            password=self._reader_password,
+            password=self._reader_password, ca_bundle=self.ca_bundle_path,
         )  # fmt: skip
 
     @property
@@ -429,7 +475,7 @@ class SiteDatabase(Service):
         """ODBC connection string of the owner login (may do anything)."""
         return connection_string(
             port=self.port, database=self.database, user=ADMIN_LOGIN,
-            password=self._admin_password,
+            password=self._admin_password, ca_bundle=self.ca_bundle_path,
         )  # fmt: skip
 
     def connect_reader(self, *, autocommit: bool = True) -> pyodbc.Connection:
@@ -483,6 +529,7 @@ class SiteDatabase(Service):
                 return
             finalizer, self._finalizer, self._cluster = self._finalizer, None, None
             self._port = None  # a later start() makes a new cluster on a new port
+            self._ca = None  # an own CA went with the directory
             if finalizer is not None:
                 finalizer()  # runs _destroy once, and never again at exit
 
@@ -499,6 +546,7 @@ class SiteDatabase(Service):
         if user is not None:
             shutil.chown(root / "run", user=user, group=user)
         self._initdb(cluster)
+        self._setup_tls(cluster)
         for attempt in range(1, _START_ATTEMPTS + 1):
             port = free_port()
             try:
@@ -534,6 +582,22 @@ class SiteDatabase(Service):
         finally:
             pwfile.unlink(missing_ok=True)
 
+    def _setup_tls(self, cluster: _Cluster) -> None:
+        """Server certificate and key for the cluster; TCP clients must use TLS."""
+        self._ca = self._given_ca or LocalCA(_private_dir(cluster.root / "ca"))
+        tls = _private_dir(cluster.root / "tls")
+        certificate, key = self._ca.issue_files(tls, *LOCAL_NAMES)
+        # pg_hba.conf: password logins, and over TCP only through TLS ("hostssl"): a
+        # client that turns TLS off is refused by the server as well.
+        hba = cluster.data / "pg_hba.conf"
+        hba.write_text(
+            f"local all all scram-sha-256\nhostssl all all {LOOPBACK}/32 scram-sha-256\n"
+        )
+        if cluster.user is not None:
+            # PostgreSQL refuses a key that others may read, or that it does not own.
+            for path in (tls, certificate, key, hba):
+                shutil.chown(path, user=cluster.user, group=cluster.user)
+
     def _write_config(self, cluster: _Cluster, port: int) -> None:
         # postgresql.auto.conf is read last, so these win over postgresql.conf.
         settings = {
@@ -553,6 +617,10 @@ class SiteDatabase(Service):
             "max_connections": "100",
             "log_line_prefix": "%m [%p] %q%u@%d ",
             "log_statement": "all" if self.log_statements else "none",
+            "ssl": "on",
+            "ssl_cert_file": str(cluster.root / "tls" / "server.crt"),
+            "ssl_key_file": str(cluster.root / "tls" / "server.key"),
+            "ssl_min_protocol_version": "TLSv1.2",
         }
         text = "".join(f"{key} = '{value}'\n" for key, value in settings.items())
         auto = cluster.data / "postgresql.auto.conf"
@@ -596,7 +664,13 @@ class SiteDatabase(Service):
 
     def _psql(self, script: str, *, database: str = "postgres") -> None:
         """Run a psql script as the owner (setup only: DDL, roles, grants)."""
-        env = {**os.environ, "PGPASSWORD": self._admin_password, "PGCONNECT_TIMEOUT": "10"}
+        env = {
+            **os.environ,
+            "PGPASSWORD": self._admin_password,
+            "PGCONNECT_TIMEOUT": "10",
+            "PGSSLMODE": "verify-full",
+            "PGSSLROOTCERT": str(self.ca_bundle_path),
+        }
         assert self._cluster is not None
         try:
             subprocess.run(

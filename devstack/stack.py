@@ -32,7 +32,7 @@ class LocalStack(Service):
         # Simulators running at the same time in one process must share one CA: they
         # share the user realm responder on port 443.
         self.ca = ca or LocalCA()
-        self.site_db = SiteDatabase()
+        self.site_db = SiteDatabase(ca=self.ca)  # its TLS certificate, too, from the one CA
         self.azurite = Azurite()
         self.entra = EntraSimulator(self.ca)
         self._collections = dict(collections)

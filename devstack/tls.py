@@ -31,6 +31,18 @@ class LocalCA:
         self._ca.issue_cert(*(names or LOCAL_NAMES)).configure_cert(context)
         return context
 
+    def issue_files(self, directory: Path, *names: str) -> tuple[Path, Path]:
+        """A server certificate (with its chain) and its private key as PEM files, for a
+        server that reads files rather than an SSLContext (PostgreSQL)."""
+        issued = self._ca.issue_cert(*(names or LOCAL_NAMES))
+        directory.mkdir(parents=True, exist_ok=True)
+        certificate = directory / "server.crt"
+        key = directory / "server.key"
+        certificate.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+        key.touch(mode=0o600)  # created private: the key never sits world-readable
+        issued.private_key_pem.write_to_path(str(key))
+        return certificate, key
+
     def untrusted_server_context(self, *names: str) -> ssl.SSLContext:
         """A certificate from a different CA: a client must refuse it."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

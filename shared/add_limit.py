@@ -35,6 +35,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.errors import StorageError
 from shared.queue_messages import RemediationRequest
 from shared.retry import RetryPolicy
+from shared.storage import ensure_table
 
 log = logging.getLogger(__name__)
 
@@ -141,18 +142,9 @@ class AddLimiter:
         return f"{collection_id}-dry-run" if dry_run else collection_id
 
     def _ensure_table(self) -> None:
-        if self._ready:
-            return
-        try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        except AzureError as error:
-            raise StorageError(
-                f"cannot create the add-limit table {self._table.table_name!r}: {error}; check "
-                "AzureWebJobsStorage and the identity's Storage Table Data Contributor role"
-            ) from None
-        self._ready = True
+        if not self._ready:
+            ensure_table(self._table, "add-limit")
+            self._ready = True
 
     def _load(self, partition: str, now: datetime) -> tuple[dict[bytes, int], bool, Any]:
         """The window's entries (expired ones dropped), the holding flag, and the ETag."""

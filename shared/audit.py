@@ -30,6 +30,7 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import StorageError
 from shared.queue_messages import RemediationRequest
+from shared.storage import ensure_table
 
 log = logging.getLogger(__name__)
 
@@ -117,18 +118,9 @@ class AuditLog:
         self._sleep = sleep
 
     def _ensure_table(self) -> None:
-        if self._ready:
-            return
-        try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        except AzureError as error:
-            raise StorageError(
-                f"cannot create audit table {self._table.table_name!r}: {error}; check "
-                "AzureWebJobsStorage and the identity's Storage Table Data Contributor role"
-            ) from None
-        self._ready = True
+        if not self._ready:
+            ensure_table(self._table, "audit")
+            self._ready = True
 
     def find(self, request: RemediationRequest, *, dry_run: bool = False) -> Outcome | None:
         """The outcome already recorded for this request, if any."""

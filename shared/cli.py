@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -599,6 +599,21 @@ def held_list(
     console.print(table)
 
 
+def _decide_held(
+    verb: Literal["release", "discard"],
+    ids: list[str] | None,
+    collection: str | None,
+    all_held: bool,
+    by: str | None,
+    settings_file: Path | None,
+) -> None:
+    chosen, collection_id = _held_selection(ids, collection, all_held)
+    with _opened(settings_file) as runtime:
+        decide = runtime.held.release if verb == "release" else runtime.held.discard
+        report = decide(chosen, collection_id=collection_id, by=_operator(by))
+        _print_held_report(report, {"release": "released", "discard": "discarded"}[verb], runtime)
+
+
 @held_app.command("release")
 def held_release(
     ids: HeldIds = None,
@@ -608,10 +623,7 @@ def held_release(
     settings_file: SettingsOption = None,
 ) -> None:
     """Add held devices after all: they go back on the queue and skip the guard."""
-    chosen, collection_id = _held_selection(ids, collection, all_held)
-    with _opened(settings_file) as runtime:
-        report = runtime.held.release(chosen, collection_id=collection_id, by=_operator(by))
-        _print_held_report(report, "released", runtime)
+    _decide_held("release", ids, collection, all_held, by, settings_file)
 
 
 @held_app.command("discard")
@@ -623,10 +635,7 @@ def held_discard(
     settings_file: SettingsOption = None,
 ) -> None:
     """Decide held adds for good without adding them (outcome ``discarded``)."""
-    chosen, collection_id = _held_selection(ids, collection, all_held)
-    with _opened(settings_file) as runtime:
-        report = runtime.held.discard(chosen, collection_id=collection_id, by=_operator(by))
-        _print_held_report(report, "discarded", runtime)
+    _decide_held("discard", ids, collection, all_held, by, settings_file)
 
 
 @app.command()

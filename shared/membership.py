@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 ChangeResult = Literal["added", "already-member", "removed", "not-member"]
 
 
+def _admit() -> None:
+    """No guard: every add may go ahead."""
+
+
 @dataclass(frozen=True, slots=True)
 class MembershipChange:
     """One decided change: the request, and the device it resolved to."""
@@ -31,6 +35,9 @@ class MembershipChange:
     resource_id: int
     #: How many discovery records carry the machine's name (duplicates included).
     named_records: int
+    #: Called by the target right before it really adds (the checks that find the
+    #: device already a member come first); raises when the add must not happen.
+    before_add: Callable[[], None] = _admit
 
 
 class TargetRefused(CmRemediateError):
@@ -131,21 +138,21 @@ class AdminServiceMembership:
         """Add or remove the device's direct rule (named after the machine)."""
         request = change.request
         if request.action == "add":
-            return self._add(
-                request.collection_id, change.resource_id, request.machine_name, dry_run
-            )
+            return self._add(change, dry_run)
         return self._remove(
             request.collection_id, change.resource_id, request.machine_name, dry_run
         )
 
-    def _add(
-        self, collection_id: str, resource_id: int, machine_name: str, dry_run: bool
-    ) -> tuple[ChangeResult, str]:
+    def _add(self, change: MembershipChange, dry_run: bool) -> tuple[ChangeResult, str]:
+        collection_id = change.request.collection_id
+        resource_id = change.resource_id
+        machine_name = change.request.machine_name
         with self._lock(collection_id, resource_id):
             if _has_direct_rule(self._rules(collection_id), resource_id):
                 return "already-member", "the device already has a direct rule"
             if self._client.is_member(collection_id, resource_id):
                 return "already-member", "the device is a member through another rule"
+            change.before_add()
             if dry_run:
                 return "added", "dry run: would add a direct rule"
             try:

@@ -47,6 +47,45 @@ def _fields(request: RemediationRequest) -> str:
     )
 
 
+class AddHeld(CmRemediateError):
+    """The blast-radius guard says no to this add for now."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("held by the blast-radius guard")
+        self.decision = decision
+
+
+def _no_gate() -> None:
+    """Released (or unguarded) adds go ahead."""
+
+
+class _Gate:
+    """The guard as a target meets it, right before a real add: takes a slot or raises
+    AddHeld; gives the slot back when the add then does not happen."""
+
+    def __init__(
+        self, limiter: AddLimiter | None, request: RemediationRequest, clock: Clock, dry_run: bool
+    ) -> None:
+        self._limiter = limiter
+        self._request = request
+        self._clock = clock
+        self._dry_run = dry_run
+        self._reserved = False
+
+    def __call__(self) -> None:
+        assert self._limiter is not None
+        decision = self._limiter.reserve(self._request, self._clock(), dry_run=self._dry_run)
+        if not decision.allowed:
+            raise AddHeld(decision)
+        self._reserved = True
+
+    def give_back(self) -> None:
+        """The add did not happen: it does not count against the collection."""
+        if self._reserved and self._limiter is not None:
+            self._limiter.give_back(self._request, self._clock(), dry_run=self._dry_run)
+            self._reserved = False
+
+
 class Remediator:
     """Handles remediation requests. Create once per process, reuse for every message."""
 
@@ -136,24 +175,22 @@ class Remediator:
             )
 
         resource_id = resolution.resource_id
-        guarded = request.action == "add" and not released and self._limiter is not None
-        if guarded:
-            assert self._limiter is not None
-            decision = self._limiter.reserve(request, self._clock(), dry_run=self._dry_run)
-            if not decision.allowed:
-                return self._hold(request, decision, resource_id)
-
-        target = self._targets[request.target]
-        change = MembershipChange(request, resource_id, resolution.named_records)
+        guarded = self._limiter is not None and not released
+        gate = _Gate(self._limiter, request, self._clock, self._dry_run)
+        change = MembershipChange(
+            request, resource_id, resolution.named_records, before_add=gate if guarded else _no_gate
+        )
         try:
-            kind, reason = target.apply(change, dry_run=self._dry_run)
+            kind, reason = self._targets[request.target].apply(change, dry_run=self._dry_run)
+        except AddHeld as held:
+            return self._hold(request, held.decision, resource_id)
         except TargetRefused as error:
-            self._give_back(guarded, request)
+            gate.give_back()
             return self._record(
                 request, "target-refused", str(error), resource_id=resource_id, settle=released
             )
         if kind != "added":
-            self._give_back(guarded, request)
+            gate.give_back()
         return self._record(
             request,
             kind,
@@ -161,11 +198,6 @@ class Remediator:
             resource_id=resource_id,
             settle=released,
         )
-
-    def _give_back(self, guarded: bool, request: RemediationRequest) -> None:
-        """An add that did not happen does not count against the collection."""
-        if guarded and self._limiter is not None:
-            self._limiter.give_back(request, self._clock(), dry_run=self._dry_run)
 
     def _hold(self, request: RemediationRequest, decision: Decision, resource_id: int) -> Outcome:
         assert self._limiter is not None

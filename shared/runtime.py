@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 import requests
+from pydantic import SecretStr
 
 from shared.add_limit import AddLimiter, add_limit_table_name
 from shared.adminservice import AdminServiceClient
@@ -26,6 +27,7 @@ from shared.held import HeldRequests
 from shared.membership import AdminServiceMembership, CollectionRefresher, MembershipTarget
 from shared.poison import PoisonQueue
 from shared.processing import QueueOptions, QueueProcessor
+from shared.redaction import connection_string_secrets, install_log_redaction, secrets
 from shared.remediation import Remediator
 from shared.remediation_queue import RemediationQueue
 from shared.rules import RuleSet, load_rules
@@ -101,6 +103,7 @@ class Runtime:
         self.clock = clock
         self.rules = rules if rules is not None else load_rules(settings.rules_path)
         validate_targets(settings, self.rules)
+        register_secrets(settings)
 
     @classmethod
     def from_environment(cls) -> Runtime:
@@ -285,6 +288,23 @@ class Runtime:
             self.queue.close()
         if "http" in self.__dict__:
             self.http.close()
+
+
+def register_secrets(settings: Settings) -> None:
+    """Make every secret setting unloggable (see shared.redaction), from now on."""
+    install_log_redaction()
+
+    def plain(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    secrets.add(
+        *connection_string_secrets(
+            plain(settings.site_db_connection), plain(settings.storage_connection)
+        ),
+        plain(settings.adminservice_password),
+        plain(settings.entra_client_secret),
+        plain(settings.webservice_secret),
+    )
 
 
 def quiet_sdk_logs() -> None:

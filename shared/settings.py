@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.connection_strings import check_site_db_tls, check_storage_tls
 from shared.errors import ConfigurationError
 
 #: The app root: where host.json and the rules file live. The Functions host sets
@@ -52,13 +53,15 @@ class Settings(BaseSettings):
     site_db_connection: SecretStr = Field(
         alias="SITE_DB_CONNECTION",
         description="ODBC connection string of the site database (ODBC Driver 18 for SQL "
-        "Server, SQL authentication).",
+        "Server, SQL authentication). Always encrypted and verified: TrustServerCertificate=yes "
+        "and Encrypt=no/optional are refused, as is a driver whose encryption cannot be checked.",
     )
     storage_connection: SecretStr | None = Field(
         default=None,
         alias="AzureWebJobsStorage",
         description="Storage account connection string (queue and exporter state). "
-        "Alternatively the identity-based AzureWebJobsStorage__* settings.",
+        "Alternatively the identity-based AzureWebJobsStorage__* settings. HTTPS only "
+        "(plain HTTP only for an emulator on this machine).",
     )
     storage_account_name: str | None = Field(
         default=None,
@@ -220,7 +223,9 @@ class Settings(BaseSettings):
     tls_ca_bundle: Path | None = Field(
         default=None,
         alias="TLS_CA_BUNDLE",
-        description="Extra trusted CA certificates (PEM) for every outbound HTTPS call.",
+        description="Extra trusted CA certificates (PEM) for every outbound HTTPS call; adds "
+        "to the system CAs. Nothing switches certificate checks off: REQUESTS_CA_BUNDLE, "
+        "SSL_CERT_FILE and proxy variables are ignored.",
     )
     dry_run: bool = Field(
         default=False,
@@ -244,6 +249,14 @@ class Settings(BaseSettings):
                 "is not an ODBC connection string (expected key=value pairs such as "
                 "'Driver={ODBC Driver 18 for SQL Server};Server=sql01,1433;...')"
             )
+        check_site_db_tls(text)  # its messages name keywords, never the password
+        return value
+
+    @field_validator("storage_connection")
+    @classmethod
+    def _storage_tls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_storage_tls(value.get_secret_value())
         return value
 
     @field_validator("remediation_queue")
@@ -292,7 +305,13 @@ class Settings(BaseSettings):
             )
         return url + "/"
 
-    @field_validator("entra_authority_host", "webservice_url")
+    @field_validator(
+        "entra_authority_host",
+        "webservice_url",
+        "storage_blob_uri",
+        "storage_queue_uri",
+        "storage_table_uri",
+    )
     @classmethod
     def _https(cls, value: str | None) -> str | None:
         if value is not None and not value.strip().lower().startswith("https://"):
@@ -382,8 +401,10 @@ def load_settings(values: dict[str, str] | None = None) -> Settings:
             return Settings()  # the environment fills the required fields
         return Settings.model_validate(values)
     except ValidationError as error:
-        given = os.environ if values is None else values
-        raise ConfigurationError(_describe(error, given)) from None
+        problems = _describe(error, os.environ if values is None else values)
+    # Raised outside the handler: the ValidationError (which quotes every input value,
+    # secrets too) must not travel along as the new exception's __context__.
+    raise ConfigurationError(problems)
 
 
 def read_local_settings(path: Path) -> dict[str, str]:

@@ -74,8 +74,9 @@ _HINTS: Final = {
     "42S02": _VIEW_MISSING,
     "42P01": _VIEW_MISSING,
     "TLS": "the SQL Server certificate was refused: use the host name the certificate names in "
-    "Server=, or trust its CA on this machine (ODBC Driver 18 always encrypts); do not set "
-    "TrustServerCertificate=yes in production",
+    "Server= (or HostNameInCertificate=), and a certificate from a CA this machine trusts (or "
+    "ServerCertificate= with its file); the check cannot be switched off "
+    "(TrustServerCertificate=yes is refused)",
     "IM002": "the ODBC driver named in SITE_DB_CONNECTION is not installed "
     "(production: 'ODBC Driver 18 for SQL Server')",
 }
@@ -102,6 +103,18 @@ _LOGIN_REFUSED = re.compile(r"login failed|password authentication failed", re.I
 
 #: ODBC Driver 18 encrypts and validates the server certificate against the host name.
 _CERTIFICATE = re.compile(r"certificate|SSL Provider|TLS", re.IGNORECASE)
+
+
+#: A connection that broke under a query. Some drivers report it as a general error,
+#: HY000 (psqlODBC: "server closed the connection unexpectedly" when the server stops or
+#: restarts; ODBC Driver 18: "Connection may have been terminated by the server"): a
+#: retry on a new connection gets past it, as it does past the 08xxx states.
+_CONNECTION_LOST = re.compile(
+    r"server closed the connection|terminating connection|no connection to the server"
+    r"|connection may have been terminated|communication link failure"
+    r"|transport-level error",
+    re.IGNORECASE,
+)
 
 
 def _text(error: pyodbc.Error) -> str:
@@ -185,13 +198,16 @@ class SiteDatabaseClient:
                         cursor.close()
             except pyodbc.Error as error:
                 state = _sqlstate(error)
+                lost = False
                 if _LOGIN_REFUSED.search(_text(error)):
                     state = "28000"
                 elif _CERTIFICATE.search(_text(error)):
                     state = "TLS"
+                else:
+                    lost = bool(_CONNECTION_LOST.search(_text(error)))
                 with self._lock:
                     self._drop_connection()
-                transient = state.startswith(_TRANSIENT_PREFIXES) or not state
+                transient = lost or state.startswith(_TRANSIENT_PREFIXES) or not state
                 if not transient:
                     hint = _HINTS.get(state, "check SITE_DB_CONNECTION and the SQL login")
                     raise SiteDatabaseRefused(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
@@ -18,6 +19,7 @@ from azure.storage.queue import (
     TextBase64EncodePolicy,
 )
 
+from shared.errors import StorageError
 from shared.settings import Settings
 
 #: Explicit timeouts and a bounded retry, instead of the SDK's minutes-long defaults.
@@ -51,6 +53,9 @@ class StorageAccount:
             "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
             "read_timeout": READ_TIMEOUT_SECONDS,
             "retry_policy": _retry(),
+            # Like every other client here: REQUESTS_CA_BUNDLE or proxy variables (app
+            # settings are environment variables) must not replace the trust store.
+            "use_env_settings": False,
         }
 
     def _service_uri(self, service: str, explicit: str | None) -> str:
@@ -104,3 +109,16 @@ class StorageAccount:
             credential=self._credential,
             **options,
         )
+
+
+def ensure_table(table: TableClient, purpose: str) -> None:
+    """Create the table unless it exists; a refusal names the role to check."""
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
+    except AzureError as error:
+        raise StorageError(
+            f"cannot create the {purpose} table {table.table_name!r}: {error}; check "
+            "AzureWebJobsStorage and the identity's Storage Table Data Contributor role"
+        ) from None

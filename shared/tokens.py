@@ -5,7 +5,9 @@ unattended path is a synced service account with username and password (no MFA).
 customer web service may accept app-only tokens (client secret or certificate).
 
 Tokens are cached in-process by MSAL and reused until shortly before they expire.
-Neither tokens nor credentials are ever logged or put in an exception message.
+Neither tokens nor credentials are ever logged or put in an exception message; each
+token is registered with :mod:`shared.redaction` as it arrives, so that a library that
+logs one at DEBUG logs ``***`` instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import msal.exceptions
 import requests
 
 from shared.errors import CmRemediateError
+from shared.redaction import secrets
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,12 @@ class _MsalTokens:
     def _guard(self, call: Callable[[], Any]) -> Any:
         try:
             return call()
+        except requests.exceptions.SSLError:
+            raise TokenError(
+                f"Entra ID's TLS certificate was refused for {self._who}: check "
+                "ENTRA_AUTHORITY_HOST; a private CA (a proxy that inspects TLS) belongs in "
+                "TLS_CA_BUNDLE"
+            ) from None
         except (requests.RequestException, OSError, msal.exceptions.MsalServiceError) as error:
             raise TokenEndpointUnavailable(
                 f"Entra ID did not answer a token request for {self._who} "
@@ -119,7 +128,7 @@ class _MsalTokens:
             ) from None
 
     def _call(self, acquire: Callable[[], Any]) -> str:
-        result = self._guard(acquire)
+        result = _registered(self._guard(acquire))
         if not result or "access_token" not in result:
             if result and str(result.get("error")) in {"temporarily_unavailable", "server_error"}:
                 raise TokenEndpointUnavailable(_describe(result, self._who))
@@ -181,7 +190,18 @@ class DelegatedTokens(_MsalTokens):
 
     def _silent(self, account: Any) -> Any:
         """The cached token, refreshed by MSAL if it can (which may call Entra ID)."""
-        return self._guard(lambda: self._app.acquire_token_silent(self._scopes, account=account))
+        return _registered(
+            self._guard(lambda: self._app.acquire_token_silent(self._scopes, account=account))
+        )
+
+
+def _registered(result: Any) -> Any:
+    """MSAL's result, its tokens now known to the log redaction."""
+    if isinstance(result, dict):
+        secrets.add_token(
+            *(str(result[k]) for k in ("access_token", "refresh_token") if result.get(k))
+        )
+    return result
 
 
 class AppTokens(_MsalTokens):

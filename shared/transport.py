@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +54,18 @@ def trust_store(extra_ca_bundle: Path | None) -> Path:
             f"TLS_CA_BUNDLE: {extra_ca_bundle} is not a readable PEM file of CA certificates "
             f"({error})"
         ) from None
-    combined = Path(tempfile.mkdtemp(prefix="cm-remediate-tls-")) / "ca-bundle.pem"
-    combined.write_text(system.read_text(encoding="ascii") + "\n" + extra, encoding="ascii")
+    with _combined_lock:
+        # One file per distinct bundle: every runtime of a process (the CLI, tests) reuses it.
+        combined = _combined.get((system, extra))
+        if combined is None or not combined.is_file():
+            combined = Path(tempfile.mkdtemp(prefix="cm-remediate-tls-")) / "ca-bundle.pem"
+            combined.write_text(system.read_text(encoding="ascii") + "\n" + extra, encoding="ascii")
+            _combined[(system, extra)] = combined
     return combined
+
+
+_combined: dict[tuple[Path, str], Path] = {}
+_combined_lock = threading.Lock()
 
 
 def new_session(verify: Path) -> requests.Session:

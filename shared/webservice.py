@@ -87,6 +87,7 @@ class ConfigMgrWebServiceTarget:
                 "the web service resolves names itself and takes the last match, which may "
                 f"not be resource {change.resource_id}: use target 'adminservice' for it"
             )
+        change.before_add()
         if dry_run:
             return "added", "dry run: would call AddCMComputerToCollection"
         if self._call(request.machine_name, request.collection_id):
@@ -163,6 +164,8 @@ class RestWebServiceTarget:
     def apply(self, change: MembershipChange, *, dry_run: bool) -> tuple[ChangeResult, str]:
         """POST the change; the answer's ``result`` says what happened."""
         request = change.request
+        if request.action == "add":
+            change.before_add()
         if dry_run:
             verb: ChangeResult = "added" if request.action == "add" else "removed"
             return verb, f"dry run: would POST the change to {self._url}"

@@ -800,6 +800,22 @@ def test_latency(api: Api, sim: AdminServiceSimulator) -> None:
         api.request("GET", "v1.0/$metadata", timeout=0.05)
 
 
+def test_slow_next_lands_after_the_client_gave_up(api: Api, sim: AdminServiceSimulator) -> None:
+    sim.slow_next(1, 0.5, route="AddMembershipRule")
+    assert api.request("GET", "v1.0/$metadata", timeout=0.3).status_code == 200  # other route
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        api.action("PS100123", "AddMembershipRule", rule_body(16777219), timeout=0.1)
+    assert sim.wait_idle(timeout=5)
+    assert sim.in_flight == 0
+    # The add was carried out although nobody read the answer.
+    assert sim.direct_members("PS100123") == {16777219}
+    assert sim.successful_adds() == {("PS100123", 16777219): 1}
+    # Only the next one was slow; the duplicate is refused and counts as no add.
+    again = api.action("PS100123", "AddMembershipRule", rule_body(16777219), timeout=0.3)
+    assert_odata_error(again, 500, "already exists")
+    assert sim.successful_adds() == {("PS100123", 16777219): 1}
+
+
 # -- robustness -----------------------------------------------------------------------------
 
 

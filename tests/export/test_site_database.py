@@ -113,6 +113,49 @@ def test_unreachable_database_is_retried_then_reported():
     assert "secret-pw" not in str(caught.value)
 
 
+class _DroppedOnce:
+    """A pyodbc connection whose first query finds the connection gone."""
+
+    def __init__(self, failures, text):
+        self.failures, self.text, self.timeout = failures, text, 0
+
+    def cursor(self):
+        return self
+
+    def execute(self, *args):
+        if self.failures:
+            self.failures.pop()
+            raise site_database.pyodbc.Error("HY000", self.text)
+
+    def fetchall(self):
+        return []
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # psqlODBC, the server stopped or restarted under an open connection
+        "[HY000] FATAL:  terminating connection due to administrator command\n"
+        "server closed the connection unexpectedly",
+        # ODBC Driver 18 for SQL Server, the session was killed or the server failed over
+        "[Microsoft][ODBC Driver 18 for SQL Server]Unspecified error occurred on SQL "
+        "Server. Connection may have been terminated by the server.",
+    ],
+)
+def test_a_connection_lost_as_a_general_error_is_retried(monkeypatch, text):
+    failures = [1]
+    monkeypatch.setattr(
+        site_database.pyodbc, "connect", lambda *a, **k: _DroppedOnce(failures, text)
+    )
+    sleeps = []
+    client = SiteDatabaseClient("Driver={x};Server=y", sleep=sleeps.append)
+    assert client.sites() == []
+    assert len(sleeps) == 1 and failures == []
+
+
 @pytest.mark.stack
 def test_wrong_password_is_refused_with_a_hint(stack):
     wrong = re.sub(r"Pwd=[^;]*", "Pwd=Wr0ngPassw0rd", stack.site_db.reader_connection_string)

@@ -196,9 +196,16 @@ def test_adds_that_were_not_needed_do_not_use_the_allowance(guarded):
         body = {**member, "record_id": 700_000 + n}
         guarded.deliver(json.dumps(body), message_id=f"member-{n}")
         assert guarded.outcome(body).kind == "already-member"
-    bodies = _flood(guarded, LIMIT)
+    bodies = _flood(guarded, LIMIT + 1)
     _deliver_all(guarded, bodies)
-    assert Counter(guarded.outcome(b).kind for b in bodies) == {"added": LIMIT}
+    assert Counter(guarded.outcome(b).kind for b in bodies) == {
+        "added": LIMIT,
+        "held-rate-limit": 1,
+    }
+    # at the limit, a device that is already in is still told so, not held
+    late = {**member, "record_id": 700_100}
+    guarded.deliver(json.dumps(late), message_id="member-late")
+    assert guarded.outcome(late).kind == "already-member"
 
 
 def test_a_retried_add_keeps_its_slot(guarded):

@@ -141,7 +141,8 @@ def _break(settings: str, **values: str) -> str:
     [
         (
             {
-                "SITE_DB_CONNECTION": "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=9;Database=x;Uid=u;Pwd=p"
+                "SITE_DB_CONNECTION": "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=9;Database=x;Uid=u;Pwd=p;"
+                "SSLmode=verify-full"
             },
             "site database",
             "check SITE_DB_CONNECTION",

@@ -112,7 +112,7 @@ def test_secrets_do_not_show_in_the_settings_repr():
     settings = load_settings(
         {
             **REQUIRED,
-            "SITE_DB_CONNECTION": "Driver=x;Pwd=Sup3rS3cret!",
+            "SITE_DB_CONNECTION": "Driver={ODBC Driver 18 for SQL Server};Pwd=Sup3rS3cret!",
             "AzureWebJobsStorage": "AccountKey=k3y==",
         }
     )

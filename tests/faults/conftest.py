@@ -1,0 +1,477 @@
+"""The fault-injection suite's own stack and the scenario harness.
+
+The suite stops and restarts servers, so it runs on servers of its own rather than
+the session's: a site database, a persistent Azurite (a graceful restart keeps the
+data), an Entra ID simulator on a loopback address of its own, and a fresh
+AdminService simulator per scenario. Each scenario gets its own workload, site codes,
+queue, audit table and export state, runs the real export and queue processing
+(``Exporter``, ``QueueProcessor``, ``Remediator`` built by ``Runtime``), and ends
+with the ledger of ``tests/faults/ledger.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
+from devstack.adminservice import AdminServiceSimulator
+from devstack.azurite import Azurite
+from devstack.datagen import M365_RULES, GeneratedDevice, Workload, generate_workload
+from devstack.entra import EntraSimulator
+from devstack.sitedb import SiteDatabase
+from devstack.tls import LocalCA
+from shared.adminservice import AdminServiceClient
+from shared.export import Exporter
+from shared.processing import ProcessReport
+from shared.retry import RetryPolicy
+from shared.runtime import Runtime
+from shared.settings import load_settings
+from shared.site_database import SiteDatabaseClient
+from shared.tokens import TokenProvider
+from shared.transport import DEFAULT_TIMEOUT
+from shared.watermark import WatermarkStore
+from tests.faults.ledger import RESULTS, RULE_COLLECTION, Figures, Ledger
+
+REPO = Path(__file__).resolve().parents[2]
+Report = TypeVar("Report")
+SERVICE_ACCOUNT = "svc-faults@contoso.example"
+SERVICE_PASSWORD = "F4ult-Inj3ction-Only!"
+CLIENT_ID = "5a0f0000-0000-4000-8000-00000000fa17"
+COLLECTIONS = {cid: f"Remediation: {name}" for name, cid in RULE_COLLECTION.items()}
+#: Status messages per scenario (two sites); about half match a rule.
+MESSAGES_PER_SCENARIO = 100
+#: Small pages, so that every export has several and a fault can land between them.
+PAGE_SIZE = 10
+#: The visibility timeout of the suite's host.json: a failed message is back in 1 s.
+VISIBILITY_TIMEOUT = "00:00:01"
+#: Devices that are direct members from the start without any message asking for them.
+BYSTANDERS = [
+    GeneratedDevice(
+        resource_id=15_000_001 + n,
+        name=f"BYSTANDER-{n}",
+        netbios_name=f"BYSTANDER-{n}",
+        sms_unique_identifier=None,
+        domain="CONTOSO",
+        full_domain="contoso.com",
+        client=1,
+        active=1,
+        obsolete=0,
+        decommissioned=0,
+        creation_date=datetime(2024, 1, 15, 9, 0),
+    )
+    for n in range(len(RULE_COLLECTION))
+]
+
+
+def _fault_loopback() -> str:
+    """A loopback address for this process's Entra simulator, apart from the one
+    tests/remediation uses (127.a.b.c with a = pid >> 16, below 64 for any Linux pid),
+    so that both suites run a simulator with its own port-443 user realm in one session."""
+    pid = os.getpid()
+    return f"127.{128 + ((pid >> 16) & 127)}.{(pid >> 8) & 255}.{(pid & 255) or 1}"
+
+
+# -- the suite's servers -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fault_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
+    return LocalCA(tmp_path_factory.mktemp("faults-ca"))
+
+
+@pytest.fixture(scope="session")
+def fault_entra(fault_ca: LocalCA) -> Iterator[EntraSimulator]:
+    with EntraSimulator(fault_ca, host=_fault_loopback()) as simulator:
+        simulator.add_user(SERVICE_ACCOUNT, SERVICE_PASSWORD)
+        simulator.add_client(CLIENT_ID, public=True)
+        simulator.add_api("https://ConfigMgrService", scopes=("user_impersonation",))
+        yield simulator
+
+
+@pytest.fixture(scope="session")
+def fault_site_db() -> Iterator[SiteDatabase]:
+    with SiteDatabase() as database:
+        yield database
+
+
+@pytest.fixture(scope="session")
+def fault_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    # Persistent, so that a graceful restart keeps queues, blobs and tables.
+    with Azurite(
+        persistent_dir=tmp_path_factory.mktemp("faults-azurite-data"),
+        log_dir=tmp_path_factory.mktemp("faults-azurite-log"),
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def app_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An app root like the deployed one: host.json (production's, with a 1 s
+    visibility timeout) and the M365 rules the workload is generated for."""
+    root = tmp_path_factory.mktemp("faults-app")
+    host = json.loads((REPO / "host.json").read_text(encoding="utf-8"))
+    host["extensions"]["queues"]["visibilityTimeout"] = VISIBILITY_TIMEOUT
+    (root / "host.json").write_text(json.dumps(host, indent=2), encoding="utf-8")
+    (root / "rules.json").write_text(json.dumps({"rules": M365_RULES}), encoding="utf-8")
+    return root
+
+
+# -- the AdminService client the runtimes build ---------------------------------------------
+
+#: Production's five attempts, with waits of tens of milliseconds instead of seconds.
+FAST_RETRY = RetryPolicy(
+    attempts=5, initial_backoff_seconds=0.05, max_backoff_seconds=0.2, max_retry_after_seconds=2.0
+)
+
+
+@dataclass
+class AdminClientTuning:
+    """How the scenario's runtimes build their AdminService client: production's
+    number of attempts with short waits (each one recorded), and a timeout a scenario
+    may shorten."""
+
+    retry: RetryPolicy = FAST_RETRY
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
+    waits: list[float] = field(default_factory=list)
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        time.sleep(seconds)
+
+    def build(
+        self, base_url: str, tokens: TokenProvider, session: requests.Session
+    ) -> AdminServiceClient:
+        return AdminServiceClient(
+            base_url, tokens, session, retry=self.retry, timeout=self.timeout, sleep=self.sleep
+        )
+
+
+# -- one scenario ------------------------------------------------------------------------
+
+
+def queue_depth(client: QueueClient) -> int:
+    """Messages in a queue, invisible ones included (0 when it does not exist)."""
+    try:
+        return int(client.get_queue_properties().approximate_message_count or 0)
+    except ResourceNotFoundError:
+        return 0
+
+
+@dataclass
+class Scenario:
+    """One fault scenario on the suite's stack: its workload, queue and simulators."""
+
+    name: str
+    site_db: SiteDatabase
+    azurite: Azurite
+    entra: EntraSimulator
+    adminservice: AdminServiceSimulator
+    ca: LocalCA
+    app_root: Path
+    queue_name: str
+    workload: Workload
+    ledger: Ledger
+    tuning: AdminClientTuning
+    figures: Figures
+    runtimes: list[Runtime] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    _queues: dict[str, QueueClient] = field(default_factory=dict)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def settings_values(self, **overrides: str) -> dict[str, str]:
+        """App settings pointing at the suite's stack, as the host would set them."""
+        return {
+            "SITE_DB_CONNECTION": self.site_db.reader_connection_string,
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "AzureWebJobsScriptRoot": str(self.app_root),
+            "REMEDIATION_QUEUE": self.queue_name,
+            "REMEDIATION_RULES_FILE": "rules.json",
+            "ADMINSERVICE_URL": self.adminservice.cmg_url,
+            "ENTRA_AUTHORITY_HOST": self.entra.authority_host,
+            "ENTRA_TENANT_ID": self.entra.tenant_id,
+            "ENTRA_CLIENT_ID": CLIENT_ID,
+            "ADMINSERVICE_USERNAME": SERVICE_ACCOUNT,
+            "ADMINSERVICE_PASSWORD": SERVICE_PASSWORD,
+            "TLS_CA_BUNDLE": str(self.ca.bundle_path),
+            **overrides,
+        }
+
+    def runtime(self, **overrides: str) -> Runtime:
+        """A runtime built the way the app builds it (one per app process)."""
+        runtime = Runtime(load_settings(self.settings_values(**overrides)))
+        self.runtimes.append(runtime)
+        return runtime
+
+    def exporter(
+        self,
+        runtime: Runtime,
+        *,
+        database: SiteDatabaseClient | None = None,
+        watermarks: WatermarkStore | None = None,
+        **options: Any,
+    ) -> Exporter:
+        """The runtime's exporter with small pages; ``database`` and ``watermarks``
+        replace the runtime's clients (a client with a hook, a shorter lease)."""
+        return Exporter(
+            database=database or runtime.site_database,
+            queue=runtime.queue,
+            watermarks=watermarks or runtime.watermarks,
+            rules=runtime.rules,
+            options=replace(runtime.export_options(), page_size=PAGE_SIZE, **options),
+        )
+
+    def site_database_client(self, **kwargs: Any) -> SiteDatabaseClient:
+        """A site database client like the runtime's, with e.g. a ``sleep`` hook."""
+        client = SiteDatabaseClient(self.site_db.reader_connection_string, **kwargs)
+        self._closers.append(client.close)
+        return client
+
+    def queue_client(self, name: str | None = None) -> QueueClient:
+        """A raw client of the scenario's queue (or of ``name``)."""
+        name = name or self.queue_name
+        if name not in self._queues:
+            self._queues[name] = QueueClient.from_connection_string(
+                self.azurite.connection_string, name
+            )
+            self._closers.append(self._queues[name].close)
+        return self._queues[name]
+
+    def depths(self) -> tuple[int, int]:
+        """Messages on the queue and on the poison queue."""
+        return (
+            queue_depth(self.queue_client()),
+            queue_depth(self.queue_client(f"{self.queue_name}-poison")),
+        )
+
+    def process(
+        self,
+        runtime: Runtime,
+        *,
+        progress: Callable[[ProcessReport], None] | None = None,
+        timeout: float = 120.0,
+    ) -> ProcessReport:
+        """Drain with the runtime's QueueProcessor until the queue is empty, waiting
+        for failed messages to come back after the visibility timeout, as the host
+        keeps polling."""
+        total = ProcessReport()
+        deadline = time.monotonic() + timeout
+        queue = self.queue_client()
+        while True:
+            report = runtime.processor.drain(progress=progress)
+            total.processed += report.processed
+            total.failed += report.failed
+            total.poisoned += report.poisoned
+            total.requeued += report.requeued
+            total.outcomes.update(report.outcomes)
+            if queue_depth(queue) == 0:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{queue_depth(queue)} message(s) still queued after {timeout}s"
+                )
+            time.sleep(0.2)
+        self.figures.deliveries += total.processed + total.failed
+        self.figures.failed_deliveries += total.failed
+        self.figures.poisoned += total.poisoned
+        return total
+
+    def settle(self, runtime: Runtime) -> None:
+        """After the fault healed: requeue what the fault poisoned, and process it."""
+        for _ in range(3):
+            moved = runtime.poison.requeue()
+            self.figures.requeued += moved
+            if not moved and self.depths()[0] == 0:
+                return
+            self.process(runtime)
+        raise AssertionError("the poison queue keeps filling after the fault healed")
+
+    def assert_ledger(self, runtime: Runtime) -> Figures:
+        """Check the end state against the ledger; record the figures either way."""
+        # A slow request the client gave up on may still be changing the collection.
+        assert self.adminservice.wait_idle(timeout=30), "AdminService requests still running"
+        queue, poison = self.depths()
+        figures = self.ledger.check(
+            self.figures,
+            outcomes=runtime.audit.query(),
+            adminservice=self.adminservice,
+            queue_depth=queue,
+            poison_depth=poison,
+        )
+        figures.seconds = time.monotonic() - self.started
+        assert figures.duplicates == 0, figures.problems
+        assert figures.wrong_adds == 0, figures.problems
+        assert figures.problems == [], "\n".join(figures.problems)
+        assert self.adminservice.internal_errors == []
+        figures.passed = True
+        return figures
+
+    def close(self) -> None:
+        for runtime in self.runtimes:
+            runtime.close()
+        for close in self._closers:
+            close()
+
+
+@pytest.fixture
+def admin_tuning(monkeypatch: pytest.MonkeyPatch) -> AdminClientTuning:
+    """Runtimes built in this test get the tuned AdminService client."""
+    tuning = AdminClientTuning()
+    monkeypatch.setattr("shared.runtime.AdminServiceClient", tuning.build)
+    return tuning
+
+
+_scenario_numbers = iter(range(1, 100))
+
+
+@pytest.fixture
+def scenario(
+    request: pytest.FixtureRequest,
+    fault_ca: LocalCA,
+    fault_entra: EntraSimulator,
+    fault_site_db: SiteDatabase,
+    fault_azurite: Azurite,
+    app_root: Path,
+    admin_tuning: AdminClientTuning,
+) -> Iterator[Callable[..., Scenario]]:
+    """Build this test's scenario: a fresh workload on two sites of its own in the
+    site database, its devices and the three (seeded) collections in a fresh
+    AdminService simulator, and a fresh queue."""
+    built: list[Scenario] = []
+
+    def make(*, seed: int, message_count: int = MESSAGES_PER_SCENARIO) -> Scenario:
+        number = next(_scenario_numbers)
+        sites = (f"A{number:02d}", f"B{number:02d}")
+        workload = generate_workload(
+            seed=seed, sites=sites, message_count=message_count, devices_per_site=24
+        )
+        # The exporter reads every site in the database: only this scenario's.
+        fault_site_db.reset()
+        record_ids = fault_site_db.load_workload(workload)
+        adminservice = AdminServiceSimulator(
+            fault_ca,
+            jwks_uri=fault_entra.jwks_uri,
+            issuer=fault_entra.issuer_v1,  # the ConfigMgr server app gets v1.0 tokens
+            admins=[SERVICE_ACCOUNT],
+            devices=[*workload.devices, *BYSTANDERS],
+            collections=COLLECTIONS,
+        ).start()
+        ledger = Ledger(workload, record_ids)
+        # Each collection starts with a bystander and with one device a request asks
+        # for (that request must find it a member and add nothing).
+        for index, collection_id in enumerate(sorted(COLLECTIONS)):
+            ledger.initial[collection_id] = {BYSTANDERS[index].resource_id}
+        for collection_id, resource_id in sorted(ledger.memberships()):
+            if len(ledger.initial[collection_id]) < 2:
+                ledger.initial[collection_id].add(resource_id)
+        for collection_id, members in ledger.initial.items():
+            adminservice.set_direct_members(collection_id, members)
+        name = request.node.name.removeprefix("test_")
+        current = Scenario(
+            name=name,
+            site_db=fault_site_db,
+            azurite=fault_azurite,
+            entra=fault_entra,
+            adminservice=adminservice,
+            ca=fault_ca,
+            app_root=app_root,
+            queue_name=f"f{number:02d}-{uuid.uuid4().hex[:10]}",
+            workload=workload,
+            ledger=ledger,
+            tuning=admin_tuning,
+            figures=Figures(
+                scenario=name, messages=len(workload.messages), requests=ledger.requests
+            ),
+        )
+        RESULTS.append(current.figures)
+        built.append(current)
+        return current
+
+    yield make
+    for current in built:
+        if not current.figures.passed:  # the ledger sets it on success
+            current.figures.seconds = time.monotonic() - current.started
+        current.close()
+        current.adminservice.stop()
+    # A failed scenario must not leave the next one with a fault still in place.
+    fault_entra.set_down(False)
+    if not fault_site_db.running:
+        fault_site_db.start()
+    if not fault_azurite.running:
+        fault_azurite.start()
+
+
+class Trigger(Generic[Report]):
+    """A progress callback (of the export or of the queue processing) that runs
+    ``action`` once, as soon as ``condition`` holds: the fault lands mid-run,
+    between two pages or two messages."""
+
+    def __init__(self, condition: Callable[[Report], bool], action: Callable[[], None]) -> None:
+        self._condition = condition
+        self._action = action
+        self.fired = False
+        self.report: Report | None = None
+
+    def __call__(self, report: Report) -> None:
+        self.report = report  # the run's report so far, even if the run then raises
+        if not self.fired and self._condition(report):
+            self.fired = True
+            self._action()
+
+
+def restart_later(action: Callable[[], None], delay: float) -> threading.Thread:
+    """Run ``action`` (bring a server back) after ``delay`` seconds, in the background,
+    while the code under test keeps running into the outage."""
+
+    def run() -> None:
+        time.sleep(delay)
+        action()
+
+    thread = threading.Thread(target=run, name="fault-heal", daemon=True)
+    thread.start()
+    return thread
+
+
+# -- the suite's figures -----------------------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's figures, when any of its scenarios ran."""
+    if not RESULTS:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("fault injection ledger")
+    write(
+        f"scenarios run: {len(RESULTS)}   "
+        f"status messages generated: {sum(f.messages for f in RESULTS)}   "
+        f"(message, rule) requests: {sum(f.requests for f in RESULTS)}   "
+        f"outcomes recorded: {sum(f.outcomes for f in RESULTS)}   "
+        f"duplicates: {sum(f.duplicates for f in RESULTS)}   "
+        f"wrong adds: {sum(f.wrong_adds for f in RESULTS)}   "
+        f"scenario time: {sum(f.seconds for f in RESULTS):.0f}s"
+    )
+    width = max(len("scenario"), *(len(f.scenario) for f in RESULTS))
+    write(
+        f"{'scenario':<{width}} {'msgs':>5} {'reqs':>5} {'deliv':>6} {'failed':>6} "
+        f"{'poison':>6} {'requeued':>8} {'outcomes':>8} {'adds':>5} {'dup':>4} {'wrong':>5} "
+        f"{'secs':>6}  result"
+    )
+    for f in RESULTS:
+        write(
+            f"{f.scenario:<{width}} {f.messages:>5} {f.requests:>5} {f.deliveries:>6} "
+            f"{f.failed_deliveries:>6} {f.poisoned:>6} {f.requeued:>8} {f.outcomes:>8} "
+            f"{f.adds:>5} {f.duplicates:>4} {f.wrong_adds:>5} {f.seconds:>6.1f}  "
+            f"{'ok' if f.passed else 'FAILED'}"
+        )

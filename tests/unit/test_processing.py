@@ -1,0 +1,31 @@
+"""Storage failures the SDK's own retries did not ride out reach the operator as a
+typed error naming what failed, not a raw SDK traceback."""
+
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import ServiceRequestError
+
+from shared.errors import CmRemediateError, StorageError
+from shared.processing import QueueOptions, QueueProcessor
+
+
+class DownQueue:
+    queue_name = "remediation"
+
+    def receive_messages(self, **kwargs):
+        raise ServiceRequestError("connection refused")
+
+
+def test_an_unreachable_queue_is_a_storage_error():
+    processor = QueueProcessor(
+        DownQueue(),  # type: ignore[arg-type]
+        DownQueue(),  # type: ignore[arg-type]
+        remediator=None,  # type: ignore[arg-type]
+        options=QueueOptions(),
+    )
+    with pytest.raises(StorageError) as caught:
+        processor.drain()
+    assert isinstance(caught.value, CmRemediateError)
+    assert "receive from remediation" in str(caught.value)
+    assert "AzureWebJobsStorage" in str(caught.value)
