@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install everything cm-remediate's tests, demo and benchmarks need on Debian 12:
 # PostgreSQL 15 + psqlODBC + unixODBC (the SQL Server stand-in), Node.js for Azurite,
-# the Python virtual environment and Azurite itself (devstack/node_modules).
+# the Python virtual environment, Azurite itself (devstack/node_modules) and the Bicep
+# tools of tests/infra (checkov and pycep-parser, in a virtual environment of their own).
 #
 # Idempotent: a second run only checks and takes seconds. Runs from any directory.
 # Environment:
-#   VENV_DIR  virtual environment to create/update (default: <repo>/.venv)
-#   PYTHON    interpreter to build the venv from (default: python3.11, else python3, ...)
+#   VENV_DIR        virtual environment to create/update (default: <repo>/.venv)
+#   INFRA_VENV_DIR  virtual environment of the Bicep tools (default: <repo>/.venv-infra)
+#   PYTHON          interpreter to build the venvs from (default: python3.11, else python3, ...)
 set -euo pipefail
 
 say() { printf 'bootstrap: %s\n' "$*"; }
@@ -15,6 +17,7 @@ trap 'printf "bootstrap: FAILED (line %s: %s)\n" "$LINENO" "$BASH_COMMAND" >&2' 
 
 # Resolve VENV_DIR against the caller's directory before moving to the repo root.
 VENV_DIR="$(realpath -m "${VENV_DIR:-$(dirname "$0")/../.venv}")"
+INFRA_VENV_DIR="$(realpath -m "${INFRA_VENV_DIR:-$(dirname "$0")/../.venv-infra}")"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 [[ -f pyproject.toml && -f devstack/package-lock.json ]] \
@@ -165,6 +168,37 @@ else
     [[ -x devstack/node_modules/.bin/azurite ]] || die "npm ci finished but devstack/node_modules/.bin/azurite is missing"
     printf '%s\n' "$npm_stamp" >"$npm_stamp_file"
     say "azurite $(node devstack/node_modules/.bin/azurite --version) installed"
+fi
+
+# --- Bicep tools (tests/infra) --------------------------------------------------
+# checkov pins an older pycep-parser than the project would pick, so both live in a
+# venv of their own; the tests run them as subprocesses, never import them.
+tools_requirements=tests/infra/requirements-tools.txt
+if [[ -e $INFRA_VENV_DIR ]] && ! python_ok "$INFRA_VENV_DIR/bin/python"; then
+    [[ -f $INFRA_VENV_DIR/pyvenv.cfg ]] || die "$INFRA_VENV_DIR exists but is not a Python >= 3.11 virtual environment"
+    say "replacing $INFRA_VENV_DIR: its Python is missing, broken or older than 3.11"
+    rm -rf "$INFRA_VENV_DIR"
+fi
+if [[ ! -e $INFRA_VENV_DIR ]]; then
+    PY="$(find_python)" || die "Python >= 3.11 not found for $INFRA_VENV_DIR; set PYTHON=/path/to/python3.11"
+    say "creating $INFRA_VENV_DIR with $PY"
+    if ! "$PY" -m venv "$INFRA_VENV_DIR"; then
+        rm -rf "$INFRA_VENV_DIR"
+        die "python -m venv failed for $INFRA_VENV_DIR"
+    fi
+    "$INFRA_VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+fi
+infra_stamp="$(stamp_of "$tools_requirements")-$("$INFRA_VENV_DIR/bin/python" -c 'import sys; print(sys.version.split()[0])')"
+infra_stamp_file="$INFRA_VENV_DIR/.bootstrap-stamp"
+if [[ -f $infra_stamp_file && $(cat "$infra_stamp_file") == "$infra_stamp" && -x $INFRA_VENV_DIR/bin/checkov ]]; then
+    say "bicep tools up to date ($INFRA_VENV_DIR)"
+else
+    say "installing bicep tools: pip install -r $tools_requirements into $INFRA_VENV_DIR"
+    rm -f "$infra_stamp_file"
+    "$INFRA_VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check -r "$tools_requirements"
+    "$INFRA_VENV_DIR/bin/checkov" --version >/dev/null || die "checkov installed but does not run ($INFRA_VENV_DIR/bin/checkov --version)"
+    printf '%s\n' "$infra_stamp" >"$infra_stamp_file"
+    say "bicep tools installed: checkov $("$INFRA_VENV_DIR/bin/checkov" --version)"
 fi
 
 say "done"
