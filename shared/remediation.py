@@ -37,8 +37,7 @@ from shared.status_messages import INSERTION_STRING_MAX_LENGTH
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-#: How far ahead of this instance's clock another instance's may run.
-_CLOCK_SKEW = timedelta(hours=1)
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 _ROUTINE = frozenset({"added", "already-member", "removed", "not-member", HELD})
 
 
@@ -159,7 +158,13 @@ class Remediator:
             return self._record(request, "ambiguous", resolution.reason, settle=released)
         if resolution.kind == "not-found" or resolution.resource_id is None:
             # A client's clock may run ahead; the export time (ours) caps it.
-            give_up_at = min(request.time_utc, request.exported_utc) + self._resolve_retry
+            start = min(request.time_utc, request.exported_utc)
+            # A time at the calendar's end is forged; give up on it at once.
+            give_up_at = (
+                start + self._resolve_retry
+                if start < _END_OF_TIME - self._resolve_retry
+                else self._clock()
+            )
             if self._clock() < give_up_at:
                 self._retry_queue.send_later(request, self._retry_delay)
                 log.info(
@@ -255,11 +260,6 @@ class Remediator:
             )
         if request.target not in self._targets:
             return f"target {request.target!r} is not configured"
-        if request.exported_utc > self._clock() + _CLOCK_SKEW:
-            return (
-                f"exported_utc {request.exported_utc.isoformat()} is in the future: "
-                "not a message this app's export wrote"
-            )
         problem = netbios_problem(request.machine_name)
         if problem is not None:
             return problem

@@ -1,4 +1,6 @@
-"""Constants shared by several test modules."""
+"""Constants and helpers shared by several test modules."""
+
+import os
 
 #: AdminService settings for tests that never call it (the export): valid, unreachable.
 UNREACHABLE_ADMINSERVICE = {
@@ -9,3 +11,13 @@ UNREACHABLE_ADMINSERVICE = {
     "ADMINSERVICE_USERNAME": "svc-cmremediate@contoso.example",
     "ADMINSERVICE_PASSWORD": "not-used-by-export-tests",
 }
+
+
+def own_loopback(suite: int) -> str:
+    """A loopback address for one suite's Entra simulator in this process.
+
+    MSAL asks port 443 for the user realm, and 443 is taken once per address: each
+    suite (0 remediation, 1 security, 2 faults) gets its own block of 127.x, and the
+    PID keeps test runs side by side apart."""
+    pid = os.getpid()
+    return f"127.{suite * 64 + ((pid >> 16) & 63)}.{(pid >> 8) & 255}.{(pid & 255) or 1}"

@@ -12,7 +12,6 @@ with the ledger of ``tests/faults/ledger.py``.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -44,6 +43,7 @@ from shared.tokens import TokenProvider
 from shared.transport import DEFAULT_TIMEOUT
 from shared.watermark import WatermarkStore
 from tests.faults.ledger import RESULTS, RULE_COLLECTION, Figures, Ledger
+from tests.helpers import own_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 Report = TypeVar("Report")
@@ -76,14 +76,6 @@ BYSTANDERS = [
 ]
 
 
-def _fault_loopback() -> str:
-    """A loopback address for this process's Entra simulator, apart from the one
-    tests/remediation uses (127.a.b.c with a = pid >> 16, below 64 for any Linux pid),
-    so that both suites run a simulator with its own port-443 user realm in one session."""
-    pid = os.getpid()
-    return f"127.{128 + ((pid >> 16) & 127)}.{(pid >> 8) & 255}.{(pid & 255) or 1}"
-
-
 # -- the suite's servers -------------------------------------------------------------------
 
 
@@ -94,7 +86,7 @@ def fault_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
 
 @pytest.fixture(scope="session")
 def fault_entra(fault_ca: LocalCA) -> Iterator[EntraSimulator]:
-    with EntraSimulator(fault_ca, host=_fault_loopback()) as simulator:
+    with EntraSimulator(fault_ca, host=own_loopback(2)) as simulator:
         simulator.add_user(SERVICE_ACCOUNT, SERVICE_PASSWORD)
         simulator.add_client(CLIENT_ID, public=True)
         simulator.add_api("https://ConfigMgrService", scopes=("user_impersonation",))

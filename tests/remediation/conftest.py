@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from shared.errors import CmRemediateError
 from shared.queue_messages import RemediationRequest
 from shared.runtime import Runtime, get_runtime, reset_runtime
 from tests.conftest import Stack
+from tests.helpers import own_loopback
 from tests.remediation import scenario
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "queue"
@@ -37,16 +37,9 @@ def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
     return LocalCA(tmp_path_factory.mktemp("ca"))
 
 
-def _own_loopback() -> str:
-    """A loopback address for this process, so that test runs side by side do not
-    compete for 127.0.0.1:443 (MSAL's user realm port)."""
-    pid = os.getpid()
-    return f"127.{(pid >> 16) & 255}.{(pid >> 8) & 255}.{(pid & 255) or 1}"
-
-
 @pytest.fixture(scope="session")
 def entra(local_ca: LocalCA) -> Iterator[EntraSimulator]:
-    with EntraSimulator(local_ca, host=_own_loopback()) as simulator:
+    with EntraSimulator(local_ca, host=own_loopback(0)) as simulator:
         simulator.add_user(scenario.SERVICE_ACCOUNT, scenario.SERVICE_PASSWORD)
         simulator.add_client(scenario.CLIENT_ID, public=True)
         simulator.add_api("https://ConfigMgrService", scopes=("user_impersonation",))

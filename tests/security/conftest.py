@@ -11,7 +11,6 @@ on port 443 in the same process.
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +20,7 @@ from devstack.configmgr_webservice import ConfigMgrWebServiceSimulator
 from devstack.entra import EntraSimulator
 from devstack.rest_webservice import RestWebServiceSimulator
 from devstack.tls import LocalCA
+from tests.helpers import own_loopback
 from tests.remediation import scenario
 from tests.remediation.conftest import adminservice  # noqa: F401 - fixture, with our entra
 
@@ -60,16 +60,9 @@ def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
     return LocalCA(tmp_path_factory.mktemp("ca"))
 
 
-def _own_loopback() -> str:
-    """A loopback address of this process, distinct from tests/remediation's
-    (127.<0..63>.x.y there, from the PID): port 443 is taken once per address."""
-    pid = os.getpid()
-    return f"127.{128 + ((pid >> 16) & 127)}.{(pid >> 8) & 255}.{(pid & 255) or 1}"
-
-
 @pytest.fixture(scope="session")
 def entra(local_ca: LocalCA) -> Iterator[EntraSimulator]:
-    with EntraSimulator(local_ca, host=_own_loopback()) as simulator:
+    with EntraSimulator(local_ca, host=own_loopback(1)) as simulator:
         simulator.add_user(scenario.SERVICE_ACCOUNT, SERVICE_PASSWORD)
         simulator.add_client(CLIENT_ID, secret=CLIENT_SECRET, app_roles=(REST_ROLE,))
         simulator.add_api("https://ConfigMgrService", scopes=("user_impersonation",))
