@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -90,15 +91,31 @@ def _authority(host: str, tenant: str) -> tuple[str, bool]:
     return f"{host.rstrip('/')}/{tenant}", known
 
 
+#: After Entra ID refuses a sign-in, ask again only this much later: every message
+#: retrying its own sign-in would lock the service account out (smart lockout counts
+#: each wrong password) long before an operator reads the first error. (MSAL alone
+#: answers an identical request from its cache of HTTP 400s for only 60 s.)
+REFUSAL_PAUSE_SECONDS = 300.0
+
+
 class _MsalTokens:
     """Shared MSAL plumbing: one application object, created once, with its cache."""
 
-    def __init__(self, who: str, scope: str, factory: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        who: str,
+        scope: str,
+        factory: Callable[[], Any],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._who = who
         self._scopes = [scope]
         self._lock = threading.Lock()
         self._factory = factory
         self._application: Any = None
+        self._monotonic = monotonic
+        self._refused: tuple[float, str] | None = None
 
     @property
     def _app(self) -> Any:
@@ -128,11 +145,24 @@ class _MsalTokens:
             ) from None
 
     def _call(self, acquire: Callable[[], Any]) -> str:
+        if self._refused is not None:
+            since, refusal = self._refused
+            waited = self._monotonic() - since
+            if waited < REFUSAL_PAUSE_SECONDS:
+                raise TokenError(
+                    f"{refusal} [not asked again for {REFUSAL_PAUSE_SECONDS - waited:.0f} s, "
+                    "so that retries cannot lock the account out; fix the cause and restart "
+                    "the app to try at once]"
+                )
+        log.info("requesting a new token for %s", self._who)
         result = _registered(self._guard(acquire))
         if not result or "access_token" not in result:
             if result and str(result.get("error")) in {"temporarily_unavailable", "server_error"}:
                 raise TokenEndpointUnavailable(_describe(result, self._who))
-            raise TokenError(_describe(result or {"error": "no_result"}, self._who))
+            refusal = _describe(result or {"error": "no_result"}, self._who)
+            self._refused = (self._monotonic(), refusal)
+            raise TokenError(refusal)
+        self._refused = None
         return str(result["access_token"])
 
 
@@ -178,7 +208,6 @@ class DelegatedTokens(_MsalTokens):
                     cached = self._silent(account)
                     if cached and "access_token" in cached:
                         return str(cached["access_token"])
-            log.info("requesting a new token for %s", self._who)
             with warnings.catch_warnings():
                 # MSAL discourages ROPC; the AdminService leaves no other unattended flow.
                 warnings.simplefilter("ignore", DeprecationWarning)

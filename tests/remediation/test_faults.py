@@ -11,7 +11,7 @@ import pytest
 from shared.adminservice import AdminServiceUnavailable
 from shared.queue_messages import RemediationRequest
 from shared.retry import RetryPolicy
-from shared.tokens import TokenEndpointUnavailable
+from shared.tokens import TokenEndpointUnavailable, TokenError
 from tests.remediation import scenario
 from tests.remediation.conftest import body_of, fixture
 from tests.remediation.test_fixtures import adds
@@ -147,3 +147,33 @@ def test_token_endpoint_errors_are_retryable_not_recorded(remediation):
     with pytest.raises(TokenEndpointUnavailable):
         remediation.deliver(body_of(fixture("01-add")), message_id="entra-503")
     assert remediation.outcome(fixture("01-add")["body"]) is None
+
+
+@pytest.mark.parametrize(
+    "remediation", [{"ADMINSERVICE_PASSWORD": "wrong-password"}], indirect=True
+)
+def test_a_refused_password_is_not_tried_again_by_every_message(remediation, monkeypatch):
+    """Smart lockout counts every wrong password: one sign-in, then a pause."""
+
+    def sign_ins():
+        return [
+            r for r in remediation.entra.requests[before:] if r.username == scenario.SERVICE_ACCOUNT
+        ]
+
+    before = len(remediation.entra.requests)
+    tries = []
+    for n, name in enumerate(["01-add", "07-obsolete-and-active", "16-non-ascii-name"]):
+        with pytest.raises(TokenError) as caught:
+            remediation.deliver(body_of(fixture(name)), message_id=f"locked-{n}")
+        tries.append(str(caught.value))
+    assert [r.outcome for r in sign_ins()] == ["invalid_grant"]
+    assert "not asked again for" in tries[1] and "restart the app" in tries[1]
+    assert "ADMINSERVICE_PASSWORD" in tries[0] + tries[1]  # the hint survives the pause
+    for name in ["01-add", "07-obsolete-and-active", "16-non-ascii-name"]:
+        assert remediation.outcome(fixture(name)["body"]) is None  # retried later, not decided
+
+    monkeypatch.setattr("shared.tokens.REFUSAL_PAUSE_SECONDS", 0.0)  # the pause is over
+    with pytest.raises(TokenError) as again:
+        remediation.deliver(body_of(fixture("01-add")), message_id="locked-again")
+    # asked again (MSAL itself may still answer from its 60 s cache of HTTP 400s)
+    assert "not asked again" not in str(again.value)
