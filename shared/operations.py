@@ -165,6 +165,20 @@ def run_checks(runtime: Runtime) -> list[Check]:
             lambda: f"{s.remediation_queue}: {_depth(runtime, s.remediation_queue)} messages",
             "",
         ),
+        _check(
+            "storage blobs",
+            "check the identity's Storage Blob Data Owner role (the export's watermarks and "
+            "site leases)",
+            partial(runtime.watermarks.load, "CHK"),
+            "the watermark container is readable",
+        ),
+        _check(
+            "storage tables",
+            "check the identity's Storage Table Data Contributor role (the audit trail and "
+            "the blast-radius guard)",
+            partial(_tables_readable, runtime),
+            "the audit and add-limit tables are readable",
+        ),
     ]
     if "adminservice" in runtime.targets or s.identity_source == "adminservice":
         admin = runtime.adminservice
@@ -198,6 +212,11 @@ def run_checks(runtime: Runtime) -> list[Check]:
                 )
             )
     return checks
+
+
+def _tables_readable(runtime: Runtime) -> None:
+    runtime.audit.query(since=runtime.clock())  # creates the table if missing
+    runtime.add_limiter.usage("CHECK0000", runtime.clock())
 
 
 def _collection_exists(runtime: Runtime, collection_id: str) -> None:

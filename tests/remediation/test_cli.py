@@ -122,7 +122,15 @@ def test_check_passes_on_a_healthy_stack(cli_env):
     _, settings = cli_env
     result = run("check", "--settings", settings)
     assert result.exit_code == 0, result.output
-    for name in ("site database", "storage queue", "token", "AdminService", "collection PS100126"):
+    for name in (
+        "site database",
+        "storage queue",
+        "storage blobs",
+        "storage tables",
+        "token",
+        "AdminService",
+        "collection PS100126",
+    ):
         assert re.search(rf"ok\s+{name}", result.output), name
 
 
@@ -199,8 +207,13 @@ def test_check_names_broken_storage(cli_env, monkeypatch):
     )
     result = run("check", "--settings", broken)
     assert result.exit_code == 1
-    assert "FAIL storage queue" in result.output
-    assert "Storage Queue Data Contributor" in result.output
+    for failing, role in (
+        ("storage queue", "Storage Queue Data Contributor"),
+        ("storage blobs", "Storage Blob Data Owner"),
+        ("storage tables", "Storage Table Data Contributor"),
+    ):
+        assert f"FAIL {failing}" in result.output
+        assert role in result.output
 
 
 def test_backfill_resends_without_moving_the_watermark_unless_asked(cli_env):
