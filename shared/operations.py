@@ -224,6 +224,22 @@ def _collection_exists(runtime: Runtime, collection_id: str) -> None:
         raise CmRemediateError(f"collection {collection_id} does not exist")
 
 
+def attention(figures: Status) -> list[str]:
+    """What waits for an operator although every dependency is up (alert on these)."""
+    notes: list[str] = []
+    if figures.poison_depth:
+        notes.append(
+            f"{figures.poison_depth} message(s) in the poison queue: fix the cause, then "
+            "`cmremediate poison requeue --all`"
+        )
+    for collection_id, count in sorted(figures.held.items()):
+        notes.append(
+            f"{count} add(s) to {collection_id} held by the blast-radius guard: "
+            f"`cmremediate held list --collection {collection_id}`"
+        )
+    return notes
+
+
 def health_report(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     """The ``health`` function's answer: 200 when every dependency is up, else 503."""
     checks = run_checks(runtime)
@@ -232,6 +248,7 @@ def health_report(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     body = {
         "status": "healthy" if healthy else "unhealthy",
         "checks": [asdict(c) for c in checks],
+        "attention": attention(figures),
         "figures": figures.to_json(),
     }
     return (200 if healthy else 503), body

@@ -6,6 +6,7 @@ import json
 
 import azure.functions as func
 import pytest
+from azure.storage.queue import QueueClient
 
 from shared.retry import RetryPolicy
 
@@ -27,6 +28,29 @@ def test_healthy_stack_answers_200_with_the_figures(remediation):
     names = {c["name"]: c["ok"] for c in body["checks"]}
     assert names["site database"] and names["AdminService"] and names["token"]
     assert body["figures"]["queue_depth"] == 0
+    assert body["attention"] == []
+
+
+def test_poison_and_held_adds_need_attention_but_stay_200(remediation):
+    from shared.queue_messages import RemediationRequest
+    from tests.remediation.conftest import fixture
+
+    runtime = remediation.runtime
+    poison = QueueClient.from_connection_string(
+        remediation.stack.azurite.connection_string, runtime.settings.poison_queue
+    )
+    with poison:
+        poison.create_queue()
+        poison.send_message("bm90IGEgcmVxdWVzdA==")
+    request = RemediationRequest.model_validate(fixture("01-add")["body"])
+    runtime.audit.record(request, "held-rate-limit", "test hold")
+
+    response = call_health()
+    assert response.status_code == 200  # every dependency is up
+    notes = json.loads(response.get_body())["attention"]
+    assert len(notes) == 2
+    assert "1 message(s) in the poison queue" in notes[0]
+    assert "1 add(s) to PS100123 held" in notes[1]
 
 
 def test_a_dependency_down_answers_503_naming_it(remediation, monkeypatch):
