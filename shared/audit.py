@@ -30,6 +30,7 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import StorageError
 from shared.queue_messages import RemediationRequest
+from shared.redaction import secrets
 from shared.storage import ensure_table
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ _TEXT_LIMIT: Final = 4096
 
 
 def _bounded(text: str) -> str:
+    """Text fit for an audit row: no known secret (a service may echo one back in a
+    refusal), and short enough for a table property."""
+    text = secrets.redact(text)
     return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
 
 

@@ -10,6 +10,7 @@ from azure.core.exceptions import ResourceExistsError, ServiceResponseError
 from shared.audit import AuditLog, audit_table_name
 from shared.errors import StorageError
 from shared.queue_messages import RemediationRequest
+from shared.redaction import secrets
 
 
 class FlakyTable:
@@ -75,3 +76,21 @@ def test_a_write_that_keeps_failing_raises_for_the_host_to_retry():
 def test_table_names_follow_the_queue():
     assert audit_table_name("cm-remediation") == "cmremediationaudit"
     assert audit_table_name("t0123-remediation").isalnum()
+
+
+def test_rows_hold_no_known_secret_and_stay_within_a_property():
+    secret = "Echoed-Back-Secret-7f3a9c"
+    secrets.add(secret)
+    table = FlakyTable(failures=0, lands=False)
+    audit = AuditLog(table)  # type: ignore[arg-type]
+    outcome = audit.record(
+        REQUEST, "target-refused", f"the web service refused: 400 {{'key': '{secret}'}}"
+    )
+    row = next(iter(table.rows.values()))
+    assert secret not in row["Reason"] and secret not in outcome.reason
+    assert "the web service refused: 400" in row["Reason"]
+
+    long_name = REQUEST.model_copy(update={"machine_name": "A" * 33_000, "record_id": 7})
+    audit.record(long_name, "rejected-input", "x" * 40_000)
+    row = table.rows[("PS1", "7-r")]
+    assert len(row["MachineName"]) <= 4096 and len(row["Reason"]) <= 4096
