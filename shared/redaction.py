@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 from xml.sax.saxutils import escape
 
 from shared.connection_strings import parse_odbc
@@ -113,6 +113,17 @@ def connection_string_secrets(odbc: str | None = None, storage: str | None = Non
             if name.strip().lower() in _STORAGE_SECRET_KEYS:
                 found.append(value.strip())
     return found
+
+
+def url_secrets(*urls: str | None) -> list[str]:
+    """Query-string values of URLs: a web service behind Azure Functions or API
+    Management may carry its key there (``?code=...``), and URLs end up in errors."""
+    return [
+        value
+        for url in urls
+        if url
+        for _, value in parse_qsl(urlsplit(url).query, keep_blank_values=False)
+    ]
 
 
 def _redact_record(record: logging.LogRecord) -> None:

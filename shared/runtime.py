@@ -27,7 +27,12 @@ from shared.held import HeldRequests
 from shared.membership import AdminServiceMembership, CollectionRefresher, MembershipTarget
 from shared.poison import PoisonQueue
 from shared.processing import QueueOptions, QueueProcessor
-from shared.redaction import connection_string_secrets, install_log_redaction, secrets
+from shared.redaction import (
+    connection_string_secrets,
+    install_log_redaction,
+    secrets,
+    url_secrets,
+)
 from shared.remediation import Remediator
 from shared.remediation_queue import RemediationQueue
 from shared.rules import RuleSet, load_rules
@@ -304,6 +309,7 @@ def register_secrets(settings: Settings) -> None:
         plain(settings.adminservice_password),
         plain(settings.entra_client_secret),
         plain(settings.webservice_secret),
+        *url_secrets(settings.webservice_url, settings.adminservice_url),
     )
 
 

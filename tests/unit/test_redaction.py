@@ -9,13 +9,20 @@ from urllib.parse import quote
 
 import pytest
 
-from shared.redaction import REDACTED, SecretRegistry, connection_string_secrets, secrets
+from shared.redaction import (
+    REDACTED,
+    SecretRegistry,
+    connection_string_secrets,
+    secrets,
+    url_secrets,
+)
 from shared.runtime import register_secrets
 from shared.settings import load_settings
 
 SQL_PASSWORD = "Redaction-SQL;Pa55word"
 SERVICE_PASSWORD = "Redaction-Svc-Pa55word"
 STORAGE_KEY = base64.b64encode(b"redaction test storage key 0123456789").decode()
+FUNCTION_KEY = "Redaction-FunctionKey-31337"
 TOKEN = "eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJyZWRhY3Rpb24ifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
 
 
@@ -42,6 +49,7 @@ def library_log():
                 "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=stcm;"
                 f"AccountKey={STORAGE_KEY}",
                 "ADMINSERVICE_PASSWORD": SERVICE_PASSWORD,
+                "WEBSERVICE_URL": f"https://remediate.contoso.com/api/add?code={FUNCTION_KEY}",
             }
         )
     )
@@ -104,3 +112,20 @@ def test_connection_string_secrets():
     assert connection_string_secrets(
         "Driver={x};PWD={a;b}}c};Uid=u", "AccountName=a;AccountKey=k3y=;SharedAccessSignature=sv=1"
     )[1:] == ["a;b}c", "AccountName=a;AccountKey=k3y=;SharedAccessSignature=sv=1", "k3y=", "sv=1"]
+
+
+def test_keys_in_url_query_strings_are_secrets():
+    found = url_secrets(
+        "https://remediate.contoso.com/api/membership?code=FunctionKey-9a8b7c6d5e&x=",
+        None,
+        "https://cmg.contoso.com/CCM_Proxy_ServerAuth/72057594037927939/AdminService",
+    )
+    assert found == ["FunctionKey-9a8b7c6d5e"]
+
+
+def test_the_web_service_key_in_its_url_is_redacted(library_log):
+    logger, collect = library_log
+    logger.warning("refused https://remediate.contoso.com/api/add?code=%s", FUNCTION_KEY)
+    assert collect.lines == [
+        f"urllib3.redaction-test refused https://remediate.contoso.com/api/add?code={REDACTED}"
+    ]
