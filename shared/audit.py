@@ -26,7 +26,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableEntity, UpdateMode
 
 from shared.errors import StorageError
 from shared.queue_messages import RemediationRequest
@@ -92,9 +92,10 @@ def _bounded(text: str) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
 
 
-def _keys(request: RemediationRequest, dry_run: bool) -> tuple[str, str]:
-    partition = f"{request.site_code}-dry-run" if dry_run else request.site_code
-    return partition, f"{request.record_id}-{request.rule}"
+def _keys(site_code: str, record_id: int | None, rule: str, dry_run: bool) -> tuple[str, str]:
+    """The row of one (status message, rule); dry runs are filed apart."""
+    partition = f"{site_code}-dry-run" if dry_run else site_code
+    return partition, f"{record_id}-{rule}"
 
 
 def _from_entity(entity: dict[str, Any], *, new: bool) -> Outcome:
@@ -134,17 +135,19 @@ class AuditLog:
             ensure_table(self._table, "audit")
             self._ready = True
 
-    def find(self, request: RemediationRequest, *, dry_run: bool = False) -> Outcome | None:
-        """The outcome already recorded for this request, if any."""
+    def _get(self, partition: str, row: str) -> TableEntity | None:
         self._ensure_table()
-        partition, row = _keys(request, dry_run)
         try:
-            entity = self._table.get_entity(partition, row)
+            return self._table.get_entity(partition, row)
         except ResourceNotFoundError:
             return None
         except AzureError as error:
             raise StorageError(f"cannot read the audit table: {error}") from None
-        return _from_entity(dict(entity), new=False)
+
+    def find(self, request: RemediationRequest, *, dry_run: bool = False) -> Outcome | None:
+        """The outcome already recorded for this request, if any."""
+        entity = self._get(*_keys(request.site_code, request.record_id, request.rule, dry_run))
+        return None if entity is None else _from_entity(dict(entity), new=False)
 
     def record(
         self,
@@ -156,7 +159,7 @@ class AuditLog:
         dry_run: bool = False,
     ) -> Outcome:
         """Record the outcome unless one exists; return whichever outcome stands."""
-        partition, row = _keys(request, dry_run)
+        partition, row = _keys(request.site_code, request.record_id, request.rule, dry_run)
         entity: dict[str, Any] = {
             "PartitionKey": partition,
             "RowKey": row,
@@ -192,15 +195,11 @@ class AuditLog:
     ) -> Outcome:
         """Replace a held row with its final outcome; whichever outcome stands is
         returned (another delivery or operator may have settled it first)."""
-        self._ensure_table()
-        partition, row = _keys(request, dry_run)
+        partition, row = _keys(request.site_code, request.record_id, request.rule, dry_run)
         for _ in range(self._attempts):
-            try:
-                found = self._table.get_entity(partition, row)
-            except ResourceNotFoundError:
+            found = self._get(partition, row)
+            if found is None:
                 return self.record(request, kind, reason, resource_id=resource_id, dry_run=dry_run)
-            except AzureError as error:
-                raise StorageError(f"cannot read the audit table: {error}") from None
             current = dict(found)
             if current["Outcome"] != HELD:
                 return _from_entity(current, new=False)
@@ -234,8 +233,7 @@ class AuditLog:
     def mark_released(self, outcome: Outcome, released_by: str) -> bool:
         """Mark a held row released; False when it is no longer held."""
         assert outcome.site_code is not None and outcome.rule is not None
-        partition = f"{outcome.site_code}-dry-run" if outcome.dry_run else outcome.site_code
-        row = f"{outcome.record_id}-{outcome.rule}"
+        partition, row = _keys(outcome.site_code, outcome.record_id, outcome.rule, outcome.dry_run)
         try:
             current = self._table.get_entity(partition, row)
             if current["Outcome"] != HELD:

@@ -136,12 +136,21 @@ class AdminServiceMembership:
 
     def apply(self, change: MembershipChange, *, dry_run: bool) -> tuple[ChangeResult, str]:
         """Add or remove the device's direct rule (named after the machine)."""
-        request = change.request
-        if request.action == "add":
+        if change.request.action == "add":
             return self._add(change, dry_run)
-        return self._remove(
-            request.collection_id, change.resource_id, request.machine_name, dry_run
-        )
+        return self._remove(change, dry_run)
+
+    def _failed(
+        self, error: CmRemediateError, collection_id: str, resource_id: int, *, rule_wanted: bool
+    ) -> None:
+        """After a failed rule call: return when the direct rule is there (or gone) as
+        wanted all the same (a timeout or a duplicate answer may hide a change that did
+        land); raise otherwise, ``target-refused`` when retrying cannot help."""
+        if _has_direct_rule(self._rules(collection_id), resource_id) == rule_wanted:
+            return
+        if isinstance(error, ServiceRefused) and error.status in (400, 404, 409):
+            raise TargetRefused(str(error)) from None
+        raise error
 
     def _add(self, change: MembershipChange, dry_run: bool) -> tuple[ChangeResult, str]:
         collection_id = change.request.collection_id
@@ -158,18 +167,15 @@ class AdminServiceMembership:
             try:
                 self._client.add_direct_rule(collection_id, resource_id, machine_name)
             except (ServiceUnavailable, ServiceRefused) as error:
-                # A timeout or a duplicate answer may hide a rule that did land.
-                if _has_direct_rule(self._rules(collection_id), resource_id):
-                    return "added", f"direct rule added (the service also answered: {error})"
-                if isinstance(error, ServiceRefused) and error.status in (400, 404, 409):
-                    raise TargetRefused(str(error)) from None
-                raise
+                self._failed(error, collection_id, resource_id, rule_wanted=True)
+                return "added", f"direct rule added (the service also answered: {error})"
             self._refresher.changed(collection_id)
             return "added", "direct rule added"
 
-    def _remove(
-        self, collection_id: str, resource_id: int, machine_name: str, dry_run: bool
-    ) -> tuple[ChangeResult, str]:
+    def _remove(self, change: MembershipChange, dry_run: bool) -> tuple[ChangeResult, str]:
+        collection_id = change.request.collection_id
+        resource_id = change.resource_id
+        machine_name = change.request.machine_name
         with self._lock(collection_id, resource_id):
             if not _has_direct_rule(self._rules(collection_id), resource_id):
                 return "not-member", "the device has no direct rule in the collection"
@@ -178,11 +184,8 @@ class AdminServiceMembership:
             try:
                 self._client.delete_direct_rule(collection_id, resource_id, machine_name)
             except (ServiceUnavailable, ServiceRefused) as error:
-                if not _has_direct_rule(self._rules(collection_id), resource_id):
-                    return "removed", f"direct rule deleted (the service also answered: {error})"
-                if isinstance(error, ServiceRefused) and error.status in (400, 404, 409):
-                    raise TargetRefused(str(error)) from None
-                raise
+                self._failed(error, collection_id, resource_id, rule_wanted=False)
+                return "removed", f"direct rule deleted (the service also answered: {error})"
             self._refresher.changed(collection_id)
             return "removed", "direct rule deleted"
 

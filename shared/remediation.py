@@ -56,13 +56,10 @@ class AddHeld(CmRemediateError):
         self.decision = decision
 
 
-def _no_gate() -> None:
-    """Released (or unguarded) adds go ahead."""
-
-
 class _Gate:
     """The guard as a target meets it, right before a real add: takes a slot or raises
-    AddHeld; gives the slot back when the add then does not happen."""
+    AddHeld; gives the slot back when the add then does not happen. Without a limiter
+    (no guard, or a released add) every add goes ahead."""
 
     def __init__(
         self, limiter: AddLimiter | None, request: RemediationRequest, clock: Clock, dry_run: bool
@@ -74,7 +71,8 @@ class _Gate:
         self._reserved = False
 
     def __call__(self) -> None:
-        assert self._limiter is not None
+        if self._limiter is None:
+            return
         decision = self._limiter.reserve(self._request, self._clock(), dry_run=self._dry_run)
         if not decision.allowed:
             raise AddHeld(decision)
@@ -135,8 +133,7 @@ class Remediator:
 
     def _decide(self, request: RemediationRequest) -> Outcome | None:
         existing = self._audit.find(request, dry_run=self._dry_run)
-        released = existing is not None and existing.released
-        if existing is not None and not released:
+        if existing is not None and not existing.released:
             waiting = " (waiting for `cmremediate held release`)" if existing.kind == HELD else ""
             log.info(
                 "%s: already recorded as %s%s; redelivery ignored",
@@ -145,8 +142,9 @@ class Remediator:
                 waiting,
             )
             return existing
-        if released:
-            assert existing is not None
+        # Past here an outcome already recorded is a held add an operator released.
+        released = existing is not None
+        if existing is not None:
             log.info("%s: held add released by %s", _fields(request), existing.decided_by)
 
         problem = self._input_problem(request)
@@ -184,11 +182,8 @@ class Remediator:
             )
 
         resource_id = resolution.resource_id
-        guarded = self._limiter is not None and not released
-        gate = _Gate(self._limiter, request, self._clock, self._dry_run)
-        change = MembershipChange(
-            request, resource_id, resolution.named_records, before_add=gate if guarded else _no_gate
-        )
+        gate = _Gate(None if released else self._limiter, request, self._clock, self._dry_run)
+        change = MembershipChange(request, resource_id, resolution.named_records, before_add=gate)
         try:
             kind, reason = self._targets[request.target].apply(change, dry_run=self._dry_run)
         except AddHeld as held:

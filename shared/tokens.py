@@ -85,10 +85,15 @@ def _describe(result: dict[str, Any], who: str) -> str:
     return f"{text}; {hint}" if hint else text
 
 
-def _authority(host: str, tenant: str) -> tuple[str, bool]:
-    """The MSAL authority URL, and whether instance discovery applies to it."""
-    known = (urlsplit(host).hostname or "") in _MICROSOFT_HOSTS
-    return f"{host.rstrip('/')}/{tenant}", known
+def _msal_options(host: str, tenant: str, session: requests.Session) -> dict[str, Any]:
+    """The options of an MSAL application: the authority URL, instance discovery only
+    for hosts MSAL knows, our session (our trust store) and a timeout."""
+    return {
+        "authority": f"{host.rstrip('/')}/{tenant}",
+        "instance_discovery": (urlsplit(host).hostname or "") in _MICROSOFT_HOSTS,
+        "http_client": session,
+        "timeout": 30,
+    }
 
 
 #: After Entra ID refuses a sign-in, ask again only this much later: every message
@@ -181,13 +186,7 @@ class DelegatedTokens(_MsalTokens):
         session: requests.Session,
         client_secret: str | None = None,
     ) -> None:
-        authority, discover = _authority(authority_host, tenant_id)
-        options: dict[str, Any] = {
-            "authority": authority,
-            "instance_discovery": discover,
-            "http_client": session,
-            "timeout": 30,
-        }
+        options = _msal_options(authority_host, tenant_id, session)
 
         def factory() -> Any:
             if client_secret:
@@ -255,31 +254,23 @@ class AppTokens(_MsalTokens):
             raise TokenError(
                 "app-only tokens need ENTRA_CLIENT_SECRET or ENTRA_CLIENT_CERTIFICATE_PATH"
             )
-        authority, discover = _authority(authority_host, tenant_id)
+        options = _msal_options(authority_host, tenant_id, session)
         super().__init__(
             f"the application {client_id}",
             scope,
             lambda: msal.ConfidentialClientApplication(
-                client_id,
-                client_credential=credential,
-                authority=authority,
-                instance_discovery=discover,
-                http_client=session,
-                timeout=30,
+                client_id, client_credential=credential, **options
             ),
         )
 
     def token(self, *, fresh: bool = False) -> str:
         """An app-only token; MSAL's token cache serves it until near expiry."""
+        # A claims challenge makes MSAL skip its cache and ask Entra ID again.
+        claims = '{"access_token": {}}' if fresh else None
         with self._lock:
-            if fresh:
-                # A claims challenge makes MSAL skip its cache and ask Entra ID again.
-                return self._call(
-                    lambda: self._app.acquire_token_for_client(
-                        self._scopes, claims_challenge='{"access_token": {}}'
-                    )
-                )
-            return self._call(lambda: self._app.acquire_token_for_client(self._scopes))
+            return self._call(
+                lambda: self._app.acquire_token_for_client(self._scopes, claims_challenge=claims)
+            )
 
 
 def _certificate_credential(path: Path) -> dict[str, Any]:

@@ -166,9 +166,9 @@ class RestWebServiceTarget:
         request = change.request
         if request.action == "add":
             change.before_add()
+        done: ChangeResult = "added" if request.action == "add" else "removed"
         if dry_run:
-            verb: ChangeResult = "added" if request.action == "add" else "removed"
-            return verb, f"dry run: would POST the change to {self._url}"
+            return done, f"dry run: would POST the change to {self._url}"
         payload: dict[str, Any] = {
             "action": request.action,
             "collection_id": request.collection_id,
@@ -185,11 +185,10 @@ class RestWebServiceTarget:
             raise TargetRefused(
                 f"the web service refused {what}: {response.status_code} {response.text[:200]}"
             )
-        default: ChangeResult = "added" if request.action == "add" else "removed"
         try:
-            result = response.json().get("result", default) if response.content else default
+            result = response.json().get("result", done) if response.content else done
         except ValueError:
-            result = default
+            result = done
         allowed = (
             ("added", "already-member") if request.action == "add" else ("removed", "not-member")
         )
