@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from azure.core.exceptions import AzureError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
@@ -31,8 +32,7 @@ from rich.table import Table
 from shared.audit import Outcome
 from shared.errors import CmRemediateError
 from shared.export import ExportReport
-from shared.held import HeldReport
-from shared.operations import collect_status, run_checks
+from shared.operations import collect_status, queue_depth, run_checks
 from shared.poison import PoisonMessage
 from shared.processing import ProcessReport
 from shared.queue_messages import RemediationRequest
@@ -231,8 +231,16 @@ def _progress() -> Progress:
     )
 
 
+def _queue_depth(runtime: Runtime) -> int | None:
+    """The length of the progress bar: unknown when storage does not answer."""
+    try:
+        return queue_depth(runtime, runtime.settings.remediation_queue)
+    except AzureError:
+        return None
+
+
 def _process(runtime: Runtime, max_messages: int | None, quiet: bool) -> ProcessReport:
-    total = max_messages or collect_status(runtime).queue_depth or None
+    total = max_messages or _queue_depth(runtime) or None
     with _progress() as bar:
         task = bar.add_task("processing", total=total, detail="", visible=not quiet)
 
@@ -355,14 +363,7 @@ def status(
         console.print_json(json.dumps(figures.to_json()))
         return
     sites = Table(title="export per site", title_justify="left")
-    for column in (
-        "site",
-        "newest 39997 (UTC)",
-        "newest record",
-        "exported up to",
-        "last export",
-        "state",
-    ):
+    for column in _STATUS_COLUMNS:
         sites.add_column(column)
     for site in figures.sites:
         sites.add_row(
@@ -426,17 +427,7 @@ def outcomes(
         console.print_json(json.dumps([_outcome_json(o) for o in found]))
         return
     table = Table(title=f"{len(found)} outcomes, newest first", title_justify="left")
-    for column in (
-        "recorded (UTC)",
-        "site",
-        "record",
-        "machine",
-        "resource",
-        "rule",
-        "collection",
-        "outcome",
-        "reason",
-    ):
+    for column in _OUTCOME_COLUMNS:
         table.add_column(column, overflow="fold" if column == "reason" else "ellipsis")
     for o in found:
         table.add_row(
@@ -544,21 +535,27 @@ def _operator(by: str | None) -> str:
     return by or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _held_selection(
-    ids: list[str] | None, collection: str | None, all_held: bool
-) -> tuple[list[str], str | None]:
-    """Exactly one way of choosing, so that nothing is released by accident."""
+def _decide_held(
+    verb: Literal["release", "discard"],
+    ids: list[str] | None,
+    collection: str | None,
+    all_held: bool,
+    by: str | None,
+    settings_file: Path | None,
+) -> None:
+    # Exactly one way of choosing, so that nothing is released by accident.
     if sum((bool(ids), collection is not None, all_held)) != 1:
         errors.print("name held IDs, or give --collection ID, or --all")
         raise typer.Exit(2)
-    return ids or [], collection
-
-
-def _print_held_report(report: HeldReport, verb: str, runtime: Runtime) -> None:
-    console.print(
-        f"{verb} {len(report.done)} held add(s)"
-        + (f" onto {runtime.settings.remediation_queue}" if verb == "released" else "")
-    )
+    with _opened(settings_file) as runtime:
+        decide = runtime.held.release if verb == "release" else runtime.held.discard
+        report = decide(ids or [], collection_id=collection, by=_operator(by))
+    if verb == "release":
+        console.print(
+            f"released {len(report.done)} held add(s) onto {runtime.settings.remediation_queue}"
+        )
+    else:
+        console.print(f"discarded {len(report.done)} held add(s)")
     if report.skipped_dry_run:
         console.print(
             f"{len(report.skipped_dry_run)} dry-run hold(s) left alone: a dry run only shows "
@@ -597,21 +594,6 @@ def held_list(
             o.reason,
         )
     console.print(table)
-
-
-def _decide_held(
-    verb: Literal["release", "discard"],
-    ids: list[str] | None,
-    collection: str | None,
-    all_held: bool,
-    by: str | None,
-    settings_file: Path | None,
-) -> None:
-    chosen, collection_id = _held_selection(ids, collection, all_held)
-    with _opened(settings_file) as runtime:
-        decide = runtime.held.release if verb == "release" else runtime.held.discard
-        report = decide(chosen, collection_id=collection_id, by=_operator(by))
-        _print_held_report(report, {"release": "released", "discard": "discarded"}[verb], runtime)
 
 
 @held_app.command("release")

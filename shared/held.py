@@ -21,11 +21,6 @@ from shared.remediation_queue import RemediationQueue
 log = logging.getLogger(__name__)
 
 
-def held_id(request: RemediationRequest) -> str:
-    """How an operator names one held request: ``<site>-<record>-<rule>``."""
-    return f"{request.site_code}-{request.record_id}-{request.rule}"
-
-
 @dataclass(frozen=True, slots=True)
 class HeldRequest:
     """One request waiting for an operator."""
@@ -35,8 +30,8 @@ class HeldRequest:
 
     @property
     def id(self) -> str:
-        """The name ``held release``/``held discard`` take."""
-        return held_id(self.request)
+        """The name ``held release``/``held discard`` take: ``<site>-<record>-<rule>``."""
+        return f"{self.request.site_code}-{self.request.record_id}-{self.request.rule}"
 
 
 def _log_decision(held: HeldRequest, verb: str, by: str) -> None:

@@ -87,7 +87,8 @@ class Status:
         }
 
 
-def _depth(runtime: Runtime, name: str) -> int:
+def queue_depth(runtime: Runtime, name: str) -> int:
+    """Approximately how many messages the queue holds (0 when it does not exist)."""
     try:
         properties = runtime.storage.queue(name).get_queue_properties()
         return int(properties.approximate_message_count or 0)
@@ -114,8 +115,8 @@ def collect_status(runtime: Runtime) -> Status:
                 site.exported_high_record_id = state.high_record_id
                 site.exported_floor_record_id = state.floor_record_id
                 site.last_export_utc = state.updated_utc
-        status.queue_depth = _depth(runtime, runtime.settings.remediation_queue)
-        status.poison_depth = _depth(runtime, runtime.settings.poison_queue)
+        status.queue_depth = queue_depth(runtime, runtime.settings.remediation_queue)
+        status.poison_depth = queue_depth(runtime, runtime.settings.poison_queue)
         since = runtime.clock() - timedelta(hours=24)
         status.outcomes_24h = dict(Counter(o.kind for o in runtime.audit.query(since=since)))
         status.held = dict(
@@ -162,7 +163,7 @@ def run_checks(runtime: Runtime) -> list[Check]:
         _check(
             "storage queue",
             "check AzureWebJobsStorage and the identity's Storage Queue Data Contributor role",
-            lambda: f"{s.remediation_queue}: {_depth(runtime, s.remediation_queue)} messages",
+            lambda: f"{s.remediation_queue}: {queue_depth(runtime, s.remediation_queue)} messages",
             "",
         ),
         _check(

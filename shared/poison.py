@@ -11,6 +11,7 @@ from azure.storage.queue import QueueClient, QueueMessage
 
 from shared.errors import CmRemediateError, QueueMessageError
 from shared.queue_messages import RemediationRequest, decode, from_queue_text, to_queue_text
+from shared.remediation_queue import NEVER_EXPIRE
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,9 @@ class PoisonQueue:
             problem=problem,
         )
 
-    def peek(self, limit: int = 32) -> list[PoisonMessage]:
+    def peek(self) -> list[PoisonMessage]:
         """Up to 32 messages (the service's peek limit), oldest first, untouched."""
-        return [self._wrap(m) for m in self._poison_peek()[: min(limit, 32)]]
+        return [self._wrap(m) for m in self._poison_peek()]
 
     def _take(self, message_id: str | None) -> list[QueueMessage]:
         """Receive the wanted message (or every one); the rest become visible again."""
@@ -101,7 +102,9 @@ class PoisonQueue:
             self._queue.create_queue()
         for message in self._take(message_id):
             # Re-encoded from the decoded text: a plain-text message comes back usable.
-            self._queue.send_message(to_queue_text(self._wrap(message).body), time_to_live=-1)
+            self._queue.send_message(
+                to_queue_text(self._wrap(message).body), time_to_live=NEVER_EXPIRE
+            )
             self._poison.delete_message(message)
             moved += 1
         if message_id is not None and not moved:

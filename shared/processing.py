@@ -22,6 +22,7 @@ from azure.storage.queue import QueueClient, QueueMessage
 from shared.errors import CmRemediateError, QueueMessageError, StorageError
 from shared.queue_messages import from_queue_text
 from shared.remediation import Remediator
+from shared.remediation_queue import NEVER_EXPIRE
 
 log = logging.getLogger(__name__)
 
@@ -167,4 +168,4 @@ class QueueProcessor:
     def _to_poison(self, content: str) -> None:
         with contextlib.suppress(ResourceExistsError):
             self._poison.create_queue()
-        self._poison.send_message(content, time_to_live=-1)
+        self._poison.send_message(content, time_to_live=NEVER_EXPIRE)

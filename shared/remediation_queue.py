@@ -6,11 +6,12 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError
 from azure.storage.queue import QueueClient
 
 from shared.errors import StorageError
 from shared.queue_messages import RemediationRequest
+from shared.storage import create_missing
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,9 @@ class RemediationQueue:
         """Create the queue if it is missing (once per instance)."""
         if self._exists:
             return
-        try:
-            self._client.create_queue()
-        except ResourceExistsError:
-            pass
-        except AzureError as error:
-            raise StorageError(
-                f"cannot create queue {self.name!r}: {error}; "
-                "check AzureWebJobsStorage and the identity's Storage Queue Data Contributor role"
-            ) from None
+        create_missing(
+            self._client.create_queue, f"queue {self.name!r}", "Storage Queue Data Contributor"
+        )
         self._exists = True
 
     def _send_one(self, request: RemediationRequest) -> None:

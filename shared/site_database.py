@@ -203,25 +203,26 @@ class SiteDatabaseClient:
                         cursor.close()
             except pyodbc.Error as error:
                 state = _sqlstate(error)
+                detail = _text(error)
                 lost = False
-                if _LOGIN_REFUSED.search(_text(error)):
+                if _LOGIN_REFUSED.search(detail):
                     state = "28000"
-                elif _CERTIFICATE.search(_text(error)):
+                elif _CERTIFICATE.search(detail):
                     state = "TLS"
                 else:
-                    lost = bool(_CONNECTION_LOST.search(_text(error)))
+                    lost = bool(_CONNECTION_LOST.search(detail))
                 with self._lock:
                     self._drop_connection()
                 transient = lost or state.startswith(_TRANSIENT_PREFIXES) or not state
                 if not transient:
                     hint = _HINTS.get(state, "check SITE_DB_CONNECTION and the SQL login")
                     raise SiteDatabaseRefused(
-                        f"site database refused {what} (SQLSTATE {state}: {_text(error)}); {hint}"
+                        f"site database refused {what} (SQLSTATE {state}: {detail}); {hint}"
                     ) from None
                 if attempt >= self._retry.attempts:
                     raise SiteDatabaseUnavailable(
                         f"site database unavailable for {what} after {attempt} attempts "
-                        f"(SQLSTATE {state or 'none'}: {_text(error)}); check that the SQL "
+                        f"(SQLSTATE {state or 'none'}: {detail}); check that the SQL "
                         "Server is up and reachable from the function app (VNet, firewall, "
                         "static port in Server=host,port)"
                     ) from None

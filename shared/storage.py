@@ -6,6 +6,7 @@ Works with a connection string (local, Azurite) or with the identity-based
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -111,14 +112,24 @@ class StorageAccount:
         )
 
 
-def ensure_table(table: TableClient, purpose: str) -> None:
-    """Create the table unless it exists; a refusal names the role to check."""
+def create_missing(create: Callable[[], object], what: str, role: str) -> None:
+    """Create a queue, container or table unless it exists; a refusal names the role
+    to check."""
     try:
-        table.create_table()
+        create()
     except ResourceExistsError:
         pass
     except AzureError as error:
         raise StorageError(
-            f"cannot create the {purpose} table {table.table_name!r}: {error}; check "
-            "AzureWebJobsStorage and the identity's Storage Table Data Contributor role"
+            f"cannot create {what}: {error}; check AzureWebJobsStorage and the identity's "
+            f"{role} role"
         ) from None
+
+
+def ensure_table(table: TableClient, purpose: str) -> None:
+    """Create the table unless it exists; a refusal names the role to check."""
+    create_missing(
+        table.create_table,
+        f"the {purpose} table {table.table_name!r}",
+        "Storage Table Data Contributor",
+    )

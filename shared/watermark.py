@@ -40,6 +40,7 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import StorageError
+from shared.storage import create_missing
 
 log = logging.getLogger(__name__)
 
@@ -165,15 +166,11 @@ class WatermarkStore:
     def _ensure_container(self) -> None:
         if self._ready:
             return
-        try:
-            self._container.create_container()
-        except ResourceExistsError:
-            pass
-        except AzureError as error:
-            raise StorageError(
-                f"cannot create blob container {self._container.container_name!r}: {error}; "
-                "check AzureWebJobsStorage and the identity's Storage Blob Data Owner role"
-            ) from None
+        create_missing(
+            self._container.create_container,
+            f"blob container {self._container.container_name!r}",
+            "Storage Blob Data Owner",
+        )
         self._ready = True
 
     @staticmethod
