@@ -77,6 +77,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from devstack.datagen import GeneratedDevice
+from devstack.https import HttpRequest, HttpResponse, HttpsSimulator, LocalHttpsServer
 from devstack.lifecycle import Service
 from devstack.ports import LOOPBACK
 from devstack.tls import LocalCA
@@ -88,22 +89,19 @@ DEFAULT_AUDIENCE: Final = "https://ConfigMgrService"
 DEFAULT_CMG_ID: Final = 72057594037927939
 REQUIRED_SCOPE: Final = "user_impersonation"
 
+_ACTIONS: Final = (
+    "AddMembershipRule",
+    "DeleteMembershipRule",
+    "RequestRefresh",
+    "AddMembershipRules",
+)
 #: Route names, for per-route latency and faults and for ``Call.route``.
 ROUTES: Final = (
     "metadata",
     "SMS_R_System",
     "SMS_FullCollectionMembership",
     "SMS_Collection",
-    "AddMembershipRule",
-    "DeleteMembershipRule",
-    "RequestRefresh",
-    "AddMembershipRules",
-)
-_ACTIONS: Final = (
-    "AddMembershipRule",
-    "DeleteMembershipRule",
-    "RequestRefresh",
-    "AddMembershipRules",
+    *_ACTIONS,
 )
 
 _JSON_TYPE: Final = (
@@ -113,6 +111,7 @@ _JSON_TYPE: Final = (
 _XML_TYPE: Final = "application/xml; charset=utf-8"
 _MAX_BODY: Final = 1024 * 1024
 _MAX_FILTER_DEPTH: Final = 50
+_JWKS_TIMEOUT: Final = 5.0
 _HANDSHAKE_TIMEOUT: Final = 10.0
 _IDLE_TIMEOUT: Final = 30.0
 _DIRECT_RULE_TYPE: Final = "#AdminService.SMS_CollectionRuleDirect"
@@ -306,14 +305,8 @@ def _lex(text: str, what: str = "$filter") -> list[_Token]:
             if abs(value) > _INT64_MAX:
                 raise ODataError(400, f"The integer literal at position {pos} is out of range.")
             tokens.append(_Token("int", value, pos))
-        elif kind == "ident":
-            tokens.append(_Token("ident", raw, pos))
-        elif kind == "lparen":
-            tokens.append(_Token("lparen", raw, pos))
-        elif kind == "rparen":
-            tokens.append(_Token("rparen", raw, pos))
-        elif kind == "comma":
-            tokens.append(_Token("comma", raw, pos))
+        elif kind != "ws":  # ident, lparen, rparen, comma
+            tokens.append(_Token(kind, raw, pos))  # type: ignore[arg-type]
         pos = match.end()
     return tokens
 
@@ -668,6 +661,11 @@ class _Fault:
     route: str | None
 
 
+def _check_route(route: str | None) -> None:
+    if route is not None and route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; one of {ROUTES}")
+
+
 @dataclass(frozen=True, slots=True)
 class _Route:
     name: str
@@ -704,7 +702,6 @@ class AdminServiceSimulator(Service):
         key_get_shape: Literal["value", "entity"] = "value",
         missing_key: Literal["404", "empty"] = "404",
         cmg_id: int = DEFAULT_CMG_ID,
-        jwks_timeout: float = 5.0,
         jwks_refresh_cooldown: float = 0.0,
     ) -> None:
         if urlsplit(jwks_uri).scheme != "https":
@@ -721,7 +718,7 @@ class AdminServiceSimulator(Service):
         self.missing_key = missing_key
         self.cmg_id = cmg_id
         client_context = ssl.create_default_context(cafile=str(ca.bundle_path))
-        self._keys = _SigningKeys(jwks_uri, client_context, jwks_timeout, jwks_refresh_cooldown)
+        self._keys = _SigningKeys(jwks_uri, client_context, _JWKS_TIMEOUT, jwks_refresh_cooldown)
         self._admins = {upn.casefold() for upn in admins}
 
         self._lock = threading.RLock()
@@ -970,8 +967,7 @@ class AdminServiceSimulator(Service):
 
     def set_latency(self, seconds: float, route: str | None = None) -> None:
         """Delay answers of one route (see ROUTES) or, with ``route=None``, of all."""
-        if route is not None and route not in ROUTES:
-            raise ValueError(f"unknown route {route!r}; one of {ROUTES}")
+        _check_route(route)
         with self._lock:
             self._latency[route] = max(0.0, seconds)
 
@@ -985,8 +981,7 @@ class AdminServiceSimulator(Service):
     ) -> None:
         """The next ``n`` requests (of ``route``, if given) fail with ``status``; queued
         after faults already pending."""
-        if route is not None and route not in ROUTES:
-            raise ValueError(f"unknown route {route!r}; one of {ROUTES}")
+        _check_route(route)
         with self._lock:
             self._faults.extend(_Fault(status, retry_after, route) for _ in range(n))
 
@@ -1007,8 +1002,7 @@ class AdminServiceSimulator(Service):
         """Delay the answers of the next ``n`` requests (of ``route``, if given) by
         ``seconds`` on top of any latency, then serve them as usual: past a client's
         timeout, the request still takes effect, as on a slow real server."""
-        if route is not None and route not in ROUTES:
-            raise ValueError(f"unknown route {route!r}; one of {ROUTES}")
+        _check_route(route)
         with self._lock:
             self._slow.extend([(route, max(0.0, seconds))] * n)
 
@@ -1456,9 +1450,7 @@ class AdminServiceSimulator(Service):
         result_context = f"{context}#AdminService.{action}_Result"
 
         if action == "RequestRefresh":
-            unknown = params.keys() - {"IncludeSubcollections"}
-            if unknown:
-                raise _unknown_parameter(sorted(unknown)[0], action)
+            _only_parameters(params, {"IncludeSubcollections"}, action)
             if not isinstance(params.get("IncludeSubcollections", False), bool):
                 raise ODataError(400, "IncludeSubcollections must be a Boolean.")
             with self._lock:
@@ -1467,9 +1459,7 @@ class AdminServiceSimulator(Service):
             return _json_answer(201, {"@odata.context": result_context, "ReturnValue": 0})
 
         if action == "AddMembershipRules":
-            unknown = params.keys() - {"collectionRules"}
-            if unknown:
-                raise _unknown_parameter(sorted(unknown)[0], action)
+            _only_parameters(params, {"collectionRules"}, action)
             # Reported broken over REST (reference §3): never adds anything.
             raise _wmi_failure(action, "Generic failure", _WBEM_FAILED)
 
@@ -1519,9 +1509,7 @@ class AdminServiceSimulator(Service):
     def _direct_rule(
         self, params: Mapping[str, Any], action: str, info: _CallInfo
     ) -> tuple[int, str]:
-        unknown = params.keys() - {"collectionRule"}
-        if unknown:
-            raise _unknown_parameter(sorted(unknown)[0], action)
+        _only_parameters(params, {"collectionRule"}, action)
         rule = params.get("collectionRule")
         if not isinstance(rule, dict):
             raise ODataError(
@@ -1708,18 +1696,20 @@ def _json_body(headers: Message, body: bytes) -> dict[str, Any]:
     return document
 
 
-def _unknown_parameter(name: str, action: str) -> ODataError:
-    return ODataError(
-        400,
-        f"The parameter '{name}' in the request payload is not a valid parameter for the "
-        f"operation '{action}'.",
-    )
+def _only_parameters(params: Mapping[str, Any], allowed: set[str], action: str) -> None:
+    unknown = sorted(params.keys() - allowed)
+    if unknown:
+        raise ODataError(
+            400,
+            f"The parameter '{unknown[0]}' in the request payload is not a valid parameter "
+            f"for the operation '{action}'.",
+        )
 
 
 # -- HTTPS plumbing ------------------------------------------------------------------------
 
 
-class _TLSServer(ThreadingHTTPServer):
+class _AdminServer(ThreadingHTTPServer):
     """A threading HTTP server doing the TLS handshake in the connection's own thread,
     so a slow or refusing client never blocks ``accept``; tracks connections so a stop
     or restart can end kept-alive ones."""
@@ -1727,15 +1717,13 @@ class _TLSServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        context: ssl.SSLContext,
+        self, address: tuple[str, int], simulator: AdminServiceSimulator, context: ssl.SSLContext
     ) -> None:
+        self.simulator = simulator
         self.context = context
         self._open: set[ssl.SSLSocket] = set()
         self._open_lock = threading.Lock()
-        super().__init__(address, handler)
+        super().__init__(address, _AdminHandler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can hang for
@@ -1757,8 +1745,7 @@ class _TLSServer(ThreadingHTTPServer):
         with self._open_lock:
             self._open.add(connection)
         try:
-            handler: Callable[..., object] = self.RequestHandlerClass
-            handler(connection, client_address, self)
+            _AdminHandler(connection, client_address, self)
         except (OSError, ValueError):
             pass  # the connection broke; nothing left to answer
         finally:
@@ -1780,17 +1767,10 @@ class _TLSServer(ThreadingHTTPServer):
         log.debug("connection from %s failed", client_address, exc_info=True)
 
 
-class _AdminServer(_TLSServer):
-    def __init__(
-        self, address: tuple[str, int], simulator: AdminServiceSimulator, context: ssl.SSLContext
-    ) -> None:
-        self.simulator = simulator
-        super().__init__(address, _AdminHandler, context)
-
-
-class _QuietHandler(BaseHTTPRequestHandler):
+class _AdminHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = _IDLE_TIMEOUT
+    server: _AdminServer
 
     def version_string(self) -> str:
         return "Microsoft-IIS/10.0"
@@ -1804,6 +1784,19 @@ class _QuietHandler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             self.close_connection = True  # the client went away or was dropped on purpose
 
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own refusals (bad request line, oversized headers): OData shape
+        # too, and logged.
+        self.server.simulator._record(_CallInfo(self.command or "", self.path or ""), int(code))
+        self.close_connection = True
+        text = message or explain or _code_for(code)
+        self._write(ODataError(code, text).answer())
+
     def _write(self, answer: _Answer) -> None:
         self.send_response(answer.status)
         for name, value in answer.headers:
@@ -1816,25 +1809,6 @@ class _QuietHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(answer.body)
         self.wfile.flush()
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # http.server's own refusals (bad request line, oversized headers): OData shape too.
-        self.close_connection = True
-        text = message or explain or _code_for(code)
-        self._write(ODataError(code, text).answer())
-
-
-class _AdminHandler(_QuietHandler):
-    server: _AdminServer
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        self.server.simulator._record(_CallInfo(self.command or "", self.path or ""), int(code))
-        super().send_error(code, message, explain)
 
     def _dispatch(self) -> None:
         simulator = self.server.simulator
@@ -1871,7 +1845,7 @@ class _AdminHandler(_QuietHandler):
     def _reset(self) -> None:
         # Linger 0: closing the socket sends a TCP RST, no TLS close_notify, no answer.
         self.close_connection = True
-        # The socket is closed once this handler returns (see _TLSServer.finish_request).
+        # The socket is closed once this handler returns (see _AdminServer.finish_request).
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
@@ -1936,29 +1910,7 @@ class TokenSigner:
         return self.sign(claims)
 
 
-class _JwksHandler(_QuietHandler):
-    server: _JwksHTTPServer
-
-    def do_GET(self) -> None:
-        owner = self.server.owner
-        if urlsplit(self.path).path != JwksServer.PATH:
-            self._write(ODataError(404, "not found").answer())
-            return
-        with owner._lock:
-            owner.fetches += 1
-            document = {"keys": [signer.jwk() for signer in owner.signers]}
-        self._write(_Answer(200, json.dumps(document).encode(), "application/json"))
-
-
-class _JwksHTTPServer(_TLSServer):
-    def __init__(
-        self, address: tuple[str, int], owner: JwksServer, context: ssl.SSLContext
-    ) -> None:
-        self.owner = owner
-        super().__init__(address, _JwksHandler, context)
-
-
-class JwksServer(Service):
+class JwksServer(HttpsSimulator):
     """Publishes the signers' keys as a JWKS over HTTPS (LocalCA) at ``url``.
 
     ``signers`` may be replaced while it serves (key rotation); ``fetches`` counts GETs.
@@ -1970,37 +1922,22 @@ class JwksServer(Service):
         self.signers = list(signers)
         self.fetches = 0
         self._lock = threading.Lock()
-        self._context = ca.server_context()
-        self._server: _JwksHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = LocalHttpsServer(ca.server_context(), self._handle, name="jwks")
 
     @property
     def url(self) -> str:
         """The JWKS URL (``jwks_uri`` for the simulator)."""
-        if self._server is None:
-            raise RuntimeError("the JWKS server has not been started")
-        return f"https://localhost:{self._server.server_address[1]}{self.PATH}"
+        return f"https://localhost:{self.port}{self.PATH}"
 
-    def start(self) -> Self:
-        """Listen on a free loopback port."""
-        if self._server is None:
-            self._server = _JwksHTTPServer((LOOPBACK, 0), self, self._context)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-            server.drop_connections()
-        if thread is not None:
-            thread.join(timeout=5.0)
+    def _handle(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "GET":
+            return HttpResponse.json(501, {"error": "not implemented"})
+        if request.path != self.PATH:
+            return HttpResponse.json(404, {"error": "not found"})
+        with self._lock:
+            self.fetches += 1
+            document = {"keys": [signer.jwk() for signer in self.signers]}
+        return HttpResponse.json(200, document)
 
 
 # -- standalone ----------------------------------------------------------------------------

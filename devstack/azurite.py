@@ -9,9 +9,7 @@ there). Typical use::
 Persistence: by default Azurite keeps everything in memory, so ``restart()`` comes back
 empty. Pass ``persistent_dir`` to keep data on disk; then ``restart()`` (which stops
 Azurite with SIGTERM, letting it save its metadata) keeps queues, messages, blobs and
-tables. ``kill()`` (SIGKILL) stands for a crash and may lose the last few seconds of
-writes even with a ``persistent_dir``: Azurite saves its metadata every 5 s and on a
-clean shutdown.
+tables; Azurite saves its metadata every 5 s and on a clean shutdown.
 
 Azurite runs in its own process group; ``stop()``, the garbage collection of the
 ``Azurite`` object (keep a reference while you use it) and interpreter exit end it, and
@@ -47,6 +45,7 @@ ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 
+_START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
 _LOG_TAIL_LINES = 40
 _LAUNCH_MARK = "=== azurite launch"
@@ -90,28 +89,21 @@ class Azurite(Service):
     ``restart()``. With a directory, ``--location DIR`` keeps data across ``restart()``.
     Ports are chosen on the first ``start()`` and kept for every later start.
 
-    ``loose`` passes ``--loose``; ``access_log`` keeps one line per request in
-    ``log_path`` (else ``--silent``); ``debug_log`` writes Azurite's very verbose
-    ``--debug`` log to ``debug_log_path``. ``log_dir`` defaults to a new temporary
-    directory, deleted by ``cleanup()`` and by a ``with`` block that ends without an
-    exception.
+    ``log_path`` keeps one line per request; ``debug_log`` writes Azurite's very
+    verbose ``--debug`` log to ``debug_log_path``. ``log_dir`` defaults to a new
+    temporary directory, deleted by ``cleanup()`` and by a ``with`` block that ends
+    without an exception.
     """
 
     def __init__(
         self,
         persistent_dir: Path | None = None,
         *,
-        loose: bool = True,
-        access_log: bool = True,
         debug_log: bool = False,
-        start_timeout: float = 30.0,
         log_dir: Path | None = None,
     ) -> None:
         self.persistent_dir = persistent_dir
-        self.loose = loose
-        self.access_log = access_log
         self.debug_log = debug_log
-        self.start_timeout = start_timeout
         self._own_log_dir = log_dir is None
         self._log_dir = Path(tempfile.mkdtemp(prefix="azurite-")) if log_dir is None else log_dir
         self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -217,10 +209,6 @@ class Azurite(Service):
         """Stop Azurite (SIGTERM to its group, SIGKILL after a timeout); idempotent."""
         self._shutdown(signal.SIGTERM)
 
-    def kill(self) -> None:
-        """SIGKILL Azurite, as a crash would; unsaved metadata is lost."""
-        self._shutdown(signal.SIGKILL)
-
     def restart(self) -> None:
         """Stop and start again on the same ports; data survives only with ``persistent_dir``."""
         self.stop()
@@ -263,6 +251,8 @@ class Azurite(Service):
             "--tableHost", LOOPBACK, "--tablePort", str(table),
             # The storage SDKs ask for newer service API versions than 3.35 knows.
             "--skipApiVersionCheck",
+            # Ignore headers and parameters Azurite does not implement instead of failing.
+            "--loose",
             "--disableTelemetry",
         ]  # fmt: skip
         if self.persistent_dir is None:
@@ -271,13 +261,6 @@ class Azurite(Service):
             # Azurite refuses --location together with --inMemoryPersistence.
             self.persistent_dir.mkdir(parents=True, exist_ok=True)
             cmd += ["--location", str(self.persistent_dir)]
-        if self.loose:
-            # Ignore headers and parameters Azurite does not implement instead of failing.
-            cmd.append("--loose")
-        if not self.access_log:
-            # The per-request log lines cost no measurable throughput (2 cores, 300-500
-            # msg/s) but grow the log by ~100 bytes a request.
-            cmd.append("--silent")
         if self.debug_log:
             cmd += ["--debug", str(self.debug_log_path)]
         if threading.current_thread() is threading.main_thread() and shutil.which("setpriv"):
@@ -317,7 +300,7 @@ class Azurite(Service):
         )  # fmt: skip
 
     def _wait_listening(self, proc: subprocess.Popen[bytes], ports: tuple[int, int, int]) -> None:
-        deadline = time.monotonic() + self.start_timeout
+        deadline = time.monotonic() + _START_TIMEOUT
         for port, service in zip(ports, ("blob", "queue", "table"), strict=True):
             while True:
                 if proc.poll() is not None:
@@ -333,7 +316,7 @@ class Azurite(Service):
                     if time.monotonic() > deadline:
                         raise AzuriteError(
                             f"Azurite {service} did not listen on {LOOPBACK}:{port} "
-                            f"within {self.start_timeout}s" + self._diagnosis()
+                            f"within {_START_TIMEOUT}s" + self._diagnosis()
                         ) from None
 
     def _shutdown(self, sig: signal.Signals) -> None:

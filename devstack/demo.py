@@ -5,7 +5,13 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from devstack.datagen import Workload, m365_demo_scenario
+from devstack.datagen import (
+    GENERIC_ERROR,
+    GENERIC_INFO,
+    GENERIC_WARNING,
+    Workload,
+    m365_demo_scenario,
+)
 from devstack.stack import LocalStack
 from devstack.tls import LocalCA
 from shared.audit import Outcome
@@ -13,7 +19,7 @@ from shared.cli import render_export
 from shared.runtime import Runtime
 from shared.settings import load_settings
 
-_MESSAGE_KINDS = {39997: "info", 39998: "warning", 39999: "error"}
+_MESSAGE_KINDS = {GENERIC_INFO: "info", GENERIC_WARNING: "warning", GENERIC_ERROR: "error"}
 _STYLE = {
     "added": "green",
     "already-member": "green",
@@ -105,7 +111,7 @@ def _decisions(
         ]
         rules = sorted(rules_of.get((message.site_code, record_id), []))
         if not rules:
-            why = "not a 39997 message" if message.message_id != 39997 else "no rule matches"
+            why = "not a 39997 message" if message.message_id != GENERIC_INFO else "no rule matches"
             table.add_row(*base, "-", "[dim]not exported[/]", f"[dim]{why}[/]")
         for rule in rules:
             outcome = outcomes[(message.site_code, record_id, rule)]

@@ -94,11 +94,16 @@ CONFIGMGR_SCOPE: Final = "user_impersonation"
 
 CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Scopes of OpenID Connect itself: they name no resource.
-OIDC_SCOPES: Final = frozenset({"openid", "profile", "email", "offline_access"})
+#: In the order Entra lists them (discovery document, a token answer's ``scope``).
+_OIDC_SCOPE_ORDER: Final = ("openid", "profile", "email", "offline_access")
+OIDC_SCOPES: Final = frozenset(_OIDC_SCOPE_ORDER)
 #: Header every devstack user realm responder sets, so another one can recognise it.
 USER_REALM_MARKER: Final = "X-Devstack-Service"
 
 TokenVersion = Literal[1, 2]
+
+#: Headers of every token endpoint answer.
+_NO_CACHE: Final = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 
 # Entra's list, in Entra's order.
 # fmt: off
@@ -203,11 +208,6 @@ class UserRealmResponder(Service):
         self._ca_pem = ca.bundle_path.read_bytes()
         self._holding = False
         self._external = False
-
-    @property
-    def external(self) -> bool:
-        """True when another process's responder (trusted by this CA) serves the port."""
-        return self._external
 
     @property
     def http_log(self) -> list[HttpExchange]:
@@ -434,16 +434,19 @@ def _random_id(length: int = 22) -> str:
     return secrets.token_urlsafe(length)[:length]
 
 
+def _pairwise_subject(object_id: str, app_id: str) -> str:
+    """A ``sub`` claim: Entra's is pairwise, the same user differs per application."""
+    return _b64url(hashlib.sha256(f"{object_id}:{app_id}".encode()).digest())[:43]
+
+
 def _sha1(data: bytes) -> bytes:
     return hashlib.sha1(data, usedforsecurity=False).digest()  # x5t is SHA-1 by definition
 
 
-def _new_signing_key() -> _SigningKey:
-    """An RSA key with a self-signed certificate, like Entra's published signing keys."""
+def _self_signed(common_name: str, days: int) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A new RSA key and a self-signed certificate for it, valid from yesterday."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, "accounts.accesscontrol.windows.net")]
-    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -452,9 +455,15 @@ def _new_signing_key() -> _SigningKey:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=5 * 365))
+        .not_valid_after(now + timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
+    return key, certificate
+
+
+def _new_signing_key() -> _SigningKey:
+    """An RSA key with a self-signed certificate, like Entra's published signing keys."""
+    key, certificate = _self_signed("accounts.accesscontrol.windows.net", 5 * 365)
     der = certificate.public_bytes(serialization.Encoding.DER)
     # Entra's kid is the certificate's x5t (base64url SHA-1 thumbprint).
     return _SigningKey(key, _b64url(_sha1(der)), der)
@@ -466,19 +475,7 @@ def generate_client_certificate(common_name: str = "cm-remediate") -> tuple[byte
     Register the certificate with ``add_client(..., certificate_pem=...)``; give MSAL
     the private key and the certificate's thumbprint or the certificate itself.
     """
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = _self_signed(common_name, 365)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -543,7 +540,7 @@ class EntraSimulator(HttpsSimulator):
 
     def start(self) -> Self:
         """Listen on the port, and on 443 for the user realm unless told not to."""
-        self._server.start()
+        super().start()
         if self._want_user_realm and self._user_realm is None:
             responder = UserRealmResponder(self._ca, host=self._bind)
             try:
@@ -733,12 +730,6 @@ class EntraSimulator(HttpsSimulator):
             self._apis.append(api)
         return api
 
-    @property
-    def apis(self) -> list[EntraApi]:
-        """The registered APIs."""
-        with self._lock:
-            return list(self._apis)
-
     def api(self, identifier: str) -> EntraApi:
         """The API an identifier names (App ID URI, application ID, api://tenant/app ID)."""
         with self._lock:
@@ -850,7 +841,7 @@ class EntraSimulator(HttpsSimulator):
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "scopes_supported": list(_OIDC_SCOPE_ORDER),
             "issuer": self.issuer,
             "request_uri_parameter_supported": False,
             "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
@@ -894,9 +885,7 @@ class EntraSimulator(HttpsSimulator):
             "error_uri": f"{self.authority_host}/error?code={refusal.code}",
             **refusal.extra,
         }
-        headers = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
-        headers["x-ms-request-id"] = trace_id
-        headers["client-request-id"] = correlation_id
+        headers = {**_NO_CACHE, "x-ms-request-id": trace_id, "client-request-id": correlation_id}
         return HttpResponse.json(refusal.status, payload, headers)
 
     # -- the token endpoint --------------------------------------------------------
@@ -937,9 +926,7 @@ class EntraSimulator(HttpsSimulator):
             self._record(form, state, refusal.error, refusal.code, refusal.status)
             return self._error_response(request, refusal)
         self._record(form, state, "ok", None, 200)
-        return HttpResponse.json(
-            200, body, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
-        )
+        return HttpResponse.json(200, body, _NO_CACHE)
 
     def _record(
         self,
@@ -1366,10 +1353,9 @@ class EntraSimulator(HttpsSimulator):
             "uti": _random_id(22),
         }
         if user is not None:
-            subject = _b64url(hashlib.sha256(f"{user.object_id}:{api.app_id}".encode()).digest())
             identity: dict[str, object] = {
                 "oid": user.object_id,
-                "sub": subject[:43],
+                "sub": _pairwise_subject(user.object_id, api.app_id),
                 "name": user.display_name,
                 "scp": " ".join(resolved.scopes),
             }
@@ -1416,9 +1402,7 @@ class EntraSimulator(HttpsSimulator):
         body["access_token"] = access_token
         if user is not None:
             scope_names = [f"{resolved.identifier}/{s}" for s in resolved.scopes]
-            scope_names += [
-                s for s in ("openid", "profile", "email", "offline_access") if s in resolved.oidc
-            ]
+            scope_names += [s for s in _OIDC_SCOPE_ORDER if s in resolved.oidc]
             body["scope"] = " ".join(scope_names)
             if "offline_access" in resolved.oidc:
                 body["refresh_token"] = self._new_refresh_token(client, user, resolved)
@@ -1455,9 +1439,7 @@ class EntraSimulator(HttpsSimulator):
             "exp": now + lifetime,
             "oid": user.object_id,
             "rh": f"0.{_random_id(40)}.",
-            "sub": _b64url(
-                hashlib.sha256(f"{user.object_id}:{client.client_id}".encode()).digest()
-            )[:43],
+            "sub": _pairwise_subject(user.object_id, client.client_id),
             "tid": self.tenant_id,
             "uti": _random_id(22),
             "ver": "2.0",

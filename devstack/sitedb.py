@@ -64,7 +64,6 @@ from devstack.datagen import (
     GeneratedDevice,
     GeneratedStatusMessage,
     Workload,
-    default_severity,
 )
 from devstack.lifecycle import Service
 from devstack.ports import LOOPBACK, free_port, wait_for_port
@@ -119,6 +118,7 @@ BASE_TABLES: Final = (
 
 _SITE_CODE = re.compile(r"^[A-Z0-9]{3}$")
 _START_ATTEMPTS: Final = 3
+_START_TIMEOUT: Final = 30
 _STOP_TIMEOUT: Final = 30
 _LOG_TAIL_LINES: Final = 30
 _ANALYZE_AFTER: Final = 1000
@@ -222,6 +222,12 @@ class _Cluster:
     @property
     def log_path(self) -> Path:
         return self.root / "server.log"
+
+    def chown(self, *paths: Path) -> None:
+        """Hand paths to the server's OS user (when the server runs as one)."""
+        if self.user is not None:
+            for path in paths:
+                shutil.chown(path, user=self.user, group=self.user)
 
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -408,7 +414,6 @@ class SiteDatabase(Service):
         database: str = "CM_PS1",
         top_level_site_code: str | None = None,
         log_statements: bool = False,
-        start_timeout: float = 30.0,
         ca: LocalCA | None = None,
     ) -> None:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", database):
@@ -416,7 +421,6 @@ class SiteDatabase(Service):
         self.database = database
         self.top_level_site_code = _site_code(top_level_site_code) if top_level_site_code else None
         self.log_statements = log_statements
-        self.start_timeout = start_timeout
         self._given_ca = ca
         self._ca: LocalCA | None = None
         self._admin_password = secrets.token_urlsafe(24)
@@ -446,14 +450,12 @@ class SiteDatabase(Service):
     @property
     def directory(self) -> Path:
         """The temporary directory holding the cluster, its socket and its log."""
-        if self._cluster is None:
-            raise RuntimeError("the site database has not been started")
-        return self._cluster.root
+        return self._started().root
 
     @property
     def log_path(self) -> Path:
         """The server's log file (deleted with the directory by stop())."""
-        return self.directory / "server.log"
+        return self._started().log_path
 
     @property
     def ca_bundle_path(self) -> Path:
@@ -477,6 +479,11 @@ class SiteDatabase(Service):
             port=self.port, database=self.database, user=ADMIN_LOGIN,
             password=self._admin_password, ca_bundle=self.ca_bundle_path,
         )  # fmt: skip
+
+    def _started(self) -> _Cluster:
+        if self._cluster is None:
+            raise RuntimeError("the site database has not been started")
+        return self._cluster
 
     def connect_reader(self, *, autocommit: bool = True) -> pyodbc.Connection:
         """A new pyodbc connection as the reader login."""
@@ -540,11 +547,8 @@ class SiteDatabase(Service):
         cluster = _Cluster(root=root, pg_bin=pg_bin, user=user)
         self._cluster = cluster
         self._finalizer = weakref.finalize(self, _destroy, cluster)
-        if user is not None:
-            shutil.chown(root, user=user, group=user)
         (root / "run").mkdir()
-        if user is not None:
-            shutil.chown(root / "run", user=user, group=user)
+        cluster.chown(root, root / "run")
         self._initdb(cluster)
         self._setup_tls(cluster)
         for attempt in range(1, _START_ATTEMPTS + 1):
@@ -565,8 +569,7 @@ class SiteDatabase(Service):
         pwfile = cluster.root / "pwfile"
         pwfile.write_text(self._admin_password + "\n")
         pwfile.chmod(0o600)
-        if cluster.user is not None:
-            shutil.chown(pwfile, user=cluster.user, group=cluster.user)
+        cluster.chown(pwfile)
         try:
             subprocess.run(
                 [
@@ -593,10 +596,8 @@ class SiteDatabase(Service):
         hba.write_text(
             f"local all all scram-sha-256\nhostssl all all {LOOPBACK}/32 scram-sha-256\n"
         )
-        if cluster.user is not None:
-            # PostgreSQL refuses a key that others may read, or that it does not own.
-            for path in (tls, certificate, key, hba):
-                shutil.chown(path, user=cluster.user, group=cluster.user)
+        # PostgreSQL refuses a key that others may read, or that it does not own.
+        cluster.chown(tls, certificate, key, hba)
 
     def _write_config(self, cluster: _Cluster, port: int) -> None:
         # postgresql.auto.conf is read last, so these win over postgresql.conf.
@@ -625,19 +626,17 @@ class SiteDatabase(Service):
         text = "".join(f"{key} = '{value}'\n" for key, value in settings.items())
         auto = cluster.data / "postgresql.auto.conf"
         auto.write_text(text)
-        if cluster.user is not None:
-            shutil.chown(auto, user=cluster.user, group=cluster.user)
+        cluster.chown(auto)
 
     def _launch(self, cluster: _Cluster, port: int) -> None:
         self._write_config(cluster, port)
         with cluster.log_path.open("a") as log_file:
             log_file.write(f"=== start on port {port} at {time.strftime('%H:%M:%S')}\n")
-        if cluster.user is not None:
-            shutil.chown(cluster.log_path, user=cluster.user, group=cluster.user)
+        cluster.chown(cluster.log_path)
         # pg_ctl daemonizes the postmaster in its own session: a Ctrl-C meant for pytest
         # does not reach it, and stop() / the watchdog shut it down instead.
         result = cluster.pg_ctl(
-            "start", "-w", "-t", str(int(self.start_timeout)), "-l", str(cluster.log_path),
+            "start", "-w", "-t", str(_START_TIMEOUT), "-l", str(cluster.log_path),
             "-s", check=False,
         )  # fmt: skip
         if result.returncode != 0:
@@ -648,7 +647,7 @@ class SiteDatabase(Service):
             )
         cluster.running = True
         self._port = port
-        wait_for_port(port, timeout=self.start_timeout, what="PostgreSQL")
+        wait_for_port(port, timeout=_START_TIMEOUT, what="PostgreSQL")
 
     def _start_watchdog(self, cluster: _Cluster) -> None:
         cluster.watchdog = subprocess.Popen(
@@ -671,18 +670,18 @@ class SiteDatabase(Service):
             "PGSSLMODE": "verify-full",
             "PGSSLROOTCERT": str(self.ca_bundle_path),
         }
-        assert self._cluster is not None
+        cluster = self._started()
         try:
             subprocess.run(
                 [
-                    str(self._cluster.pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                    str(cluster.pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
                     "-h", LOOPBACK, "-p", str(self.port), "-U", ADMIN_LOGIN, "-d", database,
                     "-v", f"dbname={self.database}", "-v", f"reader={READER_LOGIN}",
                     "-v", f"reader_password={self._reader_password}",
                     "-v", f"schema={SCHEMA_PATH}",
                 ],
                 input=script, check=True, capture_output=True, text=True, env=env,
-                cwd=self._cluster.root,
+                cwd=cluster.root,
             )  # fmt: skip
         except subprocess.CalledProcessError as error:
             raise SiteDatabaseError(f"psql setup failed:\n{error.stderr}") from None
@@ -734,9 +733,7 @@ GRANT USAGE ON SCHEMA public TO :"reader";
             if not self.running:
                 raise RuntimeError("the site database is not running")
             if self._admin is None:
-                self._admin = pyodbc.connect(
-                    self.admin_connection_string, autocommit=False, timeout=10
-                )
+                self._admin = self.connect_admin(autocommit=False)
                 # Fail fast rather than hang if some test holds a conflicting lock.
                 self._admin.execute("SET lock_timeout = '15s'")
                 self._admin.commit()
@@ -772,10 +769,7 @@ GRANT USAGE ON SCHEMA public TO :"reader";
         code = _site_code(site_code)
         with self._transaction() as cursor:
             self._ensure_site(cursor, code)
-            row = cursor.execute(
-                "SELECT slot FROM site_record_id_ranges WHERE site_code = ?", code
-            ).fetchone()
-        return int(row[0]) * RECORD_ID_RANGE
+            return self._slot_base(cursor, code)
 
     def _ensure_site(self, cursor: pyodbc.Cursor, code: str) -> str:
         row = cursor.execute(
@@ -859,7 +853,6 @@ GRANT USAGE ON SCHEMA public TO :"reader";
             _check_text(message.machine_name, "MachineName")
             when = _iso(message.time_utc)
             code = message.site_code.upper()
-            severity = message.severity
             generic = message.message_id in GENERIC_MESSAGE_IDS
             # Stable, plausible process/thread IDs (the export never reads them).
             seed = zlib.crc32(f"{message.machine_name}|{message.component}".encode())
@@ -867,7 +860,7 @@ GRANT USAGE ON SCHEMA public TO :"reader";
                 "record_id": record_id,
                 "module_name": message.module_name,
                 "message_id": message.message_id,
-                "severity": default_severity(message.message_id) if severity is None else severity,
+                "severity": message.severity,  # set by GeneratedStatusMessage itself
                 "message_type": message.message_type,
                 "component": message.component,
                 "machine_name": message.machine_name,
@@ -975,7 +968,7 @@ GRANT USAGE ON SCHEMA public TO :"reader";
         code = _site_code(message.site_code)
         with self._transaction() as cursor:
             sequence = self._ensure_site(cursor, code)  # committed: DDL outside the late tx
-        connection = pyodbc.connect(self.admin_connection_string, autocommit=False, timeout=10)
+        connection = self.connect_admin(autocommit=False)
         try:
             cursor = connection.cursor()
             if message.record_id is None:

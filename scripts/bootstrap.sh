@@ -58,6 +58,25 @@ find_python() {
     return 1
 }
 
+# Make $1 a virtual environment of Python >= 3.11: create it, or rebuild one that is
+# broken (its interpreter is gone), too old or half made; only a venv is ever deleted.
+ensure_venv() {
+    local dir=$1 py
+    if [[ -e $dir ]] && ! python_ok "$dir/bin/python"; then
+        [[ -f $dir/pyvenv.cfg ]] || die "$dir exists but is not a Python >= 3.11 virtual environment"
+        say "replacing $dir: its Python is missing, broken or older than 3.11"
+        rm -rf "$dir"
+    fi
+    [[ -e $dir ]] && return 0
+    py="$(find_python)" || die "Python >= 3.11 not found for $dir (tried ${PYTHON:+$PYTHON, }python3.11, python3, python3.12, python3.13); set PYTHON=/path/to/python3.11"
+    say "creating $dir with $py ($("$py" --version 2>&1))"
+    if ! "$py" -m venv "$dir"; then
+        rm -rf "$dir"
+        die "python -m venv failed for $dir (on Debian: apt-get install python3-venv)"
+    fi
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+}
+
 # --- what apt must provide ------------------------------------------------------
 command -v dpkg-query >/dev/null 2>&1 || die "dpkg not found: this script supports Debian 12 only"
 if [[ -r /etc/debian_version && $(cut -d. -f1 /etc/debian_version) != 12 ]]; then
@@ -126,22 +145,7 @@ fi
 (( node_major >= 20 )) || say "warning: Node.js $(node --version); Azurite runs, but Node 20 is what is tested"
 
 # --- Python virtual environment -------------------------------------------------
-if [[ -e $VENV_DIR ]] && ! python_ok "$VENV_DIR/bin/python"; then
-    # Broken (its interpreter is gone), too old, or half made: rebuild it, but only
-    # delete a directory that is a venv.
-    [[ -f $VENV_DIR/pyvenv.cfg ]] || die "$VENV_DIR exists but is not a Python >= 3.11 virtual environment"
-    say "replacing $VENV_DIR: its Python is missing, broken or older than 3.11"
-    rm -rf "$VENV_DIR"
-fi
-if [[ ! -e $VENV_DIR ]]; then
-    PY="$(find_python)" || die "Python >= 3.11 not found (tried ${PYTHON:+$PYTHON, }python3.11, python3, python3.12, python3.13); set PYTHON=/path/to/python3.11"
-    say "creating $VENV_DIR with $PY ($("$PY" --version 2>&1))"
-    if ! "$PY" -m venv "$VENV_DIR"; then
-        rm -rf "$VENV_DIR"
-        die "python -m venv failed (on Debian: apt-get install python3-venv)"
-    fi
-    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-fi
+ensure_venv "$VENV_DIR"
 
 stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
@@ -174,20 +178,7 @@ fi
 # checkov pins an older pycep-parser than the project would pick, so both live in a
 # venv of their own; the tests run them as subprocesses, never import them.
 tools_requirements=tests/infra/requirements-tools.txt
-if [[ -e $INFRA_VENV_DIR ]] && ! python_ok "$INFRA_VENV_DIR/bin/python"; then
-    [[ -f $INFRA_VENV_DIR/pyvenv.cfg ]] || die "$INFRA_VENV_DIR exists but is not a Python >= 3.11 virtual environment"
-    say "replacing $INFRA_VENV_DIR: its Python is missing, broken or older than 3.11"
-    rm -rf "$INFRA_VENV_DIR"
-fi
-if [[ ! -e $INFRA_VENV_DIR ]]; then
-    PY="$(find_python)" || die "Python >= 3.11 not found for $INFRA_VENV_DIR; set PYTHON=/path/to/python3.11"
-    say "creating $INFRA_VENV_DIR with $PY"
-    if ! "$PY" -m venv "$INFRA_VENV_DIR"; then
-        rm -rf "$INFRA_VENV_DIR"
-        die "python -m venv failed for $INFRA_VENV_DIR"
-    fi
-    "$INFRA_VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-fi
+ensure_venv "$INFRA_VENV_DIR"
 infra_stamp="$(stamp_of "$tools_requirements")-$("$INFRA_VENV_DIR/bin/python" -c 'import sys; print(sys.version.split()[0])')"
 infra_stamp_file="$INFRA_VENV_DIR/.bootstrap-stamp"
 if [[ -f $infra_stamp_file && $(cat "$infra_stamp_file") == "$infra_stamp" && -x $INFRA_VENV_DIR/bin/checkov ]]; then
