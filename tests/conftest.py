@@ -20,6 +20,7 @@ from azure.storage.queue import QueueClient
 
 from devstack.azurite import Azurite
 from devstack.sitedb import SiteDatabase
+from devstack.tls import LocalCA
 from shared.export import Exporter
 from shared.queue_messages import RemediationRequest, decode
 from shared.rules import RuleSet
@@ -44,6 +45,12 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     # The log folder outlives the run, so a failure can be diagnosed.
     with Azurite(log_dir=tmp_path_factory.mktemp("azurite-log")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
+    """The CA of every suite's HTTPS simulators; the app trusts its bundle."""
+    return LocalCA(tmp_path_factory.mktemp("ca"))
 
 
 @dataclass

@@ -1,6 +1,14 @@
 """Constants and helpers shared by several test modules."""
 
+from __future__ import annotations
+
+import json
 import os
+from datetime import datetime
+from typing import Any
+
+from devstack.datagen import GeneratedDevice
+from shared.queue_messages import RemediationRequest
 
 #: AdminService settings for tests that never call it (the export): valid, unreachable.
 UNREACHABLE_ADMINSERVICE = {
@@ -21,3 +29,69 @@ def own_loopback(suite: int) -> str:
     PID keeps test runs side by side apart."""
     pid = os.getpid()
     return f"127.{suite * 64 + ((pid >> 16) & 63)}.{(pid >> 8) & 255}.{(pid & 255) or 1}"
+
+
+def rule(**overrides: Any) -> dict[str, Any]:
+    """A rule of the rules file (the shipped "project-64bit-reinstall"), fields replaced."""
+    return {
+        "name": "project-64bit-reinstall",
+        "match": {
+            "InsertionString1": "MsgType_Office365Upgrade",
+            "InsertionString2": "projectInstalled",
+        },
+        "collection_id": "PS100123",
+        "action": "add",
+        "target": "adminservice",
+        **overrides,
+    }
+
+
+def rules_text(*rules: dict[str, Any]) -> str:
+    """A rules file holding ``rules``."""
+    return json.dumps({"rules": list(rules)})
+
+
+def request_document(**fields: Any) -> dict[str, Any]:
+    """A queue message body that keeps the contract (an add for PC01), fields replaced."""
+    return {
+        "schema_version": 1,
+        "site_code": "PS1",
+        "record_id": 2**56 + 1,
+        "message_id": 39997,
+        "time_utc": "2026-11-20T08:00:00Z",
+        "machine_name": "PC01",
+        "insertion_strings": {
+            "InsertionString1": "MsgType_Office365Upgrade",
+            "InsertionString2": "projectInstalled",
+        },
+        "rule": "project-64bit-reinstall",
+        "collection_id": "PS100123",
+        "action": "add",
+        "target": "adminservice",
+        "exported_utc": "2026-11-20T08:05:00Z",
+        **fields,
+    }
+
+
+def make_request(**fields: Any) -> RemediationRequest:
+    """The request of ``request_document(**fields)``."""
+    return RemediationRequest.model_validate(request_document(**fields))
+
+
+def device(resource_id: int, name: str, **fields: Any) -> GeneratedDevice:
+    """The discovery record of an active, healthy client named ``name``, fields replaced."""
+    values: dict[str, Any] = {
+        "resource_id": resource_id,
+        "name": name,
+        "netbios_name": name,
+        "sms_unique_identifier": f"GUID:{resource_id:08X}-0000-0000-0000-000000000000",
+        "domain": "CONTOSO",
+        "full_domain": "contoso.example",
+        "client": 1,
+        "active": 1,
+        "obsolete": 0,
+        "decommissioned": 0,
+        "creation_date": datetime(2026, 1, 5),
+        **fields,
+    }
+    return GeneratedDevice(**values)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +27,7 @@ from devstack.adminservice import (
 from devstack.datagen import GeneratedDevice
 from devstack.ports import free_port
 from devstack.tls import LocalCA
+from tests.helpers import device
 
 ISSUER = "https://sts.windows.net/8d5c7a5e-0000-4000-8000-000000000001/"
 ADMIN = "cm-svc@contoso.com"
@@ -33,22 +35,8 @@ API_AUDIENCE = "api://8d5c7a5e-0000-4000-8000-000000000001/5f0e0000-0000-4000-80
 DIRECT = "#AdminService.SMS_CollectionRuleDirect"
 
 
-def _device(resource_id: int, name: str, **overrides: Any) -> GeneratedDevice:
-    values: dict[str, Any] = {
-        "resource_id": resource_id,
-        "name": name,
-        "netbios_name": name,
-        "sms_unique_identifier": f"GUID:{resource_id:08X}-0000-0000-0000-000000000000",
-        "domain": "CONTOSO",
-        "full_domain": "contoso.com",
-        "client": 1,
-        "active": 1,
-        "obsolete": 0,
-        "decommissioned": 0,
-        "creation_date": datetime(2024, 6, 1, 9, 30, 0),
-    }
-    values.update(overrides)
-    return GeneratedDevice(**values)
+#: The records of this module: full_domain and creation_date show in the answers.
+_device = partial(device, full_domain="contoso.com", creation_date=datetime(2024, 6, 1, 9, 30))
 
 
 DEVICES = [

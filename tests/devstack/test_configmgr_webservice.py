@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from datetime import datetime
 
 import pytest
 import requests
@@ -21,27 +20,12 @@ from devstack.configmgr_webservice import (
     request_envelope,
     wql_like,
 )
-from devstack.datagen import GeneratedDevice, m365_demo_scenario
+from devstack.datagen import m365_demo_scenario
 from devstack.tls import LocalCA
+from tests.helpers import device
 
 SECRET = "pre-shared-s3cret"
 COLLECTION = "PS100123"
-
-
-def device(resource_id: int, name: str) -> GeneratedDevice:
-    return GeneratedDevice(
-        resource_id=resource_id,
-        name=name,
-        netbios_name=name,
-        sms_unique_identifier=f"GUID:{resource_id}",
-        domain="CONTOSO",
-        full_domain="contoso.example",
-        client=1,
-        active=1,
-        obsolete=0,
-        decommissioned=0,
-        creation_date=datetime(2024, 1, 1),
-    )
 
 
 DEVICES = [

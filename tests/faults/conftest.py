@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +27,7 @@ from azure.storage.queue import QueueClient
 
 from devstack.adminservice import AdminServiceSimulator
 from devstack.azurite import Azurite
-from devstack.datagen import M365_RULES, GeneratedDevice, Workload, generate_workload
+from devstack.datagen import M365_RULES, Workload, generate_workload
 from devstack.entra import EntraSimulator
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
@@ -43,7 +42,7 @@ from shared.tokens import TokenProvider
 from shared.transport import DEFAULT_TIMEOUT
 from shared.watermark import WatermarkStore
 from tests.faults.ledger import RESULTS, RULE_COLLECTION, Figures, Ledger
-from tests.helpers import own_loopback
+from tests.helpers import device, own_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 Report = TypeVar("Report")
@@ -58,35 +57,15 @@ PAGE_SIZE = 10
 #: The visibility timeout of the suite's host.json: a failed message is back in 1 s.
 VISIBILITY_TIMEOUT = "00:00:01"
 #: Devices that are direct members from the start without any message asking for them.
-BYSTANDERS = [
-    GeneratedDevice(
-        resource_id=15_000_001 + n,
-        name=f"BYSTANDER-{n}",
-        netbios_name=f"BYSTANDER-{n}",
-        sms_unique_identifier=None,
-        domain="CONTOSO",
-        full_domain="contoso.com",
-        client=1,
-        active=1,
-        obsolete=0,
-        decommissioned=0,
-        creation_date=datetime(2024, 1, 15, 9, 0),
-    )
-    for n in range(len(RULE_COLLECTION))
-]
+BYSTANDERS = [device(15_000_001 + n, f"BYSTANDER-{n}") for n in range(len(RULE_COLLECTION))]
 
 
 # -- the suite's servers -------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def fault_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
-    return LocalCA(tmp_path_factory.mktemp("faults-ca"))
-
-
-@pytest.fixture(scope="session")
-def fault_entra(fault_ca: LocalCA) -> Iterator[EntraSimulator]:
-    with EntraSimulator(fault_ca, host=own_loopback(2)) as simulator:
+def fault_entra(local_ca: LocalCA) -> Iterator[EntraSimulator]:
+    with EntraSimulator(local_ca, host=own_loopback(2)) as simulator:
         simulator.add_user(SERVICE_ACCOUNT, SERVICE_PASSWORD)
         simulator.add_client(CLIENT_ID, public=True)
         simulator.add_api("https://ConfigMgrService", scopes=("user_impersonation",))
@@ -331,7 +310,7 @@ _scenario_numbers = iter(range(1, 100))
 @pytest.fixture
 def scenario(
     request: pytest.FixtureRequest,
-    fault_ca: LocalCA,
+    local_ca: LocalCA,
     fault_entra: EntraSimulator,
     fault_site_db: SiteDatabase,
     fault_azurite: Azurite,
@@ -353,7 +332,7 @@ def scenario(
         fault_site_db.reset()
         record_ids = fault_site_db.load_workload(workload)
         adminservice = AdminServiceSimulator(
-            fault_ca,
+            local_ca,
             jwks_uri=fault_entra.jwks_uri,
             issuer=fault_entra.issuer_v1,  # the ConfigMgr server app gets v1.0 tokens
             admins=[SERVICE_ACCOUNT],
@@ -377,7 +356,7 @@ def scenario(
             azurite=fault_azurite,
             entra=fault_entra,
             adminservice=adminservice,
-            ca=fault_ca,
+            ca=local_ca,
             app_root=app_root,
             queue_name=f"f{number:02d}-{uuid.uuid4().hex[:10]}",
             workload=workload,

@@ -6,7 +6,6 @@ copied list; the settings come from the templates as pycep-parser reads them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from shared.errors import ConfigurationError
 from shared.rules import load_rules, parse_rules
 from shared.runtime import validate_targets
 from shared.settings import Settings, load_settings
+from tests.helpers import rule, rules_text
 from tests.infra.bicep import (
     ROOT,
     AppSetting,
@@ -267,18 +267,12 @@ def test_a_webservice_deployment_meets_webservice_rules(
     bicep: dict[str, Template], kind: str, given: dict[str, str], tmp_path: Path
 ) -> None:
     rules = parse_rules(
-        json.dumps(
-            {
-                "rules": [
-                    {
-                        "name": "via-webservice",
-                        "match": {"InsertionString1": "MsgType_Office365Upgrade"},
-                        "collection_id": "PS100123",
-                        "action": "add",
-                        "target": "webservice",
-                    }
-                ]
-            }
+        rules_text(
+            rule(
+                name="via-webservice",
+                match={"InsertionString1": "MsgType_Office365Upgrade"},
+                target="webservice",
+            )
         )
     )
     parameters = {

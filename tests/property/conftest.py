@@ -21,6 +21,7 @@ from devstack.tls import LocalCA
 from shared.adminservice import AdminServiceClient
 from shared.retry import RetryPolicy
 from shared.transport import new_session, trust_store
+from tests.helpers import device
 
 HERE = Path(__file__).resolve().parent
 
@@ -110,17 +111,9 @@ FIRST_RESOURCE_ID = 16_800_000
 def device_records() -> list[GeneratedDevice]:
     """One active client record per entry of DEVICE_NAMES."""
     return [
-        GeneratedDevice(
-            resource_id=FIRST_RESOURCE_ID + index,
-            name=name,
-            netbios_name=name,
-            sms_unique_identifier=f"GUID:{index:08X}-0000-0000-0000-000000000000",
-            domain="CONTOSO",
-            full_domain="contoso.example",
-            client=1,
-            active=1,
-            obsolete=0,
-            decommissioned=0,
+        device(
+            FIRST_RESOURCE_ID + index,
+            name,
             # Records of one name tie on everything: the choice is "ambiguous".
             creation_date=datetime(2026, 1, 1, 8, DEVICE_NAMES.index(name)),
         )
@@ -142,26 +135,21 @@ class StaticTokens:
 
 
 @pytest.fixture(scope="session")
-def property_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
-    return LocalCA(tmp_path_factory.mktemp("property-ca"))
-
-
-@pytest.fixture(scope="session")
 def token_signer() -> TokenSigner:
     return TokenSigner()
 
 
 @pytest.fixture(scope="session")
-def jwks(property_ca: LocalCA, token_signer: TokenSigner) -> Iterator[JwksServer]:
-    with JwksServer(property_ca, [token_signer]) as server:
+def jwks(local_ca: LocalCA, token_signer: TokenSigner) -> Iterator[JwksServer]:
+    with JwksServer(local_ca, [token_signer]) as server:
         yield server
 
 
 @pytest.fixture
-def simulator(property_ca: LocalCA, jwks: JwksServer) -> Iterator[AdminServiceSimulator]:
+def simulator(local_ca: LocalCA, jwks: JwksServer) -> Iterator[AdminServiceSimulator]:
     """A fresh AdminService holding DEVICE_NAMES and one empty collection."""
     with AdminServiceSimulator(
-        property_ca,
+        local_ca,
         jwks_uri=jwks.url,
         issuer=ISSUER,
         admins=[ADMIN],
@@ -173,8 +161,8 @@ def simulator(property_ca: LocalCA, jwks: JwksServer) -> Iterator[AdminServiceSi
 
 
 @pytest.fixture(scope="session")
-def https_session(property_ca: LocalCA) -> Iterator[requests.Session]:
-    session = new_session(trust_store(property_ca.bundle_path))
+def https_session(local_ca: LocalCA) -> Iterator[requests.Session]:
+    session = new_session(trust_store(local_ca.bundle_path))
     yield session
     session.close()
 

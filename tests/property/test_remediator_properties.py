@@ -27,6 +27,7 @@ from shared.retry import RetryPolicy
 from shared.rules import RuleSet, parse_rules
 from shared.runtime import Runtime
 from tests.conftest import Stack
+from tests.helpers import request_document
 from tests.property.conftest import (
     COLLECTION_ID,
     DEVICE_NAMES,
@@ -88,7 +89,7 @@ def app(
     stack: Stack,
     simulator: AdminServiceSimulator,
     token_signer: TokenSigner,
-    property_ca: LocalCA,
+    local_ca: LocalCA,
 ) -> App:
     stack.site_db.insert_devices(device_records())
     # Some devices start as members, so that "remove" has something to remove.
@@ -101,7 +102,7 @@ def app(
         runtime = stack.runtime(
             rule_set(),
             ADMINSERVICE_URL=simulator.cmg_url,
-            TLS_CA_BUNDLE=str(property_ca.bundle_path),
+            TLS_CA_BUNDLE=str(local_ca.bundle_path),
             IDENTITY_SOURCE=source,
         )
         # Not built from settings: tokens come from the test's own signer (Entra ID is
@@ -314,22 +315,14 @@ def test_every_hostile_message_ends_in_one_recorded_outcome(
 
 
 def valid_request(**fields: Any) -> str:
-    document = {
-        "schema_version": 1,
-        "site_code": "PS1",
-        "record_id": 2**56 + 99,
-        "message_id": 39997,
-        "time_utc": "2026-11-20T08:00:00Z",
-        "machine_name": "PC-NOT-THERE",
-        "insertion_strings": {"InsertionString1": "MsgType_Property"},
-        "rule": "add-on-install",
-        "collection_id": COLLECTION_ID,
-        "action": "add",
-        "target": "adminservice",
-        "exported_utc": "2026-11-20T08:05:00Z",
-        **fields,
-    }
-    return json.dumps(document)
+    document = request_document(
+        record_id=2**56 + 99,
+        machine_name="PC-NOT-THERE",
+        insertion_strings={"InsertionString1": "MsgType_Property"},
+        rule="add-on-install",
+        collection_id=COLLECTION_ID,
+    )
+    return json.dumps({**document, **fields})
 
 
 def test_a_machine_name_too_long_for_the_audit_table_is_still_rejected(app: App) -> None:

@@ -4,7 +4,6 @@ verbatim and travel to the queue unchanged."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +17,7 @@ from shared.queue_messages import RemediationRequest, decode
 from shared.rules import parse_rules
 from shared.site_database import SiteDatabaseClient
 from tests.conftest import Stack
+from tests.helpers import rule, rules_text
 from tests.property.conftest import DEVICE_NAMES, device_records, with_fixtures
 from tests.property.oracles import same_name
 from tests.property.strategies import any_char, any_text, hostile_char, lone_surrogate
@@ -90,19 +90,7 @@ def test_a_hostile_name_finds_no_other_record(database: SiteDatabaseClient, name
 # -- status messages with hostile content, read back through the exporter's reader -------
 
 RULE = parse_rules(
-    json.dumps(
-        {
-            "rules": [
-                {
-                    "name": "hostile",
-                    "match": {"InsertionString1": "MsgType_Property"},
-                    "collection_id": "PS100123",
-                    "action": "add",
-                    "target": "adminservice",
-                }
-            ]
-        }
-    )
+    rules_text(rule(name="hostile", match={"InsertionString1": "MsgType_Property"}))
 ).rules[0]
 
 #: What PostgreSQL text can hold (no NUL) and UTF-8 can carry (no lone surrogates).

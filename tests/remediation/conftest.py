@@ -33,11 +33,6 @@ ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))
 
 
 @pytest.fixture(scope="session")
-def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
-    return LocalCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="session")
 def entra(local_ca: LocalCA) -> Iterator[EntraSimulator]:
     with EntraSimulator(local_ca, host=own_loopback(0)) as simulator:
         simulator.add_user(scenario.SERVICE_ACCOUNT, scenario.SERVICE_PASSWORD)
@@ -72,6 +67,16 @@ def fixture(name: str) -> dict[str, Any]:
 def body_of(document: dict[str, Any]) -> str:
     body = document["body"]
     return body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+
+
+def webservice_rules(directory: Path) -> str:
+    """The fixture rules, every one aimed at the web service: the file's path."""
+    document = json.loads((FIXTURES.parent / "remediation-rules.json").read_text(encoding="utf-8"))
+    for rule in document["rules"]:
+        rule["target"] = "webservice"
+    path = directory / "webservice-rules.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return str(path)
 
 
 @dataclass

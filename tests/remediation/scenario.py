@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from devstack.datagen import GeneratedDevice
+from tests.helpers import device
 
 FIXED_NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 SERVICE_ACCOUNT = "svc-cmremediate@contoso.example"
@@ -18,35 +18,19 @@ COLLECTIONS = {
 }
 
 
-def device(rid, name, *, client=1, active=1, obsolete=0, decommissioned=0, created=(2026, 1, 5)):
-    return GeneratedDevice(
-        resource_id=rid,
-        name=name,
-        netbios_name=name,
-        sms_unique_identifier=f"GUID:{rid:08X}-0000-0000-0000-000000000000",
-        domain="CONTOSO",
-        full_domain="contoso.example",
-        client=client,
-        active=active,
-        obsolete=obsolete,
-        decommissioned=decommissioned,
-        creation_date=datetime(*created),
-    )
-
-
 DEVICES = [
     device(16777301, "PC-ADD01"),
     device(16777302, "PC-MEMBER01"),
     device(16777303, "PC-AMBIG01"),
     device(16777304, "PC-AMBIG01"),
-    device(16777305, "PC-REIMAGED01", obsolete=1, active=0, created=(2025, 2, 1)),
-    device(16777306, "PC-REIMAGED01", created=(2026, 10, 30)),
+    device(16777305, "PC-REIMAGED01", obsolete=1, active=0, creation_date=datetime(2025, 2, 1)),
+    device(16777306, "PC-REIMAGED01", creation_date=datetime(2026, 10, 30)),
     device(16777307, "PC-REMOVE01"),
     device(16777308, "ÑANDÚ-PC"),
     device(16777310, "PC01"),  # a LIKE 'PC%' or an injected filter would find it
     device(16777311, "PC02"),
 ]
-DISCOVERED_LATER = device(16777309, "PC-NEW01", created=(2026, 11, 20))
+DISCOVERED_LATER = device(16777309, "PC-NEW01", creation_date=datetime(2026, 11, 20))
 INITIAL_MEMBERS = {"PS100123": {16777302}, "PS100126": {16777307}}
 EXPECTED_RESOURCE = {
     "PC-ADD01": 16777301,

@@ -10,7 +10,7 @@ import pytest
 from devstack.configmgr_webservice import ConfigMgrWebServiceSimulator
 from devstack.rest_webservice import RestWebServiceSimulator
 from tests.remediation import scenario
-from tests.remediation.conftest import body_of, fixture
+from tests.remediation.conftest import fixture, webservice_rules
 
 pytestmark = pytest.mark.stack
 
@@ -20,52 +20,31 @@ APP_CLIENT = "99999999-8888-7777-6666-555555555555"
 API = "api://cm-remediate-webservice"
 
 
-def via_webservice(name):
-    """A fixture as an exporter with web service rules would have written it."""
-    return {**fixture(name)["body"], "target": "webservice"}
+def deliver(remediation, name, **options):
+    """Deliver a fixture as an exporter with web service rules would have written it;
+    the outcome recorded for it."""
+    body = {**fixture(name)["body"], "target": "webservice"}
+    remediation.deliver(json.dumps(body, ensure_ascii=False), **options)
+    return remediation.outcome(body)
 
 
-def webservice_rules(tmp_path):
-    path = tmp_path / "rules.json"
-    path.write_text(
-        json.dumps(
-            {
-                "rules": [
-                    {
-                        "name": "project-64bit-reinstall",
-                        "match": {
-                            "InsertionString1": "MsgType_Office365Upgrade",
-                            "InsertionString2": "projectInstalled",
-                        },
-                        "collection_id": "PS100123",
-                        "action": "add",
-                        "target": "webservice",
-                    },
-                    {
-                        "name": "visio-64bit-reinstall",
-                        "match": {
-                            "InsertionString1": "MsgType_Office365Upgrade",
-                            "InsertionString2": "visioInstalled",
-                        },
-                        "collection_id": "PS100124",
-                        "action": "add",
-                        "target": "webservice",
-                    },
-                    {
-                        "name": "project-64bit-cleanup",
-                        "match": {
-                            "InsertionString1": "MsgType_Office365Upgrade",
-                            "InsertionString2": "projectRemoved",
-                        },
-                        "collection_id": "PS100126",
-                        "action": "remove",
-                        "target": "webservice",
-                    },
-                ]
-            }
-        )
+def on_soap(make_remediation, soap, tmp_path, secret=SOAP_SECRET):
+    return make_remediation(
+        REMEDIATION_RULES_FILE=webservice_rules(tmp_path),
+        WEBSERVICE_KIND="configmgr-webservice",
+        WEBSERVICE_URL=soap.url,
+        WEBSERVICE_SECRET=secret,
     )
-    return str(path)
+
+
+def on_rest(make_remediation, rest, tmp_path, **credentials):
+    return make_remediation(
+        REMEDIATION_RULES_FILE=webservice_rules(tmp_path),
+        WEBSERVICE_KIND="rest",
+        WEBSERVICE_URL=rest.url,
+        WEBSERVICE_SCOPE=f"{API}/.default",
+        **credentials,
+    )
 
 
 @pytest.fixture
@@ -87,34 +66,20 @@ def rest(local_ca, entra) -> Iterator[RestWebServiceSimulator]:
 
 
 def test_soap_adds_a_device_with_a_single_record(make_remediation, soap, tmp_path):
-    remediation = make_remediation(
-        REMEDIATION_RULES_FILE=webservice_rules(tmp_path),
-        WEBSERVICE_KIND="configmgr-webservice",
-        WEBSERVICE_URL=soap.url,
-        WEBSERVICE_SECRET=SOAP_SECRET,
-    )
-    remediation.deliver(body_of({"body": via_webservice("01-add")}))
-    outcome = remediation.outcome(via_webservice("01-add"))
+    outcome = deliver(on_soap(make_remediation, soap, tmp_path), "01-add")
     assert outcome is not None and outcome.kind == "added", outcome
     assert soap.members("PS100123") == {16777301}
     assert [c.resource_name for c in soap.calls] == ["PC-ADD01"]
 
 
 def test_soap_is_never_asked_about_names_its_like_could_misread(make_remediation, soap, tmp_path):
-    remediation = make_remediation(
-        REMEDIATION_RULES_FILE=webservice_rules(tmp_path),
-        WEBSERVICE_KIND="configmgr-webservice",
-        WEBSERVICE_URL=soap.url,
-        WEBSERVICE_SECRET=SOAP_SECRET,
-    )
+    remediation = on_soap(make_remediation, soap, tmp_path)
     # two records named PC-REIMAGED01: the service would take the last, not ours
-    remediation.deliver(body_of({"body": via_webservice("07-obsolete-and-active")}))
-    outcome = remediation.outcome(via_webservice("07-obsolete-and-active"))
+    outcome = deliver(remediation, "07-obsolete-and-active")
     assert outcome is not None and outcome.kind == "target-refused"
     assert "takes the last match" in outcome.reason
     # a remove rule: the service has no remove method
-    remediation.deliver(body_of({"body": via_webservice("08-remove")}))
-    removed = remediation.outcome(via_webservice("08-remove"))
+    removed = deliver(remediation, "08-remove")
     assert removed is not None and removed.kind == "target-refused"
     assert soap.calls == []
 
@@ -122,14 +87,8 @@ def test_soap_is_never_asked_about_names_its_like_could_misread(make_remediation
 def test_soap_false_is_a_failure_and_the_secret_never_shows(
     make_remediation, soap, tmp_path, caplog
 ):
-    remediation = make_remediation(
-        REMEDIATION_RULES_FILE=webservice_rules(tmp_path),
-        WEBSERVICE_KIND="configmgr-webservice",
-        WEBSERVICE_URL=soap.url,
-        WEBSERVICE_SECRET="the-wrong-secret",
-    )
-    remediation.deliver(body_of({"body": via_webservice("01-add")}))
-    outcome = remediation.outcome(via_webservice("01-add"))
+    remediation = on_soap(make_remediation, soap, tmp_path, secret="the-wrong-secret")
+    outcome = deliver(remediation, "01-add")
     assert outcome is not None and outcome.kind == "target-refused"
     assert "answered false" in outcome.reason
     assert soap.members("PS100123") == set()
@@ -137,18 +96,11 @@ def test_soap_false_is_a_failure_and_the_secret_never_shows(
 
 
 def test_rest_adds_and_removes_with_an_app_token(make_remediation, rest, tmp_path):
-    remediation = make_remediation(
-        REMEDIATION_RULES_FILE=webservice_rules(tmp_path),
-        WEBSERVICE_KIND="rest",
-        WEBSERVICE_URL=rest.url,
-        WEBSERVICE_SCOPE=f"{API}/.default",
-        ENTRA_CLIENT_ID=APP_CLIENT,
-        ENTRA_CLIENT_SECRET=APP_SECRET,
+    remediation = on_rest(
+        make_remediation, rest, tmp_path, ENTRA_CLIENT_ID=APP_CLIENT, ENTRA_CLIENT_SECRET=APP_SECRET
     )
-    for name in ("01-add", "02-add-repeated-send", "07-obsolete-and-active"):
-        remediation.deliver(body_of({"body": via_webservice(name)}), message_id=name)
     kinds = {
-        name: remediation.outcome(via_webservice(name)).kind
+        name: deliver(remediation, name, message_id=name).kind
         for name in ("01-add", "02-add-repeated-send", "07-obsolete-and-active")
     }
     assert kinds == {
@@ -185,15 +137,13 @@ def test_rest_with_a_client_certificate(make_remediation, rest, entra, tmp_path)
     entra.add_client(client_id, certificate_pem=cert_pem, app_roles=("Remediation.Write",))
     pem = tmp_path / "client.pem"
     pem.write_bytes(key_pem + cert_pem)
-    remediation = make_remediation(
-        REMEDIATION_RULES_FILE=webservice_rules(tmp_path),
-        WEBSERVICE_KIND="rest",
-        WEBSERVICE_URL=rest.url,
-        WEBSERVICE_SCOPE=f"{API}/.default",
+    remediation = on_rest(
+        make_remediation,
+        rest,
+        tmp_path,
         ENTRA_CLIENT_ID=client_id,
         ENTRA_CLIENT_CERTIFICATE_PATH=str(pem),
     )
-    remediation.deliver(body_of({"body": via_webservice("01-add")}))
-    outcome = remediation.outcome(via_webservice("01-add"))
+    outcome = deliver(remediation, "01-add")
     assert outcome is not None and outcome.kind == "added"
     assert rest.members("PS100123") == {16777301}

@@ -56,11 +56,6 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
 
 
 @pytest.fixture(scope="session")
-def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
-    return LocalCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="session")
 def entra(local_ca: LocalCA) -> Iterator[EntraSimulator]:
     with EntraSimulator(local_ca, host=own_loopback(1)) as simulator:
         simulator.add_user(scenario.SERVICE_ACCOUNT, SERVICE_PASSWORD)

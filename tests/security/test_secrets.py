@@ -33,7 +33,7 @@ from shared.errors import ConfigurationError
 from shared.retry import RetryPolicy
 from shared.settings import load_settings
 from tests.remediation import scenario
-from tests.remediation.conftest import FIXTURES, REPO
+from tests.remediation.conftest import FIXTURES, REPO, webservice_rules
 from tests.security.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -227,15 +227,6 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shared.webservice.RetryPolicy", quick)
 
 
-def webservice_rules(path: Path) -> Path:
-    """The fixture rules, aimed at the web service."""
-    document = json.loads((FIXTURES.parent / "remediation-rules.json").read_text())
-    for rule in document["rules"]:
-        rule["target"] = "webservice"
-    path.write_text(json.dumps(document))
-    return path
-
-
 @dataclass
 class Pipeline:
     """One deployment's settings as local.settings.json files, and the CLI on them."""
@@ -350,7 +341,7 @@ def pipeline(
     if kind != "adminservice":
         target = request.getfixturevalue("soap" if kind == "configmgr-webservice" else "rest")
         values.update(
-            REMEDIATION_RULES_FILE=str(webservice_rules(tmp_path / "rules.json")),
+            REMEDIATION_RULES_FILE=webservice_rules(tmp_path),
             WEBSERVICE_KIND=kind,
             WEBSERVICE_URL=target.url,
         )

@@ -5,7 +5,6 @@ client (MSAL), the AdminService client and both web service clients."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from shared.queue_messages import RemediationRequest
 from shared.runtime import Runtime
 from shared.settings import Settings, load_settings
 from tests.remediation import scenario
-from tests.remediation.conftest import FIXTURES, fixture
+from tests.remediation.conftest import FIXTURES, fixture, webservice_rules
 from tests.security.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -118,16 +117,6 @@ class FixedTokens:
 
     def token(self, *, fresh: bool = False) -> str:
         return "never-sent"
-
-
-def webservice_rules(directory: Path) -> str:
-    path = directory / "webservice-rules.json"
-    if not path.exists():
-        document = json.loads((FIXTURES.parent / "remediation-rules.json").read_text())
-        for rule in document["rules"]:
-            rule["target"] = "webservice"
-        path.write_text(json.dumps(document))
-    return str(path)
 
 
 def add_change() -> MembershipChange:

@@ -11,6 +11,7 @@ import pytest
 from shared.add_limit import AddLimiter
 from shared.queue_messages import RemediationRequest
 from shared.storage import StorageAccount
+from tests.helpers import make_request
 
 pytestmark = pytest.mark.stack
 
@@ -18,21 +19,8 @@ NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
 def request(record_id: int, collection_id: str = "PS100123") -> RemediationRequest:
-    return RemediationRequest.model_validate(
-        {
-            "schema_version": 1,
-            "site_code": "PS1",
-            "record_id": record_id,
-            "message_id": 39997,
-            "time_utc": "2026-11-20T08:15:00Z",
-            "machine_name": f"PC{record_id}",
-            "insertion_strings": {},
-            "rule": "r",
-            "collection_id": collection_id,
-            "action": "add",
-            "target": "adminservice",
-            "exported_utc": "2026-11-20T08:20:00Z",
-        }
+    return make_request(
+        record_id=record_id, machine_name=f"PC{record_id}", collection_id=collection_id
     )
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from azure.core.exceptions import ResourceExistsError, ServiceResponseError
 
 from shared.audit import AuditLog, audit_table_name
 from shared.errors import StorageError
-from shared.queue_messages import RemediationRequest
 from shared.redaction import secrets
+from tests.helpers import make_request
 
 
 class FlakyTable:
@@ -41,19 +39,7 @@ class FlakyTable:
         return self.rows[(partition, row)]
 
 
-REQUEST = RemediationRequest(
-    site_code="PS1",
-    record_id=2**56 + 1,
-    message_id=39997,
-    time_utc=datetime(2026, 11, 20, 8, 0, tzinfo=UTC),
-    machine_name="PC01",
-    insertion_strings={"InsertionString1": "a"},
-    rule="r",
-    collection_id="PS100123",
-    action="add",
-    target="adminservice",
-    exported_utc=datetime(2026, 11, 20, 8, 5, tzinfo=UTC),
-)
+REQUEST = make_request(rule="r")
 
 
 @pytest.mark.parametrize("lands", [False, True])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -13,26 +12,10 @@ from shared.errors import QueueMessageError
 from shared.queue_messages import RemediationRequest, decode
 from shared.rules import parse_rules
 from shared.status_messages import StatusMessage
+from tests.helpers import rule, rules_text
+from tests.remediation.conftest import FIXTURES, body_of
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "queue"
-RULES = parse_rules(
-    json.dumps(
-        {
-            "rules": [
-                {
-                    "name": "project-64bit-reinstall",
-                    "match": {
-                        "InsertionString1": "MsgType_Office365Upgrade",
-                        "InsertionString2": "projectInstalled",
-                    },
-                    "collection_id": "PS100123",
-                    "action": "add",
-                    "target": "adminservice",
-                }
-            ]
-        }
-    )
-)
+RULES = parse_rules(rules_text(rule()))
 
 
 def request_for(machine="PC01", strings=("MsgType_Office365Upgrade", "projectInstalled")):
@@ -111,11 +94,7 @@ def test_queue_fixtures_follow_the_contract():
     for path in files:
         fixture = json.loads(path.read_text(encoding="utf-8"))
         assert {"description", "expected_outcome", "body"} <= fixture.keys(), path.name
-        body = (
-            fixture["body"]
-            if isinstance(fixture["body"], str)
-            else json.dumps(fixture["body"], ensure_ascii=False)
-        )
+        body = body_of(fixture)
         if fixture["expected_outcome"] == "rejected-input" and fixture.get("contract_violation"):
             with pytest.raises(QueueMessageError):
                 decode(body)

@@ -11,27 +11,9 @@ import pytest
 from shared.errors import ConfigurationError
 from shared.rules import load_rules, parse_rules
 from shared.status_messages import StatusMessage
+from tests.helpers import rule, rules_text
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def rule(**overrides):
-    base = {
-        "name": "project-64bit-reinstall",
-        "match": {
-            "InsertionString1": "MsgType_Office365Upgrade",
-            "InsertionString2": "projectInstalled",
-        },
-        "collection_id": "PS100123",
-        "action": "add",
-        "target": "adminservice",
-    }
-    base.update(overrides)
-    return base
-
-
-def rules_text(*rules):
-    return json.dumps({"rules": list(rules)})
 
 
 def message(*strings, message_id=39997):
