@@ -234,10 +234,10 @@ class AuditLog:
         """Mark a held row released; False when it is no longer held."""
         assert outcome.site_code is not None and outcome.rule is not None
         partition, row = _keys(outcome.site_code, outcome.record_id, outcome.rule, outcome.dry_run)
+        current = self._get(partition, row)
+        if current is None or current["Outcome"] != HELD:
+            return False
         try:
-            current = self._table.get_entity(partition, row)
-            if current["Outcome"] != HELD:
-                return False
             self._table.update_entity(
                 {
                     "PartitionKey": partition,
@@ -294,7 +294,9 @@ class AuditLog:
                 self._table.create_entity(entity)
                 return _from_entity(entity, new=True)
             except ResourceExistsError:
-                existing = self._table.get_entity(entity["PartitionKey"], entity["RowKey"])
+                existing = self._get(entity["PartitionKey"], entity["RowKey"])
+                if existing is None:
+                    continue  # gone again in between: create it after all
                 # On a retry the row may be our own earlier attempt that did land.
                 return _from_entity(dict(existing), new=attempt > 1)
             except AzureError as error:

@@ -12,6 +12,7 @@ from azure.storage.queue import QueueClient, QueueMessage
 from shared.errors import CmRemediateError, QueueMessageError
 from shared.queue_messages import RemediationRequest, decode, from_queue_text, to_queue_text
 from shared.remediation_queue import NEVER_EXPIRE
+from shared.storage import queue_errors
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class PoisonQueue:
 
     def peek(self) -> list[PoisonMessage]:
         """Up to 32 messages (the service's peek limit), oldest first, untouched."""
-        return [self._wrap(m) for m in self._poison_peek()]
+        with queue_errors(f"peek into {self._poison.queue_name}"):
+            return [self._wrap(m) for m in self._poison_peek()]
 
     def _take(self, message_id: str | None) -> list[QueueMessage]:
         """Receive the wanted message (or every one); the rest become visible again."""
@@ -80,6 +82,10 @@ class PoisonQueue:
 
     def show(self, message_id: str) -> PoisonMessage:
         """One message by ID (it stays in the poison queue, visible)."""
+        with queue_errors(f"read {self._poison.queue_name}"):
+            return self._show(message_id)
+
+    def _show(self, message_id: str) -> PoisonMessage:
         for message in self._poison_peek():
             if message.id == message_id:
                 return self._wrap(message)
@@ -97,6 +103,10 @@ class PoisonQueue:
 
     def requeue(self, message_id: str | None = None) -> int:
         """Move one message (by ID) or all of them back to the remediation queue."""
+        with queue_errors(f"requeue from {self._poison.queue_name}"):
+            return self._requeue(message_id)
+
+    def _requeue(self, message_id: str | None) -> int:
         moved = 0
         with contextlib.suppress(ResourceExistsError):
             self._queue.create_queue()

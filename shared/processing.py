@@ -12,17 +12,18 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from shared.errors import CmRemediateError, QueueMessageError, StorageError
+from shared.errors import CmRemediateError, QueueMessageError
 from shared.queue_messages import from_queue_text
 from shared.remediation import Remediator
 from shared.remediation_queue import NEVER_EXPIRE
+from shared.storage import queue_errors
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,6 @@ class ProcessReport:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
-@contextlib.contextmanager
-def _storage_errors(what: str) -> Iterator[None]:
-    """Storage failures the SDK's retries did not ride out, as a typed error."""
-    try:
-        yield
-    except AzureError as error:
-        raise StorageError(
-            f"cannot {what}: {type(error).__name__}: {error}; check AzureWebJobsStorage "
-            "and the identity's Storage Queue Data Contributor role"
-        ) from None
-
-
 class QueueProcessor:
     """Receives, hands to the remediator, deletes or poisons: the host's loop."""
 
@@ -104,7 +93,7 @@ class QueueProcessor:
             wanted = self._options.batch_size
             if max_messages is not None:
                 wanted = min(wanted, max_messages - report.processed - report.failed)
-            with _storage_errors(f"receive from {self._queue.queue_name}"):
+            with queue_errors(f"receive from {self._queue.queue_name}"):
                 batch = list(
                     self._queue.receive_messages(
                         messages_per_page=wanted,
@@ -136,7 +125,7 @@ class QueueProcessor:
         except CmRemediateError as error:
             report.failed += 1
             if dequeue_count >= self._options.max_dequeue_count:
-                with _storage_errors(f"move message {message_id} to {self._poison.queue_name}"):
+                with queue_errors(f"move message {message_id} to {self._poison.queue_name}"):
                     self._to_poison(stored)
                     self._queue.delete_message(message)
                 report.poisoned += 1
@@ -157,7 +146,7 @@ class QueueProcessor:
                 )
             return
         # Not deleted means delivered again later: the audit row makes that harmless.
-        with _storage_errors(f"delete message {message_id}"):
+        with queue_errors(f"delete message {message_id}"):
             self._queue.delete_message(message)
         report.processed += 1
         if outcome is None:

@@ -6,7 +6,8 @@ Works with a connection string (local, Azurite) or with the identity-based
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -133,3 +134,15 @@ def ensure_table(table: TableClient, purpose: str) -> None:
         f"the {purpose} table {table.table_name!r}",
         "Storage Table Data Contributor",
     )
+
+
+@contextlib.contextmanager
+def queue_errors(what: str) -> Iterator[None]:
+    """Queue failures the SDK's retries did not ride out, as a typed error."""
+    try:
+        yield
+    except AzureError as error:
+        raise StorageError(
+            f"cannot {what}: {type(error).__name__}: {error}; check AzureWebJobsStorage "
+            "and the identity's Storage Queue Data Contributor role"
+        ) from None

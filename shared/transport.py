@@ -91,7 +91,7 @@ def odata_error(response: requests.Response) -> str:
         return response.text[:200]
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after(response: requests.Response) -> float | None:
     try:
         return float(response.headers["Retry-After"])
     except (KeyError, ValueError):
@@ -186,7 +186,7 @@ class BearerClient:
                         f"{e.name} answered {status} for {what} {attempt} times; "
                         "it will be tried again later"
                     )
-                self._wait(attempt, _retry_after(response), what, str(status))
+                self._wait(attempt, retry_after(response), what, str(status))
                 continue
             if status >= 500:
                 # A failed POST may or may not have changed something: the caller re-checks.

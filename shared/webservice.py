@@ -22,7 +22,7 @@ import requests
 from shared.errors import ServiceRefused, ServiceUnavailable
 from shared.membership import ChangeResult, MembershipChange, TargetRefused
 from shared.retry import RetryPolicy
-from shared.transport import DEFAULT_TIMEOUT, BearerClient, ServiceErrors
+from shared.transport import DEFAULT_TIMEOUT, BearerClient, ServiceErrors, retry_after
 
 NAMESPACE: Final = "http://www.scconfigmgr.com"
 _SOAP: Final = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -124,12 +124,19 @@ class ConfigMgrWebServiceTarget:
                     ) from None
                 self._sleep(self._retry.backoff(attempt))
                 continue
+            if response.status_code in (401, 403):
+                # IIS authentication or an IP restriction: retrying will not help.
+                raise WebServiceRefused(
+                    f"web service refused the call with {response.status_code}: check "
+                    "WEBSERVICE_URL and the site's authentication and IP restrictions",
+                    status=response.status_code,
+                )
             if response.status_code in (429, 502, 503, 504):
                 if attempt >= self._retry.attempts:
                     raise WebServiceUnavailable(
                         f"web service answered {response.status_code} {attempt} times"
                     )
-                self._sleep(self._retry.backoff(attempt))
+                self._sleep(self._retry.backoff(attempt, retry_after(response)))
                 continue
             return self._result(response)
 

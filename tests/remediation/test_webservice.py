@@ -9,6 +9,7 @@ import pytest
 
 from devstack.configmgr_webservice import ConfigMgrWebServiceSimulator
 from devstack.rest_webservice import RestWebServiceSimulator
+from shared.webservice import WebServiceRefused
 from tests.remediation import scenario
 from tests.remediation.conftest import fixture, webservice_rules
 
@@ -93,6 +94,17 @@ def test_soap_false_is_a_failure_and_the_secret_never_shows(
     assert "answered false" in outcome.reason
     assert soap.members("PS100123") == set()
     assert "the-wrong-secret" not in caplog.text + outcome.reason
+
+
+def test_soap_403_is_refused_at_once_and_nothing_recorded(make_remediation, soap, tmp_path):
+    remediation = on_soap(make_remediation, soap, tmp_path)
+    soap.fail_next(1, status=403)  # IIS: an IP restriction or authentication
+    with pytest.raises(WebServiceRefused, match="refused the call with 403") as caught:
+        deliver(remediation, "01-add")
+    assert caught.value.status == 403
+    assert len(soap.http_log) == 1  # not retried: it would not help
+    assert remediation.outcome({**fixture("01-add")["body"], "target": "webservice"}) is None
+    assert soap.members("PS100123") == set()
 
 
 def test_rest_adds_and_removes_with_an_app_token(make_remediation, rest, tmp_path):

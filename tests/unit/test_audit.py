@@ -80,3 +80,18 @@ def test_rows_hold_no_known_secret_and_stay_within_a_property():
     audit.record(long_name, "rejected-input", "x" * 40_000)
     row = table.rows[("PS1", "7-r")]
     assert len(row["MachineName"]) <= 4096 and len(row["Reason"]) <= 4096
+
+
+class UnreadableTable(FlakyTable):
+    """The row exists, but reading it back fails."""
+
+    def get_entity(self, partition, row):
+        raise ServiceResponseError("Read timed out")
+
+
+def test_an_existing_row_that_cannot_be_read_is_a_storage_error():
+    table = UnreadableTable(failures=0, lands=False)
+    audit = AuditLog(table, sleep=lambda s: None)  # type: ignore[arg-type]
+    audit.record(REQUEST, "added", "first")
+    with pytest.raises(StorageError, match="cannot read the audit table"):
+        audit.record(REQUEST, "already-member", "redelivery")

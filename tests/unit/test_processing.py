@@ -7,6 +7,7 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 
 from shared.errors import CmRemediateError, StorageError
+from shared.poison import PoisonQueue
 from shared.processing import QueueOptions, QueueProcessor
 
 
@@ -29,3 +30,19 @@ def test_an_unreachable_queue_is_a_storage_error():
     assert isinstance(caught.value, CmRemediateError)
     assert "receive from remediation" in str(caught.value)
     assert "AzureWebJobsStorage" in str(caught.value)
+
+
+def test_an_unreachable_poison_queue_is_a_storage_error():
+    class DownPoison(DownQueue):
+        queue_name = "remediation-poison"
+
+        def peek_messages(self, **kwargs):
+            raise ServiceRequestError("connection refused")
+
+        def create_queue(self):
+            raise ServiceRequestError("connection refused")
+
+    poison = PoisonQueue(DownPoison(), DownPoison())  # type: ignore[arg-type]
+    for action in (poison.peek, poison.requeue, lambda: poison.show("m-1")):
+        with pytest.raises(StorageError, match="remediation-poison"):
+            action()
