@@ -161,6 +161,59 @@ else
     say "python packages installed"
 fi
 
+# --- Microsoft's Python worker library (devstack/functions_host.py) -------------
+# azure-functions-runtime is the worker's library half; its metadata says Python 3.13+
+# but it runs on 3.11. The generated FunctionRpc_pb2 modules it needs from its caller
+# are published only inside the azure-functions-runtime-v1 wheel, as a top-level
+# tests/protos folder: that wheel is downloaded (hash pinned) and only that folder is
+# unpacked, as package cmr_worker_protos, without its grpc stubs. The wheel itself is
+# never installed: its top-level "tests" package would shadow ours.
+worker_requirements=devstack/worker-requirements.txt
+PROTOS_WHEEL=azure-functions-runtime-v1==1.2.0
+PROTOS_WHEEL_SHA256=6ae0abb681e28c61a404b52e1c4481f203bb113e5027fbe908989ea9585a02a0
+site_packages="$("$VENV_DIR/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+worker_stamp="$(stamp_of "$worker_requirements")-$PROTOS_WHEEL-$PROTOS_WHEEL_SHA256"
+worker_stamp_file="$site_packages/cmr_worker_protos/.bootstrap-stamp"
+if [[ -f $worker_stamp_file && $(cat "$worker_stamp_file") == "$worker_stamp" ]]; then
+    say "worker library up to date (azure-functions-runtime, cmr_worker_protos)"
+else
+    say "installing the worker library: pip install --ignore-requires-python -r $worker_requirements"
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check \
+        --ignore-requires-python -r "$worker_requirements"
+    wheel_dir="$(mktemp -d)"
+    "$VENV_DIR/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
+        --python-version 3.13 --only-binary=:all: -d "$wheel_dir" "$PROTOS_WHEEL"
+    "$VENV_DIR/bin/python" - "$wheel_dir" "$site_packages/cmr_worker_protos" "$PROTOS_WHEEL_SHA256" <<'PY'
+import hashlib, pathlib, shutil, sys, zipfile
+
+wheel_dir, target, expected = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
+(wheel,) = wheel_dir.glob("*.whl")
+digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+if digest != expected:
+    sys.exit(f"{wheel.name}: sha256 {digest}, expected {expected}")
+shutil.rmtree(target, ignore_errors=True)
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        if not (name.startswith("tests/protos/") and name.endswith("_pb2.py")):
+            continue
+        path = target / name.removeprefix("tests/protos/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(archive.read(name))
+for folder in [target, *(p for p in target.rglob("*") if p.is_dir())]:
+    (folder / "__init__.py").touch()
+# The worker library reads message classes off the module it is given.
+(target / "__init__.py").write_text(
+    "from .FunctionRpc_pb2 import *  # noqa: F403\n"
+    "from .shared.NullableTypes_pb2 import *  # noqa: F403\n"
+)
+PY
+    rm -rf "$wheel_dir"
+    "$VENV_DIR/bin/python" -c 'import azure_functions_runtime, cmr_worker_protos; cmr_worker_protos.InvocationRequest' \
+        || die "the worker library does not import (azure_functions_runtime, cmr_worker_protos)"
+    printf '%s\n' "$worker_stamp" >"$worker_stamp_file"
+    say "worker library installed"
+fi
+
 # --- Azurite --------------------------------------------------------------------
 npm_stamp="$(stamp_of devstack/package-lock.json)-node${node_major}"
 npm_stamp_file=devstack/node_modules/.bootstrap-stamp

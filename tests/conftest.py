@@ -4,21 +4,20 @@ per test session, and a fresh queue and database content for every test."""
 from __future__ import annotations
 
 import base64
-import importlib
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 
 from devstack.azurite import Azurite
+from devstack.functions_host import FunctionsHost, HttpResult, Invocation, QueueDelivery
+from devstack.queue_host import QueueTriggerListener, QueueTriggerOptions
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
 from shared.export import Exporter
@@ -149,6 +148,86 @@ def stack(site_db: SiteDatabase, azurite: Azurite) -> Iterator[Stack]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def functions_host() -> Iterator[FunctionsHost]:
+    """The app indexed once by Microsoft's worker library, as a worker process does.
+
+    Settings are read on first use, not at indexing, so every test's environment
+    applies to this one host (``reset_runtime`` between tests)."""
+    with FunctionsHost(REPO) as host:
+        yield host
+
+
+class InvocationFailed(Exception):
+    """A function invocation failed; ``str()`` is ``"<Type>: <message>"`` as the host
+    logs it."""
+
+    def __init__(self, invocation: Invocation) -> None:
+        super().__init__(invocation.error)
+        self.invocation = invocation
+        self.type_name = (invocation.error or "").partition(":")[0]
+
+
+@dataclass
+class FunctionApp:
+    """The app's functions as the Functions host runs them: through the worker."""
+
+    host: FunctionsHost
+
+    def export(self, *, past_due: bool = False, check: bool = True) -> Invocation:
+        """One tick of ``export_status_messages``."""
+        return self._checked(
+            self.host.call_timer("export_status_messages", past_due=past_due), check
+        )
+
+    def deliver(
+        self,
+        body: str | bytes,
+        *,
+        message_id: str = "m-1",
+        dequeue_count: int = 1,
+        check: bool = True,
+    ) -> Invocation:
+        """One delivery of a (decoded) queue message to ``apply_remediation``."""
+        now = datetime.now(UTC)
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        delivery = QueueDelivery(
+            id=message_id,
+            pop_receipt=f"pop-{uuid.uuid4().hex[:8]}",
+            body=text,
+            dequeue_count=dequeue_count,
+            inserted_on=now,
+            expires_on=now + timedelta(days=7),
+            next_visible_on=now + timedelta(minutes=10),
+        )
+        return self._checked(
+            self.host.queue_invocation("apply_remediation", delivery).result(), check
+        )
+
+    def listener(self, **options: Any) -> QueueTriggerListener:
+        """The host's queue listener for ``apply_remediation`` (host.json, ``options``
+        replacing some of it)."""
+        base = QueueTriggerOptions.from_host_json(self.host.script_root)
+        return QueueTriggerListener(
+            self.host, "apply_remediation", options=replace(base, **options)
+        )
+
+    def health(self, *, key: str | None = None, timeout: float = 60) -> HttpResult:
+        """``GET /api/health`` with the function key."""
+        return self.host.call_http(
+            "GET",
+            "/api/health",
+            headers={"x-functions-key": key or self.host.function_key},
+            timeout=timeout,
+        )
+
+    @staticmethod
+    def _checked(invocation: Invocation, check: bool) -> Invocation:
+        if check and not invocation.ok:
+            raise InvocationFailed(invocation)
+        return invocation
+
+
 @pytest.fixture
 def app_environment(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The stack's app settings in the environment, as the host sets them; a fresh runtime."""
@@ -156,17 +235,11 @@ def app_environment(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
     reset_runtime()
-    sys.modules.pop("function_app", None)
     yield
     reset_runtime()
-    sys.modules.pop("function_app", None)
 
 
 @pytest.fixture
-def timer_function(app_environment: None) -> Callable[[TimerRequest], None]:
-    """The real ``export_status_messages`` function, as the worker calls it."""
-    importlib.import_module("function_app")
-    from triggers.export import export_status_messages
-
-    function: Callable[[TimerRequest], None] = export_status_messages.build().get_user_function()
-    return function
+def app(app_environment: None, functions_host: FunctionsHost) -> FunctionApp:
+    """The functions, through the worker, on this test's stack."""
+    return FunctionApp(functions_host)

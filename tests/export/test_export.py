@@ -7,7 +7,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
-from azure.functions.timer import TimerRequest
 
 from devstack.datagen import M365_RULES, GeneratedStatusMessage, generate_workload
 from shared.errors import StorageError
@@ -63,7 +62,7 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-def test_ten_thousand_messages_over_two_sites(stack, timer_function):
+def test_ten_thousand_messages_over_two_sites(stack, app):
     """Through the real timer function: one run, then a second that finds nothing new."""
     workload = generate_workload(seed=2026, sites=("PS1", "PS2"), message_count=10_000)
     ids = stack.site_db.insert_status_messages(workload.messages)
@@ -75,7 +74,7 @@ def test_ten_thousand_messages_over_two_sites(stack, timer_function):
     assert len(expected) > 3000, "the workload should match a good share of its messages"
     assert {site for site, _, _ in expected} == {"PS1", "PS2"}
 
-    timer_function(TimerRequest(past_due=False))
+    app.export()
     requests = stack.drain()
 
     assert keys(requests) == expected  # exactly one per (matching message, rule), nothing else
@@ -105,7 +104,7 @@ def test_ten_thousand_messages_over_two_sites(stack, timer_function):
     kinds = {by_id[r.record_id].kind for r in requests}
     assert any("hostile" in k for k in kinds), "hostile strings must be among the exported"
 
-    timer_function(TimerRequest(past_due=False))
+    app.export()
     assert stack.drain() == []
 
 

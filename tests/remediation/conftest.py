@@ -5,25 +5,22 @@ simulator, and the real queue function."""
 from __future__ import annotations
 
 import base64
-import importlib
 import json
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.functions.queue import QueueMessage
 
 from devstack.adminservice import AdminServiceSimulator
 from devstack.entra import EntraSimulator
+from devstack.functions_host import FunctionsHost
 from devstack.tls import LocalCA
 from shared.audit import Outcome
-from shared.errors import CmRemediateError
 from shared.queue_messages import RemediationRequest
 from shared.runtime import Runtime, get_runtime, reset_runtime
-from tests.conftest import Stack
+from tests.conftest import FunctionApp, InvocationFailed, Stack
 from tests.helpers import own_loopback
 from tests.remediation import scenario
 
@@ -86,15 +83,15 @@ class Remediation:
     stack: Stack
     entra: EntraSimulator
     adminservice: AdminServiceSimulator
-    function: Callable[[QueueMessage], None]
+    app: FunctionApp
     runtime: Runtime
 
     def deliver(
         self, body: str | bytes, *, message_id: str = "m-1", dequeue_count: int = 1
     ) -> None:
-        """Call the real queue function the way the worker does (body base64-decoded)."""
-        raw = body.encode("utf-8") if isinstance(body, str) else body
-        self.function(QueueMessage(id=message_id, body=raw, dequeue_count=dequeue_count))
+        """Deliver a (base64-decoded) queue message to ``apply_remediation`` through the
+        worker, as the host does; raises :class:`InvocationFailed` when it fails."""
+        self.app.deliver(body, message_id=message_id, dequeue_count=dequeue_count)
 
     def deliver_like_host(self, body: str | bytes, *, message_id: str, attempts: int = 5) -> int:
         """Deliver, and deliver again after a failure, as the host does up to
@@ -103,7 +100,7 @@ class Remediation:
             try:
                 self.deliver(body, message_id=message_id, dequeue_count=attempt)
                 return attempt - 1
-            except CmRemediateError:
+            except InvocationFailed:
                 if attempt == attempts:
                     raise
         return attempts
@@ -163,10 +160,11 @@ def make_remediation(
     entra: EntraSimulator,
     adminservice: AdminServiceSimulator,
     remediation_settings: dict[str, str],
+    functions_host: FunctionsHost,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[..., Remediation]]:
     """Build the remediation app with extra settings: scenario loaded, environment set,
-    a fresh runtime with the fixed clock."""
+    and the runtime the functions will use, with the fixed clock."""
     stack.site_db.insert_devices(scenario.DEVICES)
 
     def make(**overrides: str) -> Remediation:
@@ -174,18 +172,12 @@ def make_remediation(
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
         reset_runtime()
-        sys.modules.pop("function_app", None)
-        importlib.import_module("function_app")
         runtime = get_runtime()
         runtime.clock = lambda: scenario.FIXED_NOW
-        from triggers.remediation import apply_remediation
-
-        function = apply_remediation.build().get_user_function()
-        return Remediation(stack, entra, adminservice, function, runtime)
+        return Remediation(stack, entra, adminservice, FunctionApp(functions_host), runtime)
 
     yield make
     reset_runtime()
-    sys.modules.pop("function_app", None)
 
 
 @pytest.fixture

@@ -8,10 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.adminservice import AdminServiceUnavailable
 from shared.queue_messages import RemediationRequest
 from shared.retry import RetryPolicy
-from shared.tokens import TokenEndpointUnavailable, TokenError
+from tests.conftest import InvocationFailed
 from tests.remediation import scenario
 from tests.remediation.conftest import body_of, fixture
 from tests.remediation.test_fixtures import adds
@@ -29,7 +28,9 @@ def deliver_until_done(remediation, names, *, max_deliveries=6):
             try:
                 remediation.deliver(body_of(fixture(name)), message_id=name, dequeue_count=attempt)
                 break
-            except (AdminServiceUnavailable, TokenEndpointUnavailable):
+            except InvocationFailed as failed:
+                if failed.type_name not in ("AdminServiceUnavailable", "TokenEndpointUnavailable"):
+                    raise
                 failures[name] += 1
         else:
             pytest.fail(f"{name} never completed")
@@ -109,7 +110,7 @@ def test_token_expired_mid_batch_gets_one_fresh_token(remediation):
 def test_token_endpoint_down_then_back(remediation):
     remediation.entra.set_down(True)
     try:
-        with pytest.raises(TokenEndpointUnavailable):
+        with pytest.raises(InvocationFailed, match=r"^TokenEndpointUnavailable: "):
             remediation.deliver(body_of(fixture("01-add")), message_id="down")
         assert remediation.outcome(fixture("01-add")["body"]) is None  # nothing recorded
     finally:
@@ -121,7 +122,7 @@ def test_token_endpoint_down_then_back(remediation):
 def test_untrusted_certificate_is_refused_and_nothing_recorded(remediation):
     remediation.adminservice.set_untrusted_certificate(True)
     try:
-        with pytest.raises(Exception, match="TLS certificate was refused"):
+        with pytest.raises(InvocationFailed, match="TLS certificate was refused"):
             remediation.deliver(body_of(fixture("01-add")), message_id="tls")
     finally:
         remediation.adminservice.set_untrusted_certificate(False)
@@ -144,7 +145,7 @@ def test_duplicate_answer_mode_ok_is_also_idempotent(remediation):
 
 def test_token_endpoint_errors_are_retryable_not_recorded(remediation):
     remediation.entra.fail_next(1, status=503)
-    with pytest.raises(TokenEndpointUnavailable):
+    with pytest.raises(InvocationFailed, match=r"^TokenEndpointUnavailable: "):
         remediation.deliver(body_of(fixture("01-add")), message_id="entra-503")
     assert remediation.outcome(fixture("01-add")["body"]) is None
 
@@ -163,7 +164,7 @@ def test_a_refused_password_is_not_tried_again_by_every_message(remediation, mon
     before = len(remediation.entra.requests)
     tries = []
     for n, name in enumerate(["01-add", "07-obsolete-and-active", "16-non-ascii-name"]):
-        with pytest.raises(TokenError) as caught:
+        with pytest.raises(InvocationFailed, match=r"^TokenError: ") as caught:
             remediation.deliver(body_of(fixture(name)), message_id=f"locked-{n}")
         tries.append(str(caught.value))
     assert [r.outcome for r in sign_ins()] == ["invalid_grant"]
@@ -173,7 +174,7 @@ def test_a_refused_password_is_not_tried_again_by_every_message(remediation, mon
         assert remediation.outcome(fixture(name)["body"]) is None  # retried later, not decided
 
     monkeypatch.setattr("shared.tokens.REFUSAL_PAUSE_SECONDS", 0.0)  # the pause is over
-    with pytest.raises(TokenError) as again:
+    with pytest.raises(InvocationFailed, match=r"^TokenError: ") as again:
         remediation.deliver(body_of(fixture("01-add")), message_id="locked-again")
     # asked again (MSAL itself may still answer from its 60 s cache of HTTP 400s)
     assert "not asked again" not in str(again.value)
