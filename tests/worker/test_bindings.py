@@ -1,0 +1,53 @@
+"""Guards the worker enforces at indexing, checked function by function so a failure
+names the culprit: every parameter is a binding (``context`` aside) and every input
+binding is a parameter; and the host sees every function the trigger modules define."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+from devstack.functions_host import FunctionsHost
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def trigger_builders() -> dict[str, func.decorators.function_app.FunctionBuilder]:
+    """Every decorated function in triggers/, by function name (nothing is called)."""
+    builders = {}
+    for module_info in pkgutil.iter_modules([str(REPO / "triggers")]):
+        module = importlib.import_module(f"triggers.{module_info.name}")
+        for value in vars(module).values():
+            if isinstance(value, func.decorators.function_app.FunctionBuilder):
+                function = value.build()
+                builders[function.get_function_name()] = function
+    return builders
+
+
+FUNCTIONS = sorted(trigger_builders())
+
+
+def test_the_trigger_modules_define_the_three_functions():
+    assert FUNCTIONS == ["apply_remediation", "export_status_messages", "health"]
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_parameters_are_exactly_the_input_bindings(name):
+    function = trigger_builders()[name]
+    parameters = set(inspect.signature(function.get_user_function()).parameters) - {"context"}
+    bindings = {b.name for b in function.get_bindings() if b.name != "$return"}
+    assert parameters == bindings, f"{name}: parameters {parameters} != bindings {bindings}"
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_the_worker_indexed_each_function_with_the_same_bindings(
+    functions_host: FunctionsHost, name
+):
+    indexed = {b["name"] for b in functions_host.function(name).bindings}
+    declared = {b.name for b in trigger_builders()[name].get_bindings()}
+    assert indexed == declared
