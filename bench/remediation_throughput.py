@@ -1,22 +1,30 @@
-"""Remediation throughput on the local stack: export, then drain the queue through the
-queue function's handler against the Entra ID and AdminService simulators.
+"""Remediation throughput on the local stack, as Azure would see it: the export timer
+and the queue function run through Microsoft's Python worker library (a FunctionsHost),
+the queue fed by the host's listener with host.json's batch settings, against the
+Entra ID and AdminService simulators.
 
 Usage: .venv/bin/python bench/remediation_throughput.py [--messages N]
 
-Prints requests handled per second, the outcome mix, AdminService calls per request,
-token requests, and the peak memory of this process.
+Prints requests handled per second, how many ran at once, the invocation times the
+host saw, the outcome mix, AdminService calls per request, token requests, and the
+peak memory of this process.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import statistics
 import time
+from collections import Counter
 
 from devstack.datagen import generate_workload
+from devstack.demo import HOST_SETTINGS, ExportReports, app_settings, succeeded
+from devstack.functions_host import REPO, FunctionsHost
+from devstack.queue_host import QueueTriggerListener
 from devstack.stack import LocalStack
-from shared.runtime import Runtime, quiet_sdk_logs
-from shared.settings import load_settings
+from shared.runtime import get_runtime, quiet_sdk_logs, reset_runtime
 
 
 def main() -> None:
@@ -31,26 +39,50 @@ def main() -> None:
             seed=11, sites=("PS1", "PS2"), message_count=args.messages, devices_per_site=200
         )
         stack.load(workload)
-        runtime = Runtime(load_settings(stack.settings_values()))
-        try:
-            exported = runtime.exporter.run()
-            started = time.perf_counter()
-            report = runtime.processor.drain()
-            seconds = time.perf_counter() - started
-        finally:
-            runtime.close()
+        with (
+            app_settings({**stack.settings_values(), **HOST_SETTINGS}),
+            FunctionsHost(REPO) as host,
+        ):
+            reset_runtime()
+            try:
+                runtime = get_runtime()  # the runtime the functions use
+                exports = ExportReports.install(runtime)
+                succeeded(host.call_timer("export_status_messages"))
+                exported = exports.last
+                with QueueTriggerListener(host, "apply_remediation") as listener:
+                    options = listener.options
+                    started = time.perf_counter()
+                    report = listener.drain()
+                    seconds = time.perf_counter() - started
+                    waiting = listener.depth()
+                outcomes = Counter(o.kind for o in runtime.audit.query())
+            finally:
+                reset_runtime()
         calls = len(stack.adminservice.calls)
         tokens = stack.entra.token_count
 
-    handled = report.processed + report.failed
+    handled = len(report.invocations)
+    # The worker's thread pool: PYTHON_THREADPOOL_THREAD_COUNT, else Python's default.
+    threads = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT") or str(
+        min(32, (os.cpu_count() or 1) + 4)
+    )
+    times = sorted(i.seconds for i in report.invocations) or [0.0]
+    p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"status messages           : {len(workload.messages)}, enqueued {exported.enqueued}")
     print(
-        f"requests handled          : {handled} in {seconds:.2f}s "
-        f"({handled / seconds:,.1f}/s, one worker)"
+        f"requests handled          : {handled} in {seconds:.2f}s ({handled / seconds:,.1f}/s "
+        f"through the worker, up to {report.max_in_flight} at once; host.json batchSize "
+        f"{options.batch_size} + newBatchThreshold {options.new_batch_threshold})"
     )
     print(
-        f"outcomes                  : {dict(report.outcomes.most_common())}, failed {report.failed}"
+        f"invocation time           : median {statistics.median(times) * 1000:,.0f} ms, "
+        f"p95 {p95 * 1000:,.0f} ms, max {times[-1] * 1000:,.0f} ms (request to response, "
+        f"waiting for one of the worker's {threads} threads included)"
+    )
+    print(
+        f"outcomes                  : {dict(outcomes.most_common())}, failed {report.failed}, "
+        f"poisoned {report.poisoned}, left on the queue {waiting}"
     )
     print(f"AdminService calls        : {calls} ({calls / max(handled, 1):.2f} per request)")
     print(f"token requests            : {tokens}")

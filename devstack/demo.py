@@ -1,7 +1,20 @@
-"""``cmremediate demo``: the whole pipeline on the local stack, Microsoft 365 scenario."""
+"""``cmremediate demo``: the whole pipeline on the local stack, Microsoft 365 scenario.
+
+The functions run as Azure runs them: a :class:`FunctionsHost` drives
+``function_app.py`` through Microsoft's Python worker library, the export timer fires
+once, and the host's queue listener feeds the queue function; the app settings are the
+local stack's, in the environment, as the host gives them to the worker.
+"""
 
 from __future__ import annotations
 
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import AliasChoices
 from rich.console import Console
 from rich.table import Table
 
@@ -12,12 +25,25 @@ from devstack.datagen import (
     Workload,
     m365_demo_scenario,
 )
+from devstack.functions_host import REPO, FunctionsHost, Invocation
+from devstack.queue_host import QueueTriggerListener
 from devstack.stack import LocalStack
 from devstack.tls import LocalCA
 from shared.audit import Outcome
 from shared.cli import render_export
-from shared.runtime import Runtime
-from shared.settings import load_settings
+from shared.export import Exporter, ExportReport
+from shared.runtime import Runtime, get_runtime, reset_runtime
+from shared.settings import Settings
+
+EXPORT_FUNCTION = "export_status_messages"
+QUEUE_FUNCTION = "apply_remediation"
+#: The app settings the host needs besides the stack's: it resolves %EXPORT_SCHEDULE%
+#: and %REMEDIATION_QUEUE% in the bindings from them.
+HOST_SETTINGS = {
+    "REMEDIATION_QUEUE": "cm-remediation",
+    "EXPORT_SCHEDULE": "0 */5 * * * *",
+    "AzureWebJobsScriptRoot": str(REPO),
+}
 
 _MESSAGE_KINDS = {GENERIC_INFO: "info", GENERIC_WARNING: "warning", GENERIC_ERROR: "error"}
 _STYLE = {
@@ -32,12 +58,96 @@ _STYLE = {
 }
 
 
+def _setting_names() -> set[str]:
+    """Every environment variable the settings model reads (lower case: pydantic
+    settings match names without regard to case)."""
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias or field.alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).lower() for choice in alias.choices)
+        elif alias:
+            names.add(str(alias).lower())
+    return names
+
+
+@contextmanager
+def app_settings(values: Mapping[str, str]) -> Iterator[None]:
+    """Exactly ``values`` as the app settings in this process's environment (any other
+    setting the app reads, say a DRY_RUN in the caller's shell, is hidden meanwhile);
+    the environment as it was afterwards."""
+    names = _setting_names()
+    saved = dict(os.environ)
+    try:
+        for name in list(os.environ):
+            lowered = name.lower()
+            if lowered in names or lowered.startswith("azurewebjobsstorage__"):
+                del os.environ[name]
+        os.environ.update(values)
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+class ExportReports:
+    """Stands in for the runtime's exporter and keeps the report of each run: the timer
+    function calls ``get_runtime().exporter.run()`` and returns nothing to the host."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self._exporter = exporter
+        self.reports: list[ExportReport] = []
+
+    @classmethod
+    def install(cls, runtime: Runtime) -> ExportReports:
+        """Put a recorder in front of ``runtime``'s exporter (before the first tick)."""
+        recorder = cls(runtime.exporter)
+        runtime.__dict__["exporter"] = recorder
+        return recorder
+
+    def run(self, **options: Any) -> ExportReport:
+        """The exporter's run, recorded."""
+        report = self._exporter.run(**options)
+        self.reports.append(report)
+        return report
+
+    @property
+    def last(self) -> ExportReport:
+        """The newest run's report."""
+        if not self.reports:
+            raise RuntimeError("the export timer ran no export")
+        return self.reports[-1]
+
+
+@contextmanager
+def functions_host(host: FunctionsHost | None = None) -> Iterator[FunctionsHost]:
+    """``host`` if the caller runs one (one per process), else a host of our own."""
+    if host is not None:
+        yield host
+        return
+    with FunctionsHost(REPO) as own:
+        yield own
+
+
+def succeeded(invocation: Invocation) -> Invocation:
+    """The invocation, or RuntimeError with what the host would log of its failure."""
+    if not invocation.ok:
+        raise RuntimeError(f"{invocation.function} failed: {invocation.error}")
+    return invocation
+
+
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def run_demo(console: Console, *, ca: LocalCA | None = None) -> None:
-    """Start the stack, load the scenario, export, remediate, show every decision."""
+def run_demo(
+    console: Console, *, ca: LocalCA | None = None, host: FunctionsHost | None = None
+) -> None:
+    """Start the stack, load the scenario, export, remediate, show every decision.
+
+    The functions run through ``host`` when given (a process holds one), else through
+    a Functions host the demo starts and stops."""
     console.rule("cm-remediate demo")
     console.print("Starting the local stack...")
     with LocalStack(ca=ca) as stack:
@@ -57,37 +167,63 @@ def run_demo(console: Console, *, ca: LocalCA | None = None) -> None:
             f"{len(workload.devices)} discovery records (duplicates included) on sites "
             f"{', '.join(workload.sites)}."
         )
-        runtime = Runtime(load_settings(stack.settings_values()))
-        try:
-            console.print(f"Rules: {', '.join(r.name for r in runtime.rules.rules)}\n")
-            console.print(render_export(runtime.exporter.run()))
-            processed = runtime.processor.drain()
-            outcomes: dict[tuple[str, int, str], Outcome] = {
-                (o.site_code or "", o.record_id or 0, o.rule or ""): o
-                for o in runtime.audit.query()
-            }
-            console.print(_decisions(workload, record_ids, outcomes))
-            console.print(
-                f"\nThe queue function handled {processed.processed} messages: "
-                + ", ".join(f"{n} {kind}" for kind, n in processed.outcomes.most_common())
-                + (f"; {processed.failed} failed" if processed.failed else "")
-            )
-            collections = Table(title="collections in the AdminService", title_justify="left")
-            collections.add_column("collection")
-            collections.add_column("direct members (ResourceID)")
-            for rule in runtime.rules.rules:
-                members = sorted(stack.adminservice.direct_members(rule.collection_id))
-                collections.add_row(
-                    f"{rule.collection_id} ({rule.name})", ", ".join(map(str, members))
-                )
-            console.print(collections)
-            again = runtime.exporter.run()
-            console.print(
-                f"A second export run enqueued {again.enqueued} messages: nothing is sent twice."
-            )
-        finally:
-            runtime.close()
+        with (
+            app_settings({**stack.settings_values(), **HOST_SETTINGS}),
+            functions_host(host) as functions,
+        ):
+            reset_runtime()
+            try:
+                _run_functions(console, stack, workload, record_ids, functions)
+            finally:
+                reset_runtime()
     console.print("Local stack stopped.")
+
+
+def _run_functions(
+    console: Console,
+    stack: LocalStack,
+    workload: Workload,
+    record_ids: list[int],
+    functions: FunctionsHost,
+) -> None:
+    """The timer, the queue and the report, through the Functions host."""
+    console.print(
+        f"  Functions host          {', '.join(sorted(functions.functions))} "
+        "(indexed and invoked by Microsoft's Python worker library)"
+    )
+    runtime = get_runtime()  # the very runtime the functions use: the same settings
+    exports = ExportReports.install(runtime)
+    console.print(f"Rules: {', '.join(r.name for r in runtime.rules.rules)}\n")
+    succeeded(functions.call_timer(EXPORT_FUNCTION))
+    console.print(render_export(exports.last))
+    with QueueTriggerListener(functions, QUEUE_FUNCTION) as listener:
+        drained = listener.drain()
+        waiting = listener.depth()
+    recorded = runtime.audit.query()
+    outcomes: dict[tuple[str, int, str], Outcome] = {
+        (o.site_code or "", o.record_id or 0, o.rule or ""): o for o in recorded
+    }
+    console.print(_decisions(workload, record_ids, outcomes))
+    kinds = Counter(o.kind for o in recorded)
+    console.print(
+        f"\nThe queue function handled {drained.succeeded} messages: "
+        + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        + (f"; {drained.failed} failed" if drained.failed else "")
+        + (f", {drained.poisoned} moved to the poison queue" if drained.poisoned else "")
+        + (f"; {waiting} wait on the queue for a retry" if waiting else "")
+        + f" (at most {drained.max_in_flight} at once)"
+    )
+    collections = Table(title="collections in the AdminService", title_justify="left")
+    collections.add_column("collection")
+    collections.add_column("direct members (ResourceID)")
+    for rule in runtime.rules.rules:
+        members = sorted(stack.adminservice.direct_members(rule.collection_id))
+        collections.add_row(f"{rule.collection_id} ({rule.name})", ", ".join(map(str, members)))
+    console.print(collections)
+    succeeded(functions.call_timer(EXPORT_FUNCTION))
+    console.print(
+        f"A second export run enqueued {exports.last.enqueued} messages: nothing is sent twice."
+    )
 
 
 def _decisions(

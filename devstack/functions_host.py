@@ -22,6 +22,7 @@ import asyncio
 import importlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ DEFAULT_FUNCTION_KEY = "local-function-key"
 APP_MODULES = ("function_app", "triggers")
 
 T = TypeVar("T")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class WorkerLibraryMissing(RuntimeError):
@@ -90,6 +92,8 @@ class Invocation:
     ok: bool
     #: ``"<ExceptionType>: <message>"`` of the outermost exception, as the host logs it.
     error: str | None
+    #: The traceback the worker sends the host with a failure (it lands in host logs).
+    stack_trace: str | None
     return_value: Any
     seconds: float
 
@@ -304,6 +308,7 @@ class FunctionsHost:
                 invocation_id=invocation_id,
                 ok=ok,
                 error=None if ok else response.result.exception.message,
+                stack_trace=None if ok else response.result.exception.stack_trace,
                 return_value=response.return_value,
                 seconds=time.monotonic() - started,
             )
@@ -358,14 +363,16 @@ class FunctionsHost:
         metadata: dict[str, Any] = {}
         try:
             document = json.loads(delivery.body)
-        except ValueError:
-            document = None
+        except (ValueError, RecursionError):
+            document = None  # the host's parser gives up too: no properties, same body
         if isinstance(document, dict):
-            for key, value in document.items():
+            for prop, value in document.items():
                 if isinstance(value, list):
                     continue
+                # .NET writes a lone surrogate as U+FFFD when it encodes UTF-8.
+                key = LONE_SURROGATE.sub("\ufffd", prop)
                 if isinstance(value, str):
-                    metadata[key] = self.typed_string(value)
+                    metadata[key] = self.typed_string(LONE_SURROGATE.sub("\ufffd", value))
                 else:
                     metadata[key] = self.typed_json(value)
         metadata.update(

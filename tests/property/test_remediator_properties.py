@@ -1,32 +1,40 @@
-"""The Remediator on hostile queue messages, on the real stack (PostgreSQL, Azurite, the
-AdminService simulator): each message ends in exactly one recorded outcome,
-``rejected-input`` for every invalid one, and only a valid one may change a collection,
-and only for the device of its own name."""
+"""The queue function on hostile queue messages, on the real stack (PostgreSQL, Azurite,
+the AdminService simulator), delivered through Microsoft's worker library as the host
+delivers them: each message ends in exactly one recorded outcome, ``rejected-input`` for
+every invalid one, and only a valid one may change a collection, and only for the
+device of its own name. A body that is not UTF-8 never reaches the function: the host
+cannot decode it and moves it to the poison queue."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import itertools
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient
 from hypothesis import event, given
 from hypothesis import strategies as st
 
 from devstack.adminservice import AdminServiceSimulator, TokenSigner
+from devstack.functions_host import FunctionsHost, Invocation
+from devstack.queue_host import QueueTriggerListener
 from devstack.tls import LocalCA
 from shared.adminservice import AdminServiceClient
 from shared.audit import UNPARSED_PARTITION, AuditLog, audit_table_name
-from shared.queue_messages import RemediationRequest
-from shared.remediation import Remediator
+from shared.errors import QueueMessageError
+from shared.queue_messages import RemediationRequest, decode
 from shared.retry import RetryPolicy
-from shared.rules import RuleSet, parse_rules
-from shared.runtime import Runtime
-from tests.conftest import Stack
+from shared.runtime import Runtime, get_runtime, reset_runtime
+from tests.conftest import FunctionApp, InvocationFailed, Stack
 from tests.helpers import request_document
 from tests.property.conftest import (
     COLLECTION_ID,
@@ -62,26 +70,103 @@ RULES: dict[str, dict[str, Any]] = {
 }
 CHANGES = ("AddMembershipRule", "DeleteMembershipRule", "RequestRefresh", "AddMembershipRules")
 RESOURCE_NAMES = {FIRST_RESOURCE_ID + i: name for i, name in enumerate(DEVICE_NAMES)}
+REPO = Path(__file__).resolve().parents[2]
+#: The largest message the queue service stores (64 KiB of base64 text).
+QUEUE_MESSAGE_LIMIT = 64 * 1024
 
 Expected = Literal["unparsed", "rejected", "valid"]
 
 
-def rule_set() -> RuleSet:
+def rules_file(directory: Path) -> str:
+    """RULES as the app's rules file: its path."""
     rules = [
         {**rule, "name": name, "collection_id": COLLECTION_ID, "target": "adminservice"}
         for name, rule in RULES.items()
     ]
-    return parse_rules(json.dumps({"rules": rules}))
+    path = directory / "property-rules.json"
+    path.write_text(json.dumps({"rules": rules}), encoding="utf-8")
+    return str(path)
 
 
 @dataclass
 class App:
-    """One Remediator per identity source, as the runtime builds it; one audit table."""
+    """The function app on the property stack, one IDENTITY_SOURCE at a time; one
+    audit table, read by the test itself."""
 
-    remediators: dict[str, Remediator]
+    functions: FunctionApp
+    listener: QueueTriggerListener
+    queue: QueueClient
+    simulator: AdminServiceSimulator
+    token_signer: TokenSigner
     audit: AuditLog
     audit_table: TableClient
-    simulator: AdminServiceSimulator
+    monkeypatch: pytest.MonkeyPatch
+    source: str | None = None
+    poisoned: int = 0
+    invocations: list[Invocation] = field(default_factory=list)
+
+    def use(self, source: str) -> Runtime:
+        """The app configured with IDENTITY_SOURCE=source: the environment changes, and
+        the next invocation runs on a runtime built from it."""
+        if source != self.source:
+            self.monkeypatch.setenv("IDENTITY_SOURCE", source)
+            reset_runtime()
+            self.source = source
+        runtime = get_runtime()
+        if "remediator" not in runtime.__dict__:
+            # Not built from settings: tokens come from the test's own signer (Entra ID
+            # is not what these properties are about).
+            runtime.__dict__["adminservice"] = AdminServiceClient(
+                self.simulator.cmg_url,
+                StaticTokens(self.token_signer),
+                runtime.http,
+                retry=RetryPolicy(attempts=1),
+            )
+            runtime.clock = lambda: NOW
+            # No pauses between the audit table's own retries (a refused write is
+            # refused each time); the table is the one the runtime names.
+            table = runtime.storage.table(audit_table_name(runtime.settings.remediation_queue))
+            runtime.__dict__["audit"] = AuditLog(table, sleep=lambda _: None)
+        return runtime
+
+    def deliver(self, text: str, message_id: str) -> Invocation:
+        """One delivery of a decoded message to ``apply_remediation``, through the
+        worker; fails the test (InvocationFailed) when the function raises."""
+        invocation = self.functions.deliver(text, message_id=message_id, check=False)
+        self.invocations.append(invocation)
+        if not invocation.ok:
+            raise InvocationFailed(invocation)
+        return invocation
+
+    def outcome(self, text: str, message_id: str) -> tuple[str, str] | None:
+        """(kind, reason) of the outcome recorded for a delivered message: under the
+        request's keys, or under the message ID when it did not parse at all."""
+        try:
+            request = decode(text)
+        except QueueMessageError:
+            with contextlib.suppress(ResourceNotFoundError):
+                row = self.audit_table.get_entity(UNPARSED_PARTITION, message_id)
+                return str(row["Outcome"]), str(row["Reason"])
+            return None
+        stored = self.audit.find(request)
+        return None if stored is None else (stored.kind, stored.reason)
+
+    def enqueue_undecodable(self, raw: bytes) -> bool:
+        """Put bytes that are not UTF-8 on the queue, base64-encoded as every writer
+        does, and let the host's listener take them. False when the queue service
+        could not hold the message at all."""
+        content = base64.b64encode(raw).decode("ascii")
+        if len(content) > QUEUE_MESSAGE_LIMIT:
+            return False
+        with contextlib.suppress(ResourceExistsError):
+            self.queue.create_queue()
+        self.queue.send_message(content)
+        report = self.listener.drain()
+        # Never handed to the function: moved to the poison queue as it was.
+        assert report.invocations == [], [i.error for i in report.invocations]
+        assert report.poisoned == report.undecodable == 1, report
+        self.poisoned += 1
+        return True
 
 
 @pytest.fixture
@@ -90,37 +175,46 @@ def app(
     simulator: AdminServiceSimulator,
     token_signer: TokenSigner,
     local_ca: LocalCA,
-) -> App:
+    functions_host: FunctionsHost,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[App]:
     stack.site_db.insert_devices(device_records())
     # Some devices start as members, so that "remove" has something to remove.
     simulator.set_direct_members(
         COLLECTION_ID, [r for r, n in RESOURCE_NAMES.items() if "&" in n or "+" in n or n == "pc02"]
     )
-    remediators: dict[str, Remediator] = {}
-    runtime: Runtime | None = None
-    for source in ("sitedb", "adminservice"):
-        runtime = stack.runtime(
-            rule_set(),
-            ADMINSERVICE_URL=simulator.cmg_url,
-            TLS_CA_BUNDLE=str(local_ca.bundle_path),
-            IDENTITY_SOURCE=source,
+    settings = stack.settings_values(
+        ADMINSERVICE_URL=simulator.cmg_url,
+        TLS_CA_BUNDLE=str(local_ca.bundle_path),
+        REMEDIATION_RULES_FILE=rules_file(tmp_path),
+        EXPORT_SCHEDULE="0 */5 * * * *",
+        AzureWebJobsScriptRoot=str(REPO),
+    )
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    reset_runtime()
+    connection = stack.azurite.connection_string
+    table = TableClient.from_connection_string(connection, audit_table_name(stack.queue_name))
+    functions = FunctionApp(functions_host)
+    listener = functions.listener()
+    queue = stack.raw_queue()
+    try:
+        yield App(
+            functions,
+            listener,
+            queue,
+            simulator,
+            token_signer,
+            AuditLog(table, sleep=lambda _: None),
+            table,
+            monkeypatch,
         )
-        # Not built from settings: tokens come from the test's own signer (Entra ID is
-        # not what these properties are about).
-        runtime.__dict__["adminservice"] = AdminServiceClient(
-            simulator.cmg_url,
-            StaticTokens(token_signer),
-            runtime.http,
-            retry=RetryPolicy(attempts=1),
-        )
-        runtime.clock = lambda: NOW
-        # No pauses between the audit table's own retries (a refused write is refused
-        # each time); the table is the one the runtime names.
-        table = runtime.storage.table(audit_table_name(runtime.settings.remediation_queue))
-        runtime.__dict__["audit"] = AuditLog(table, sleep=lambda _: None)
-        remediators[source] = runtime.remediator
-    assert runtime is not None
-    return App(remediators, runtime.audit, table, simulator)
+    finally:
+        listener.close()
+        queue.close()
+        table.close()
+        reset_runtime()
 
 
 # -- the generated messages -----------------------------------------------------------------
@@ -269,31 +363,34 @@ def test_every_hostile_message_ends_in_one_recorded_outcome(
     def deliver(case: tuple[str | bytes, Expected, str]) -> None:
         nonlocal handled
         body, expected, source = case
+        app.use(source)
         app.simulator.reset_calls()
-        remediator = app.remediators[source]
         message_id = f"m{next(message_ids)}"
-        # As the queue function calls it: the body as bytes (a raw lone surrogate as the
-        # bytes a hostile writer would send), then flush whatever happens.
+        # What a writer puts on the queue: the body's bytes (a lone surrogate as the
+        # bytes a hostile writer would send), which the host decodes back to text.
         raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
         try:
-            outcome = remediator.handle(raw, message_id=message_id)
-        finally:
-            remediator.flush()
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            assert expected == "unparsed"
+            sent = app.enqueue_undecodable(raw)
+            event(f"{source}: not UTF-8 -> {'poisoned by the host' if sent else 'too large'}")
+            return
+        app.deliver(text, message_id)
         handled += 1
-        assert outcome is not None and outcome.new, expected
-        event(f"{source}: {expected} -> {outcome.kind}")  # --hypothesis-show-statistics
+        recorded = app.outcome(text, message_id)
+        assert recorded is not None, (expected, "no outcome recorded")
+        kind, reason = recorded
         if expected == "unparsed":
-            assert outcome.kind == "rejected-input"
+            # Refused before it was a request: recorded under its message ID.
             row = app.audit_table.get_entity(UNPARSED_PARTITION, message_id)
-            assert row["Outcome"] == "rejected-input"
+            assert row["Outcome"] == kind == "rejected-input", reason
+        elif expected == "rejected":
+            assert kind == "rejected-input", reason
         else:
-            parsed = RemediationRequest.model_validate_json(body)
-            stored = app.audit.find(parsed)
-            assert stored is not None and stored.kind == outcome.kind
-            if expected == "rejected":
-                assert outcome.kind == "rejected-input", outcome.reason
-            else:
-                assert outcome.kind in decisions(parsed), outcome.reason
+            parsed = RemediationRequest.model_validate_json(text)
+            assert kind in decisions(parsed), reason
+        event(f"{source}: {expected} -> {kind}")  # --hypothesis-show-statistics
         calls = app.simulator.calls
         if expected != "valid":
             # Invalid input never reaches the AdminService: no look-up, no change.
@@ -307,8 +404,10 @@ def test_every_hostile_message_ends_in_one_recorded_outcome(
 
     track(deliver, request.node.nodeid)
     deliver()
-    # Exactly one outcome per message: as many rows as messages handled, no more.
+    # Exactly one outcome per message the function was given: as many rows as
+    # messages handled, no more (a second row would be a second decision).
     assert sum(1 for _ in app.audit_table.list_entities(select=["RowKey"])) == handled
+    assert all(i.ok for i in app.invocations)
 
 
 # -- inputs the property leaves out: bugs in modules owned elsewhere ---------------------
@@ -326,12 +425,17 @@ def valid_request(**fields: Any) -> str:
 
 
 def test_a_machine_name_too_long_for_the_audit_table_is_still_rejected(app: App) -> None:
-    remediator = app.remediators["sitedb"]
-    outcome = remediator.handle(valid_request(machine_name="A" * 33_000), message_id="long")
-    assert outcome is not None and outcome.kind == "rejected-input"
+    app.use("sitedb")
+    body = valid_request(machine_name="A" * 33_000)
+    app.deliver(body, "long")
+    recorded = app.outcome(body, "long")
+    assert recorded is not None and recorded[0] == "rejected-input", recorded
 
 
 def test_a_status_message_from_the_end_of_time_is_decided(app: App) -> None:
-    remediator = app.remediators["sitedb"]
-    outcome = remediator.handle(valid_request(time_utc="9999-12-31T12:00:00Z"), message_id="end")
-    assert outcome is None or outcome.kind == "unknown-device"
+    app.use("sitedb")
+    body = valid_request(time_utc="9999-12-31T12:00:00Z")
+    app.deliver(body, "end")
+    # Decided as unknown, or put back on the queue to be looked up again later.
+    recorded = app.outcome(body, "end")
+    assert recorded is None or recorded[0] == "unknown-device", recorded

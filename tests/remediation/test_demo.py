@@ -12,10 +12,11 @@ from devstack.demo import run_demo
 pytestmark = pytest.mark.stack
 
 
-def test_demo_shows_every_outcome_and_stops_the_stack(local_ca, entra):
+def test_demo_shows_every_outcome_and_stops_the_stack(local_ca, entra, functions_host):
     # ``entra`` holds port 443 for this test session; the demo's simulator shares it.
+    # The demo runs its functions through the session's worker host (one per process).
     out = io.StringIO()
-    run_demo(Console(file=out, width=200, color_system=None), ca=local_ca)
+    run_demo(Console(file=out, width=200, color_system=None), ca=local_ca, host=functions_host)
     text = out.getvalue()
     assert "The queue function handled 32 messages" in text
     for kind in ("added", "already-member", "ambiguous", "unknown-device"):

@@ -1,8 +1,11 @@
 """The whole pipeline with known secret values: none of them, nor any token issued,
-appears in logs (every logger at DEBUG), CLI output, outcomes, queue or poison
-messages, the exporter's state, settings dumps or exceptions, on the happy path and on
-the failure paths an operator meets (target down, wrong password, wrong SQL password,
-a refusing web service, a settings error)."""
+appears in logs (every logger at DEBUG, the worker library's too), CLI output, outcomes,
+queue or poison messages, the exporter's state, settings dumps, exceptions, or what the
+Functions host receives from the worker (each invocation's error, the RpcException's
+stack trace, the whole response, the health endpoint's answer), on the happy path and on
+the failure paths an operator meets (target down, wrong password, wrong SQL password, a
+refusing web service, a settings error). The functions run as Azure runs them: through
+Microsoft's worker library, the queue fed by the host's listener."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import azure_functions_runtime
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
@@ -26,14 +30,17 @@ from typer.testing import CliRunner
 
 import shared.runtime
 from devstack.datagen import GeneratedStatusMessage
+from devstack.functions_host import HttpResult, Invocation
+from devstack.queue_host import DrainReport, QueueTriggerListener, QueueTriggerOptions
 from shared import cli
 from shared.audit import audit_table_name
 from shared.connection_strings import parse_odbc
 from shared.errors import ConfigurationError
 from shared.retry import RetryPolicy
 from shared.settings import load_settings
+from tests.conftest import FunctionApp, InvocationFailed
 from tests.remediation import scenario
-from tests.remediation.conftest import FIXTURES, REPO, webservice_rules
+from tests.remediation.conftest import FIXTURES, REPO, body_of, fixture, webservice_rules
 from tests.security.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -64,6 +71,8 @@ class Evidence:
 
     texts: list[tuple[str, str]] = field(default_factory=list)
     exceptions: int = 0
+    #: Stack traces of failed invocations, as the worker sent them to the host.
+    stack_traces: list[str] = field(default_factory=list)
 
     def add(self, where: str, text: object) -> None:
         self.texts.append((where, text if isinstance(text, str) else repr(text)))
@@ -188,6 +197,9 @@ def debug_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedLogs]:
         everything()
 
     monkeypatch.setattr(cli, "_configure_logging", verbose_then_everything)
+    # The function app quietens the Azure SDK whenever it builds its runtime; the
+    # operator here turns everything up instead.
+    monkeypatch.setattr(shared.runtime, "quiet_sdk_logs", everything)
     everything()
     yield capture
     root.setLevel(saved_root[0])
@@ -216,6 +228,22 @@ def issued_tokens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return issued
 
 
+@pytest.fixture
+def worker_responses(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Every InvocationResponse the worker library hands the host, by invocation ID:
+    the RpcException (message and stack trace) is what the host logs of a failure."""
+    responses: dict[str, Any] = {}
+    real = azure_functions_runtime.invocation_request
+
+    async def recording(message: Any) -> Any:
+        response = await real(message)
+        responses[response.invocation_id] = response
+        return response
+
+    monkeypatch.setattr(azure_functions_runtime, "invocation_request", recording)
+    return responses
+
+
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """A target that is down fails after two quick tries instead of minutes of backoff."""
@@ -236,6 +264,9 @@ class Pipeline:
     values: dict[str, str]
     evidence: Evidence
     target: Any
+    functions: FunctionApp
+    responses: dict[str, Any]
+    monkeypatch: pytest.MonkeyPatch
 
     def settings_file(self, name: str = "good", **overrides: str) -> str:
         path = self.app_root / f"{name}.settings.json"
@@ -252,6 +283,56 @@ class Pipeline:
             self.evidence.exception(where, result.exception)
         if code is not None:
             assert result.exit_code == code, (argv, result.output, result.exception)
+        return result
+
+    # -- the function app, as the Functions host runs it --
+
+    def configure(self, **overrides: str) -> None:
+        """These settings (with ``overrides``) as the function app's app settings; the
+        next invocation builds its runtime from them."""
+        for name, value in {**self.values, **overrides}.items():
+            self.monkeypatch.setenv(name, value)
+        shared.runtime.reset_runtime()
+
+    def invocation(self, where: str, invocation: Invocation) -> Invocation:
+        """Record what the host received: the error, the stack trace, the response."""
+        response = self.responses[invocation.invocation_id]
+        self.evidence.add(f"{where}: worker response", str(response))
+        self.evidence.add(f"{where}: return value", repr(invocation.return_value))
+        if not invocation.ok:
+            trace = str(response.result.exception.stack_trace)
+            assert invocation.error == response.result.exception.message
+            self.evidence.add(f"{where}: invocation error", invocation.error)
+            self.evidence.add(f"{where}: stack trace", trace)
+            self.evidence.stack_traces.append(trace)
+        return invocation
+
+    def export(self, where: str) -> Invocation:
+        """One tick of the export timer, through the worker."""
+        return self.invocation(where, self.functions.export(check=False))
+
+    def deliver(self, where: str, body: str) -> Invocation:
+        """One delivery of a queue message to the queue function, through the worker."""
+        return self.invocation(where, self.functions.deliver(body, message_id=where, check=False))
+
+    def drain(self, where: str) -> DrainReport:
+        """The host's listener on the queue, with this app root's host.json."""
+        options = QueueTriggerOptions.from_host_json(self.app_root)
+        host = self.functions.host
+        with QueueTriggerListener(host, "apply_remediation", options=options) as listener:
+            report = listener.drain()
+        for n, invocation in enumerate(report.invocations):
+            self.invocation(f"{where} #{n}", invocation)
+        return report
+
+    def health(self, where: str) -> HttpResult:
+        """GET /api/health with the function key, through the worker."""
+        before = set(self.responses)
+        result = self.functions.health()
+        for invocation_id in set(self.responses) - before:
+            self.evidence.add(f"{where}: worker response", str(self.responses[invocation_id]))
+        self.evidence.add(f"{where}: {result.status}", result.body.decode("utf-8", "replace"))
+        self.evidence.add(f"{where}: headers", repr(result.headers))
         return result
 
     def status_messages(self, *pairs: tuple[str, str]) -> None:
@@ -317,6 +398,9 @@ def pipeline(
     adminservice: Any,
     local_ca: Any,
     tmp_path: Path,
+    app: FunctionApp,
+    worker_responses: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Pipeline:
     kind = request.param
     host = json.loads((REPO / "host.json").read_text())
@@ -336,6 +420,7 @@ def pipeline(
         "TLS_CA_BUNDLE": str(local_ca.bundle_path),
         "REMEDIATION_RULES_FILE": str(FIXTURES.parent / "remediation-rules.json"),
         "RESOLVE_RETRY_DELAY_SECONDS": "1",
+        "EXPORT_SCHEDULE": "0 */5 * * * *",
     }
     target = adminservice
     if kind != "adminservice":
@@ -348,7 +433,14 @@ def pipeline(
         if kind == "rest":
             values["WEBSERVICE_SCOPE"] = f"{REST_API}/.default"
     stack.site_db.insert_devices(scenario.DEVICES)
-    return Pipeline(stack, tmp_path, values, Evidence(), target)
+    return Pipeline(stack, tmp_path, values, Evidence(), target, app, worker_responses, monkeypatch)
+
+
+def checked(invocation: Invocation) -> Invocation:
+    """The invocation, or InvocationFailed ("<Type>: <message>") when it failed."""
+    if not invocation.ok:
+        raise InvocationFailed(invocation)
+    return invocation
 
 
 def sql_password(connection_string: str) -> str:
@@ -386,21 +478,25 @@ def test_no_secret_leaves_the_pipeline(
     dry = p.cli("export", "--dry-run", "--json")
     assert json.loads(dry.stdout)["enqueued"] == 0 and len(json.loads(dry.stdout)["requests"]) == 4
     p.cli("export", "--dry-run")
-    assert json.loads(p.cli("export", "--json").stdout)["enqueued"] == 4
+    p.configure()
+    assert p.export("export").ok
     assert p.snapshot_storage("after export") >= 5  # 4 messages and a watermark
-    processed = json.loads(p.cli("process", "--json").stdout)
-    assert processed["processed"] == 4 and processed["failed"] == 0, processed
+    processed = p.drain("process")
+    assert processed.succeeded == 4 and processed.failed == 0, processed
+    assert p.health("health").status == 200
     for command in (("status", "--json"), ("status",), ("outcomes", "--json"), ("outcomes",)):
         p.cli(*command)
 
     # -- the target is down: retried, poisoned, shown, requeued --
     p.status_messages(("PC-ADD01", "visioInstalled"))
-    p.cli("export")
+    assert p.export("export, one more").ok
     p.target.set_down(True)
     try:
-        assert json.loads(p.cli("process", "--json").stdout)["failed"] == 1
+        retried = p.drain("process, target down")
+        assert (retried.failed, retried.poisoned) == (1, 0), retried
         time.sleep(1.2)  # the visibility timeout of this app root's host.json
-        assert json.loads(p.cli("process", "--json").stdout)["poisoned"] == 1
+        assert p.drain("process, target still down").poisoned == 1
+        p.health("health, target down")
     finally:
         p.target.set_down(False)
     assert p.snapshot_storage("after poisoning") >= 1
@@ -408,7 +504,7 @@ def test_no_secret_leaves_the_pipeline(
     p.cli("poison", "list")
     p.cli("poison", "show", poisoned["id"])
     p.cli("poison", "requeue", "--all")
-    assert json.loads(p.cli("process", "--json").stdout)["processed"] == 1
+    assert p.drain("process, requeued").succeeded == 1
 
     # -- wrong credentials: refused by Entra ID or by the web service --
     wrong = {
@@ -418,43 +514,66 @@ def test_no_secret_leaves_the_pipeline(
     }[kind]
     refused = p.settings_file("wrong-credential", **wrong)
     p.status_messages(("PC-REMOVE01", "projectInstalled"))
-    p.cli("export")
+    assert p.export("export, before the wrong credential").ok
     p.cli("check", "--json", settings=refused, code=None)
-    after = json.loads(p.cli("process", "--json", settings=refused).stdout)
+    p.configure(**wrong)
+    after = p.drain("process, wrong credential")
     if kind == "configmgr-webservice":
-        assert after["outcomes"] == {"target-refused": 1}  # AddCMComputerToCollection: false
+        # AddCMComputerToCollection answered false: decided, and recorded as refused.
+        assert after.succeeded == 1, after
+        (outcome,) = shared.runtime.get_runtime().audit.query(machine_name="PC-REMOVE01")
+        assert outcome.kind == "target-refused", outcome
     else:
-        assert after["failed"] == 1  # the token was refused: left for a retry
+        assert after.failed == 1, after  # the token was refused: left for a retry
+    p.health("health, wrong credential")
     if kind == "adminservice":
         failed = json.loads(p.cli("check", "--json", settings=refused, code=1).stdout)
         assert any(c["name"] == "token" and "AADSTS50126" in c["detail"] for c in failed)
 
     # -- a wrong SQL password: login refused --
     connection = p.values["SITE_DB_CONNECTION"]
-    bad_sql = p.settings_file(
-        "wrong-sql", SITE_DB_CONNECTION=with_sql_password(connection, WRONG_SQL_PASSWORD)
-    )
+    wrong_sql = with_sql_password(connection, WRONG_SQL_PASSWORD)
+    p.configure(SITE_DB_CONNECTION=wrong_sql)
+    with pytest.raises(InvocationFailed, match=r"^SiteDatabaseRefused: ") as refused_login:
+        checked(p.export("export, wrong SQL password"))
+    assert "SITE_DB_CONNECTION was refused" in str(refused_login.value)
+    ev.exception("export, wrong SQL password", refused_login.value)
+    assert p.health("health, wrong SQL password").status == 503
+    bad_sql = p.settings_file("wrong-sql", SITE_DB_CONNECTION=wrong_sql)
     failed_export = p.cli("export", settings=bad_sql, code=1)
     assert "SITE_DB_CONNECTION was refused" in str(failed_export.exception)
     p.cli("check", "--json", settings=bad_sql, code=1)
     status = json.loads(p.cli("status", "--json", settings=bad_sql).stdout)
-    assert status["errors"] and "was refused" in status["errors"][0]
+    assert status["errors"] and "refused" in status["errors"][0]
     p.cli("status", settings=bad_sql, code=1)
 
     # -- settings errors name the setting, not its value --
-    broken = p.settings_file(
-        "broken",
-        SITE_DB_CONNECTION=connection.replace("SSLmode=verify-full", "SSLmode=require"),
-        ADMINSERVICE_URL=p.values["ADMINSERVICE_URL"].replace("https://", "http://"),
+    broken_values = {
+        "SITE_DB_CONNECTION": connection.replace("SSLmode=verify-full", "SSLmode=require"),
+        "ADMINSERVICE_URL": p.values["ADMINSERVICE_URL"].replace("https://", "http://"),
+    }
+    named = (
+        "SITE_DB_CONNECTION: SSLmode=require does not check the server certificate",
+        "ADMINSERVICE_URL: must be an https:// URL",
     )
+    p.configure(**broken_values)
+    with pytest.raises(InvocationFailed, match=r"^ConfigurationError: ") as timer_refused:
+        checked(p.export("export, broken settings"))
+    with pytest.raises(InvocationFailed, match=r"^ConfigurationError: ") as queue_refused:
+        checked(p.deliver("deliver, broken settings", body_of(fixture("01-add"))))
+    for caught in (timer_refused, queue_refused):
+        assert all(problem in str(caught.value) for problem in named), str(caught.value)
+        ev.exception("invocation, broken settings", caught.value)
+    assert p.health("health, broken settings").status == 503
+    broken = p.settings_file("broken", **broken_values)
     invalid = p.cli("check", settings=broken, code=1)
     message = str(invalid.exception)
     assert isinstance(invalid.exception, ConfigurationError)
-    assert "SITE_DB_CONNECTION: SSLmode=require does not check the server certificate" in message
-    assert "ADMINSERVICE_URL: must be an https:// URL" in message
-    with pytest.raises(ConfigurationError) as caught:
+    assert all(problem in message for problem in named), message
+    with pytest.raises(ConfigurationError) as caught_settings:
         load_settings(json.loads(Path(broken).read_text())["Values"])
-    ev.exception("load_settings", caught.value)
+    ev.exception("load_settings", caught_settings.value)
+    p.configure()
 
     # -- settings as a program or a debugger would dump them; the reference document --
     settings = load_settings(p.values)
@@ -487,6 +606,10 @@ def test_no_secret_leaves_the_pipeline(
     assert "PC-ADD01" in outcomes and "PC-AMBIG01" in outcomes
     assert ev.text("cli check --json: output").count('"ok": true') >= 3
     assert ev.exceptions >= 4
+    # Failed invocations, each with the stack trace the host logs: target down twice,
+    # the wrong credential (not for SOAP: decided), the SQL login, the settings twice.
+    assert len(ev.stack_traces) >= (5 if kind == "configmgr-webservice" else 6), ev.stack_traces
+    assert all(t.startswith("Traceback (most recent call last)") for t in ev.stack_traces)
     if kind != "configmgr-webservice":
         assert issued_tokens, "the pipeline must have been issued tokens"
         assert "requesting a new token" in logs or kind == "rest"

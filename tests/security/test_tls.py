@@ -1,10 +1,13 @@
 """TLS verification cannot be switched off: not by any setting, not by the variables
 that switch it off or redirect it elsewhere in the Python stack. Impostor servers,
 whose certificates come from a CA the app does not trust, are refused by the token
-client (MSAL), the AdminService client and both web service clients."""
+client (MSAL), the AdminService client and both web service clients: each client is
+probed on its own, built from settings as the runtime builds it, and the functions,
+run through Microsoft's worker library, are pointed at each impostor in turn."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,8 +24,9 @@ from devstack.tls import LocalCA
 from shared.errors import CmRemediateError, ConfigurationError
 from shared.membership import MembershipChange
 from shared.queue_messages import RemediationRequest
-from shared.runtime import Runtime
+from shared.runtime import Runtime, reset_runtime
 from shared.settings import Settings, load_settings
+from tests.conftest import FunctionApp, InvocationFailed
 from tests.remediation import scenario
 from tests.remediation.conftest import FIXTURES, fixture, webservice_rules
 from tests.security.conftest import (
@@ -295,6 +299,41 @@ def test_tls_ca_bundle_adds_trust_only(stack, entra, tmp_path, monkeypatch):
             assert outcome(client, trusting, servers, monkeypatch) == "refused", client.name
     finally:
         servers.stop()
+
+
+def test_the_functions_refuse_impostors(
+    stack, entra, impostors, local_ca, app: FunctionApp, tmp_path, monkeypatch
+):
+    """The queue function and the health endpoint, through the worker, with each client
+    pointed at an impostor: the invocation fails naming the refused certificate (not
+    retried into a decision), and no impostor ever answers a request. Entra ID is the
+    real simulator (trusted through TLS_CA_BUNDLE) where the impostor is the target, so
+    the token is really obtained, and never sent."""
+    stack.site_db.insert_devices(scenario.DEVICES)
+    real_entra = {
+        "ENTRA_AUTHORITY_HOST": entra.authority_host,
+        "TLS_CA_BUNDLE": str(local_ca.bundle_path),
+    }
+    cases = [
+        (client, {} if client.real_tokens else real_entra)
+        for client in clients(stack, entra, impostors, tmp_path)
+    ]
+    names = {name for client, extra in cases for name in {**client.settings, **extra}}
+    for client, extra in cases:
+        values = {**client.settings, **extra, "EXPORT_SCHEDULE": "0 */5 * * * *"}
+        for name in names - set(values):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        reset_runtime()
+        target = "webservice" if "WEBSERVICE_KIND" in values else "adminservice"
+        body = json.dumps({**fixture("01-add")["body"], "target": target})
+        before = impostors.served()
+        with pytest.raises(InvocationFailed, match=r"^\w+: .*" + REFUSED):
+            app.deliver(body, message_id=f"impostor-{target}")
+        health = app.health()
+        assert health.status in (200, 503), (client.name, health)
+        assert impostors.served() == before, f"{client.name}: the functions talked to an impostor"
 
 
 URL_SETTINGS = {
