@@ -1,17 +1,17 @@
 """cm-remediate function app: registers the trigger blueprints, nothing else.
 
-Settings and rules are validated here, at start: a malformed one stops the app with
-a message that names it, instead of failing on the first timer tick.
+Nothing here reads or validates settings: the worker imports this module to index the
+functions, and an exception here would hide every one of them ("0 functions found"),
+the health endpoint included. Settings and rules are checked on first use instead:
+health answers 503 naming every problem, and each timer or queue invocation fails
+with the same error until the configuration is fixed.
 """
 
 import azure.functions as func
 
-from shared.runtime import get_runtime
 from triggers.export import bp as export_blueprint
 from triggers.health import bp as health_blueprint
 from triggers.remediation import bp as remediation_blueprint
-
-get_runtime()
 
 app = func.FunctionApp()
 app.register_functions(export_blueprint)

@@ -37,7 +37,7 @@ from shared.poison import PoisonMessage
 from shared.processing import ProcessReport
 from shared.queue_messages import RemediationRequest
 from shared.runtime import Runtime, quiet_sdk_logs
-from shared.settings import configuration_reference, load_settings, read_local_settings
+from shared.settings import configuration_reference, read_local_settings
 
 app = typer.Typer(
     name="cmremediate",
@@ -75,7 +75,7 @@ def _configure_logging(verbose: bool) -> None:
 def _opened(settings_file: Path | None) -> Iterator[Runtime]:
     """The runtime of one command, from the environment or a local.settings.json."""
     values = read_local_settings(settings_file) if settings_file else None
-    runtime = Runtime(load_settings(values))
+    runtime = Runtime.from_environment(values)  # names every settings and rules problem
     try:
         yield runtime
     finally:
@@ -626,7 +626,8 @@ def check(
     as_json: JsonOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Validate settings and rules, then test every dependency for real."""
+    """Validate settings and rules, then test every dependency for real, in parallel,
+    at most 60 s each."""
     _configure_logging(verbose)
     with _opened(settings_file) as runtime:
         results = run_checks(runtime)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class CmRemediateError(Exception):
     """Base class of every error cm-remediate raises on purpose."""
 
 
 class ConfigurationError(CmRemediateError):
-    """A setting or the rules file is missing or malformed: the app must not start."""
+    """A setting or the rules file is missing or malformed: nothing runs until it is fixed.
+
+    ``problems`` holds one self-contained line per problem (the health endpoint lists
+    them); the message is what an operator reads in a log or on the command line.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) if problems is not None else [message]
 
 
 class SiteDatabaseError(CmRemediateError):

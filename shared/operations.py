@@ -1,19 +1,38 @@
 """What an operator asks: how far is the export, how full are the queues, what happened
-lately, is every dependency reachable. The CLI and the ``health`` function share it."""
+lately, is every dependency reachable. The CLI and the ``health`` function share it.
+
+Everything that may touch the network (building a client included) runs as a bounded
+probe (shared.probes): all at once, each with the caller's deadline, so a dependency
+that never answers costs the deadline, not the clients' own timeouts and retries.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.errors import CmRemediateError
-from shared.runtime import Runtime
+from shared.errors import CmRemediateError, ConfigurationError
+from shared.probes import Answer, Deadline, Pending
+from shared.runtime import Runtime, get_runtime
+from shared.watermark import SiteWatermark
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The health endpoint's budget: every check and figure has answered or is reported as
+#: late by then, and the function answers a moment later (well within 10 s).
+HEALTH_SECONDS = 8.0
+#: ``cmremediate check`` and ``status``: an operator can wait longer, and mostly gets the
+#: clients' own, more precise errors (a login timeout, a refused token) instead.
+OPERATOR_SECONDS = 60.0
 
 
 @dataclass
@@ -96,38 +115,105 @@ def queue_depth(runtime: Runtime, name: str) -> int:
         return 0
 
 
-def collect_status(runtime: Runtime) -> Status:
-    """Gather the figures; a dependency that fails is reported, not raised."""
-    status = Status(checked_utc=runtime.clock())
-    sites: dict[str, SiteStatus] = {}
-    try:
-        for summary in runtime.site_database.sites():
-            sites[summary.site_code] = SiteStatus(
-                summary.site_code, summary.newest_record_id, summary.newest_time_utc
-            )
-    except CmRemediateError as error:
-        status.errors.append(f"site database: {error}")
-    try:
-        for code in sorted(sites):
-            state, _ = runtime.watermarks.load(code)
-            if state is not None:
-                site = sites[code]
-                site.exported_high_record_id = state.high_record_id
-                site.exported_floor_record_id = state.floor_record_id
-                site.last_export_utc = state.updated_utc
-        status.queue_depth = queue_depth(runtime, runtime.settings.remediation_queue)
-        status.poison_depth = queue_depth(runtime, runtime.settings.poison_queue)
-        since = runtime.clock() - timedelta(hours=24)
-        status.outcomes_24h = dict(Counter(o.kind for o in runtime.audit.query(since=since)))
-        status.held = dict(
+def _settled(answer: Answer[T], deadline: Deadline, what: str) -> tuple[T | None, str | None]:
+    """A probe's value, or the one-line text of why there is none. An unexpected
+    exception is logged (the log redacts secrets), not shown, and not raised: the
+    health endpoint must answer whatever a probe does."""
+    if not answer.done:
+        return None, answer.late(deadline)
+    error = answer.error
+    if error is None:
+        return answer.value, None
+    if isinstance(error, CmRemediateError | AzureError):
+        return None, str(error).splitlines()[0][:300]
+    log.error("%s: unexpected %s", what, type(error).__name__, exc_info=error)
+    return None, f"unexpected {type(error).__name__} (details in the log)"
+
+
+def _sites(runtime: Runtime) -> list[SiteStatus]:
+    return [
+        SiteStatus(summary.site_code, summary.newest_record_id, summary.newest_time_utc)
+        for summary in runtime.site_database.sites()
+    ]
+
+
+def _export_progress(runtime: Runtime, codes: list[str]) -> dict[str, SiteWatermark | None]:
+    return {code: runtime.watermarks.load(code)[0] for code in codes}
+
+
+@dataclass
+class _StorageFigures:
+    queue_depth: int
+    poison_depth: int
+    outcomes_24h: dict[str, int]
+    held: dict[str, int]
+
+
+def _storage_figures(runtime: Runtime) -> _StorageFigures:
+    since = runtime.clock() - timedelta(hours=24)
+    return _StorageFigures(
+        queue_depth=queue_depth(runtime, runtime.settings.remediation_queue),
+        poison_depth=queue_depth(runtime, runtime.settings.poison_queue),
+        outcomes_24h=dict(Counter(o.kind for o in runtime.audit.query(since=since))),
+        held=dict(
             Counter(
                 h.request.collection_id for h in runtime.held.pending() if not h.outcome.dry_run
             )
+        ),
+    )
+
+
+@dataclass
+class _StatusProbes:
+    """The figures' probes, started; the export progress waits for the site list."""
+
+    sites: Pending[list[SiteStatus]]
+    storage: Pending[_StorageFigures]
+
+
+def _start_status(runtime: Runtime) -> _StatusProbes:
+    return _StatusProbes(
+        sites=runtime.probes.start("figures: site database", partial(_sites, runtime)),
+        storage=runtime.probes.start("figures: storage", partial(_storage_figures, runtime)),
+    )
+
+
+def _finish_status(runtime: Runtime, started: _StatusProbes, deadline: Deadline) -> Status:
+    status = Status(checked_utc=runtime.clock())
+    sites, error = _settled(started.sites.wait(deadline), deadline, "figures: site database")
+    if error is not None:
+        status.errors.append(f"site database: {error}")
+    status.sites = sorted(sites or [], key=lambda site: site.site_code)
+    if status.sites:
+        progress = runtime.probes.start(
+            "figures: export progress",
+            partial(_export_progress, runtime, [site.site_code for site in status.sites]),
         )
-    except (CmRemediateError, AzureError) as error:
+        states, error = _settled(progress.wait(deadline), deadline, "figures: export progress")
+        if error is not None:
+            status.errors.append(f"storage: export progress: {error}")
+        for site in status.sites:
+            state = (states or {}).get(site.site_code)
+            if state is not None:
+                site.exported_high_record_id = state.high_record_id
+                site.exported_floor_record_id = state.floor_record_id
+                site.last_export_utc = state.updated_utc
+    figures, error = _settled(started.storage.wait(deadline), deadline, "figures: storage")
+    if error is not None:
         status.errors.append(f"storage: {error}")
-    status.sites = [sites[code] for code in sorted(sites)]
+    if figures is not None:
+        status.queue_depth = figures.queue_depth
+        status.poison_depth = figures.poison_depth
+        status.outcomes_24h = figures.outcomes_24h
+        status.held = figures.held
     return status
+
+
+def collect_status(runtime: Runtime, *, seconds: float = OPERATOR_SECONDS) -> Status:
+    """Gather the figures in parallel, within ``seconds``; a dependency that fails or
+    does not answer in time is reported, not raised."""
+    deadline = Deadline.after(seconds)
+    return _finish_status(runtime, _start_status(runtime), deadline)
 
 
 @dataclass(frozen=True)
@@ -140,40 +226,42 @@ class Check:
     hint: str = ""
 
 
-def _check(name: str, hint: str, probe: Callable[[], object], passed: str) -> Check:
-    try:
-        detail = probe()
-        return Check(name, True, detail if isinstance(detail, str) else passed)
-    except (CmRemediateError, AzureError) as error:
-        return Check(name, False, str(error).splitlines()[0][:300], hint)
+@dataclass(frozen=True)
+class _Probe:
+    """A check before it runs: ``call`` is where every network access happens."""
+
+    name: str
+    hint: str
+    call: Callable[[], object]
+    passed: str
 
 
-def run_checks(runtime: Runtime) -> list[Check]:
-    """Test each dependency for real, in the order a deployment needs them."""
+def _probes(runtime: Runtime) -> list[_Probe]:
+    """The dependency checks, in the order a deployment needs them. Reads settings and
+    rules only: no client is built here."""
     s = runtime.settings
-    checks = [
-        Check("settings and rules", True, f"{len(runtime.rules.rules)} rules from {s.rules_path}"),
-        _check(
+    probes = [
+        _Probe(
             "site database",
             "check SITE_DB_CONNECTION (Server=host,port; SQL login; ODBC Driver 18) and that "
             "the login may SELECT v_StatusMessage, v_StatMsgInsStrings and v_R_System",
-            runtime.site_database.ping,
+            lambda: runtime.site_database.ping(),
             "v_StatusMessage, v_StatMsgInsStrings and v_R_System answered",
         ),
-        _check(
+        _Probe(
             "storage queue",
             "check AzureWebJobsStorage and the identity's Storage Queue Data Contributor role",
             lambda: f"{s.remediation_queue}: {queue_depth(runtime, s.remediation_queue)} messages",
             "",
         ),
-        _check(
+        _Probe(
             "storage blobs",
             "check the identity's Storage Blob Data Owner role (the export's watermarks and "
             "site leases)",
-            partial(runtime.watermarks.load, "CHK"),
+            lambda: runtime.watermarks.load("CHK"),
             "the watermark container is readable",
         ),
-        _check(
+        _Probe(
             "storage tables",
             "check the identity's Storage Table Data Contributor role (the audit trail and "
             "the blast-radius guard)",
@@ -181,38 +269,64 @@ def run_checks(runtime: Runtime) -> list[Check]:
             "the audit and add-limit tables are readable",
         ),
     ]
-    if "adminservice" in runtime.targets or s.identity_source == "adminservice":
-        admin = runtime.adminservice
-        checks.append(
-            _check(
+    adminservice_rules = [r for r in runtime.rules.rules if r.target == "adminservice"]
+    if adminservice_rules or s.identity_source == "adminservice":
+        probes += [
+            _Probe(
                 "token",
                 "check ENTRA_TENANT_ID, ENTRA_CLIENT_ID, ADMINSERVICE_USERNAME/PASSWORD and "
                 "ADMINSERVICE_SCOPE; the service account must not need MFA",
-                admin.token,
+                lambda: runtime.adminservice.token(),
                 "Entra ID issued a token for the service account",
-            )
-        )
-        checks.append(
-            _check(
+            ),
+            _Probe(
                 "AdminService",
                 "check ADMINSERVICE_URL (the CMG's CCM_Proxy_ServerAuth URL), that the CMG "
                 "allows AdminService traffic, and TLS_CA_BUNDLE for a private certificate",
-                admin.check,
-                f"{admin.base_url}v1.0/$metadata answered",
+                lambda: runtime.adminservice.check(),
+                f"{s.adminservice_url}v1.0/$metadata answered",
+            ),
+        ]
+        probes += [
+            _Probe(
+                f"collection {rule.collection_id}",
+                f"create the collection or fix collection_id of rule {rule.name!r}",
+                partial(_collection_exists, runtime, rule.collection_id),
+                f"{rule.collection_id} exists",
             )
+            for rule in adminservice_rules
+        ]
+    return probes
+
+
+def _start_checks(runtime: Runtime) -> list[tuple[_Probe, Pending[object]]]:
+    return [(probe, runtime.probes.start(probe.name, probe.call)) for probe in _probes(runtime)]
+
+
+def _finish_checks(
+    runtime: Runtime, started: list[tuple[_Probe, Pending[object]]], deadline: Deadline
+) -> list[Check]:
+    checks = [
+        Check(
+            "settings and rules",
+            True,
+            f"{len(runtime.rules.rules)} rules from {runtime.settings.rules_path}",
         )
-        for rule in runtime.rules.rules:
-            if rule.target != "adminservice":
-                continue
-            checks.append(
-                _check(
-                    f"collection {rule.collection_id}",
-                    f"create the collection or fix collection_id of rule {rule.name!r}",
-                    partial(_collection_exists, runtime, rule.collection_id),
-                    f"{rule.collection_id} exists",
-                )
-            )
+    ]
+    for probe, pending in started:
+        value, error = _settled(pending.wait(deadline), deadline, probe.name)
+        if error is not None:
+            checks.append(Check(probe.name, False, error, probe.hint))
+            continue
+        checks.append(Check(probe.name, True, value if isinstance(value, str) else probe.passed))
     return checks
+
+
+def run_checks(runtime: Runtime, *, seconds: float = OPERATOR_SECONDS) -> list[Check]:
+    """Test each dependency for real, all at once; a check without an answer within
+    ``seconds`` fails as late (its probe goes on in the background, see shared.probes)."""
+    deadline = Deadline.after(seconds)
+    return _finish_checks(runtime, _start_checks(runtime), deadline)
 
 
 def _tables_readable(runtime: Runtime) -> None:
@@ -241,13 +355,53 @@ def attention(figures: Status) -> list[str]:
     return notes
 
 
-def health_report(runtime: Runtime) -> tuple[int, dict[str, Any]]:
-    """The ``health`` function's answer: 200 when every dependency is up, else 503."""
-    checks = run_checks(runtime)
-    figures = collect_status(runtime)
+#: What to do about a configuration that does not load (health's failed check).
+CONFIGURATION_HINT = (
+    "fix every setting and rules problem listed under 'configuration'; until then every "
+    "timer and queue invocation fails with the same error (queue messages are retried, then "
+    "poisoned: `cmremediate poison requeue --all` after the fix)"
+)
+
+
+def configuration_report(error: ConfigurationError) -> dict[str, Any]:
+    """Health's answer when settings or rules do not load: every problem, no figures."""
+    return {
+        "status": "unhealthy",
+        "configuration": error.problems,
+        "checks": [
+            asdict(
+                Check("settings and rules", False, "; ".join(error.problems), CONFIGURATION_HINT)
+            )
+        ],
+        "attention": [],
+        "figures": None,
+    }
+
+
+def health_report(
+    runtime: Runtime | None = None, *, seconds: float = HEALTH_SECONDS
+) -> tuple[int, dict[str, Any]]:
+    """The ``health`` function's answer: 200 when every dependency is up, else 503.
+
+    Every check and figure runs at once with one deadline, ``seconds`` from now, so the
+    answer comes within about that, whatever the dependencies do. Without ``runtime``:
+    the process-wide one, and a configuration that does not load answers 503 naming
+    every problem instead of failing.
+    """
+    if runtime is None:
+        try:
+            runtime = get_runtime()
+        except ConfigurationError as error:
+            log.error("health: the configuration does not load:\n%s", error)
+            return 503, configuration_report(error)
+    deadline = Deadline.after(seconds)
+    figures_started = _start_status(runtime)
+    checks = _finish_checks(runtime, _start_checks(runtime), deadline)
+    figures = _finish_status(runtime, figures_started, deadline)
     healthy = all(c.ok for c in checks) and not figures.errors
     body = {
         "status": "healthy" if healthy else "unhealthy",
+        "configuration": [],
         "checks": [asdict(c) for c in checks],
         "attention": attention(figures),
         "figures": figures.to_json(),

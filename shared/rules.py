@@ -158,7 +158,10 @@ def parse_rules(text: str, *, source: str = "rules file") -> RuleSet:
             f"{_location(item['loc'], document)}: " + item["msg"].removeprefix("Value error, ")
             for item in error.errors()
         ]
-        raise ConfigurationError(f"{source}: invalid rules:\n  " + "\n  ".join(problems)) from None
+        raise ConfigurationError(
+            f"{source}: invalid rules:\n  " + "\n  ".join(problems),
+            [f"{source}: {problem}" for problem in problems],
+        ) from None
 
 
 def load_rules(path: Path) -> RuleSet:

@@ -1,15 +1,16 @@
 """The composition root: settings and rules in, long-lived clients out.
 
-Built once per process (a function app instance, a CLI run) and reused by every
-invocation, as the Azure SDK, MSAL and pyodbc are meant to be used. Building it
-validates settings and rules (including that every target a rule names is configured)
-and touches no network, so the app fails at start, not at the first message.
+Built once per process (a function app instance, a CLI run), on first use, and reused
+by every invocation, as the Azure SDK, MSAL and pyodbc are meant to be used. Building
+it validates settings and rules (including that every target a rule names is
+configured) and touches no network; the clients connect when first called.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -20,12 +21,14 @@ from pydantic import SecretStr
 from shared.add_limit import AddLimiter, add_limit_table_name
 from shared.adminservice import AdminServiceClient
 from shared.audit import AuditLog, audit_table_name
+from shared.configuration import load_configuration, validate_targets
 from shared.devices import DeviceSource
 from shared.errors import ConfigurationError
 from shared.export import Clock, Exporter, ExportOptions, utc_now
 from shared.held import HeldRequests
 from shared.membership import AdminServiceMembership, CollectionRefresher, MembershipTarget
 from shared.poison import PoisonQueue
+from shared.probes import Probes
 from shared.processing import QueueOptions, QueueProcessor
 from shared.redaction import (
     connection_string_secrets,
@@ -36,65 +39,13 @@ from shared.redaction import (
 from shared.remediation import Remediator
 from shared.remediation_queue import RemediationQueue
 from shared.rules import RuleSet, load_rules
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
 from shared.site_database import SiteDatabaseClient
 from shared.storage import StorageAccount
 from shared.tokens import AppTokens, DelegatedTokens
 from shared.transport import BearerClient, new_session, trust_store
 from shared.watermark import WatermarkStore
 from shared.webservice import ConfigMgrWebServiceTarget, RestWebServiceTarget, rest_errors
-
-
-def _missing(names: dict[str, object]) -> list[str]:
-    return [name for name, value in names.items() if value in (None, "")]
-
-
-def validate_targets(settings: Settings, rules: RuleSet) -> None:
-    """Every target a rule names, and the identity source, must be fully configured."""
-    problems: list[str] = []
-    needs_adminservice = settings.identity_source == "adminservice" or any(
-        r.target == "adminservice" for r in rules.rules
-    )
-    if needs_adminservice:
-        missing = _missing(
-            {
-                "ADMINSERVICE_URL": settings.adminservice_url,
-                "ENTRA_TENANT_ID": settings.entra_tenant_id,
-                "ENTRA_CLIENT_ID": settings.entra_client_id,
-                "ADMINSERVICE_USERNAME": settings.adminservice_username,
-                "ADMINSERVICE_PASSWORD": settings.adminservice_password,
-            },
-        )
-        problems += [
-            f"{name}: required because a rule targets the AdminService "
-            "(or IDENTITY_SOURCE=adminservice)"
-            for name in missing
-        ]
-    if any(r.target == "webservice" for r in rules.rules):
-        required: dict[str, object] = {
-            "WEBSERVICE_KIND": settings.webservice_kind,
-            "WEBSERVICE_URL": settings.webservice_url,
-        }
-        if settings.webservice_kind == "configmgr-webservice":
-            required["WEBSERVICE_SECRET"] = settings.webservice_secret
-        elif settings.webservice_kind == "rest":
-            required.update(
-                {
-                    "WEBSERVICE_SCOPE": settings.webservice_scope,
-                    "ENTRA_TENANT_ID": settings.entra_tenant_id,
-                    "ENTRA_CLIENT_ID": settings.entra_client_id,
-                    "ENTRA_CLIENT_SECRET or ENTRA_CLIENT_CERTIFICATE_PATH": (
-                        settings.entra_client_secret or settings.entra_client_certificate_path
-                    ),
-                }
-            )
-        kind = f" (WEBSERVICE_KIND={settings.webservice_kind})" if settings.webservice_kind else ""
-        problems += [
-            f"{name}: required because a rule targets the web service{kind}"
-            for name in _missing(required)
-        ]
-    if problems:
-        raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems))
 
 
 class Runtime:
@@ -109,11 +60,15 @@ class Runtime:
         self.rules = rules if rules is not None else load_rules(settings.rules_path)
         validate_targets(settings, self.rules)
         register_secrets(settings)
+        #: The probes of health, `check` and `status`: one in flight per check at most.
+        self.probes = Probes()
 
     @classmethod
-    def from_environment(cls) -> Runtime:
-        """Read settings from the environment and the rules file they name."""
-        return cls(load_settings())
+    def from_environment(cls, values: Mapping[str, str] | None = None) -> Runtime:
+        """Settings from ``values`` or the environment, and the rules file they name;
+        one ConfigurationError names every problem (shared.configuration)."""
+        settings, rules = load_configuration(values)
+        return cls(settings, rules)
 
     @cached_property
     def storage(self) -> StorageAccount:
@@ -323,7 +278,12 @@ _runtime: Runtime | None = None
 
 
 def get_runtime() -> Runtime:
-    """The process-wide runtime, built on first use from the environment."""
+    """The process-wide runtime, built on first use from the environment.
+
+    A bad configuration raises its ConfigurationError on every call, checked afresh each
+    time (no network): each timer or queue invocation fails naming the problems, and the
+    first call after the fix builds the runtime.
+    """
     global _runtime
     with _lock:
         if _runtime is None:

@@ -363,6 +363,13 @@ class Settings(BaseSettings):
         return f"{self.remediation_queue}-poison"
 
 
+def raw_setting(values: Mapping[str, str], name: str) -> str | None:
+    """The raw value of a setting, matched without regard to case as the model reads
+    the environment; None when it is not set. For diagnosis when the model refuses."""
+    wanted = name.lower()
+    return next((value for key, value in values.items() if key.lower() == wanted), None)
+
+
 def _storage_given(values: Mapping[str, str]) -> bool:
     names = {name.lower() for name, value in values.items() if value}
     return bool(
@@ -375,7 +382,23 @@ def _storage_given(values: Mapping[str, str]) -> bool:
     )
 
 
-def _describe(error: ValidationError, values: Mapping[str, str]) -> str:
+def _file_problems(values: Mapping[str, str]) -> list[str]:
+    """The file settings the whole-model check would refuse; that check runs only when
+    every field is valid, and stops at its first problem."""
+    root = Path(raw_setting(values, "AzureWebJobsScriptRoot") or DEFAULT_APP_ROOT)
+    problems = []
+    for alias in ("TLS_CA_BUNDLE", "ENTRA_CLIENT_CERTIFICATE_PATH"):
+        value = raw_setting(values, alias)
+        if not value:
+            continue
+        path = Path(value)
+        resolved = path if path.is_absolute() else root / path
+        if not resolved.is_file():
+            problems.append(f"{alias}: {resolved} is not a readable file")
+    return problems
+
+
+def _describe(error: ValidationError, values: Mapping[str, str]) -> list[str]:
     lines = []
     for item in error.errors():
         name = ".".join(str(part) for part in item["loc"]) or "settings"
@@ -386,12 +409,15 @@ def _describe(error: ValidationError, values: Mapping[str, str]) -> str:
         # The model-level check already names its setting.
         lines.append(message if name == "settings" else f"{name}: {message}")
     # The whole-model check does not run when a field fails; report storage anyway.
-    if not _storage_given(values) and _STORAGE_MISSING not in lines:
+    if not _storage_given(values) and not any(
+        line.startswith("AzureWebJobsStorage:") for line in lines
+    ):
         lines.append(_STORAGE_MISSING)
-    return "invalid settings:\n  " + "\n  ".join(lines)
+    lines += [problem for problem in _file_problems(values) if problem not in lines]
+    return lines
 
 
-def load_settings(values: dict[str, str] | None = None) -> Settings:
+def load_settings(values: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings; raise ConfigurationError naming every bad one.
 
     ``values`` replaces the environment (tests, ``--settings local.settings.json``).
@@ -399,12 +425,12 @@ def load_settings(values: dict[str, str] | None = None) -> Settings:
     try:
         if values is None:
             return Settings()  # the environment fills the required fields
-        return Settings.model_validate(values)
+        return Settings.model_validate(dict(values))
     except ValidationError as error:
         problems = _describe(error, os.environ if values is None else values)
     # Raised outside the handler: the ValidationError (which quotes every input value,
     # secrets too) must not travel along as the new exception's __context__.
-    raise ConfigurationError(problems)
+    raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems), problems)
 
 
 def read_local_settings(path: Path) -> dict[str, str]:

@@ -32,6 +32,9 @@ from shared.status_messages import (
 
 log = logging.getLogger(__name__)
 
+#: How long ``close()`` waits for a query in another thread before leaving it be.
+CLOSE_WAIT_SECONDS: Final = 2.0
+
 _SITES_SQL: Final = """
 SELECT SiteCode, MAX(RecordID), MAX(Time)
 FROM v_StatusMessage
@@ -163,9 +166,19 @@ class SiteDatabaseClient:
         self.close()
 
     def close(self) -> None:
-        """Close the connection, if one is open."""
-        with self._lock:
+        """Close the connection, if one is open.
+
+        A query still waiting for a server that does not answer (a health probe past its
+        deadline) holds the connection: closing waits only CLOSE_WAIT_SECONDS for it, so
+        a command can end; that connection goes with the process.
+        """
+        if not self._lock.acquire(timeout=CLOSE_WAIT_SECONDS):
+            log.info("site database: a query is still waiting; its connection is left open")
+            return
+        try:
             self._drop_connection()
+        finally:
+            self._lock.release()
 
     def _drop_connection(self) -> None:
         if self._connection is not None:

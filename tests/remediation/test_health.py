@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
-import azure.functions as func
 import pytest
 from azure.storage.queue import QueueClient
 
@@ -13,17 +10,15 @@ from shared.retry import RetryPolicy
 pytestmark = pytest.mark.stack
 
 
-def call_health():
-    from triggers.health import health
-
-    function = health.build().get_user_function()
-    return function(func.HttpRequest(method="GET", url="/api/health", body=b""))
+def call_health(remediation):
+    """``GET /api/health`` with the function key, through the worker."""
+    return remediation.app.health()
 
 
 def test_healthy_stack_answers_200_with_the_figures(remediation):
-    response = call_health()
-    assert response.status_code == 200
-    body = json.loads(response.get_body())
+    response = call_health(remediation)
+    assert response.status == 200
+    body = response.json()
     assert body["status"] == "healthy"
     names = {c["name"]: c["ok"] for c in body["checks"]}
     assert names["site database"] and names["AdminService"] and names["token"]
@@ -45,9 +40,9 @@ def test_poison_and_held_adds_need_attention_but_stay_200(remediation):
     request = RemediationRequest.model_validate(fixture("01-add")["body"])
     runtime.audit.record(request, "held-rate-limit", "test hold")
 
-    response = call_health()
-    assert response.status_code == 200  # every dependency is up
-    notes = json.loads(response.get_body())["attention"]
+    response = call_health(remediation)
+    assert response.status == 200  # every dependency is up
+    notes = response.json()["attention"]
     assert len(notes) == 2
     assert "1 message(s) in the poison queue" in notes[0]
     assert "1 add(s) to PS100123 held" in notes[1]
@@ -57,11 +52,11 @@ def test_a_dependency_down_answers_503_naming_it(remediation, monkeypatch):
     monkeypatch.setattr("shared.transport.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
     remediation.adminservice.set_down(True)
     try:
-        response = call_health()
+        response = call_health(remediation)
     finally:
         remediation.adminservice.set_down(False)
-    assert response.status_code == 503
-    body = json.loads(response.get_body())
+    assert response.status == 503
+    body = response.json()
     failed = [c for c in body["checks"] if not c["ok"]]
     assert failed and failed[0]["name"] == "AdminService"
     assert "ADMINSERVICE_URL" in failed[0]["hint"]

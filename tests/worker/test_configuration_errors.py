@@ -3,30 +3,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from devstack.functions_host import FunctionsHost
-from shared.runtime import reset_runtime
-from tests.conftest import FunctionApp
+from shared.configuration import _ALIASES
+from shared.runtime import get_runtime, reset_runtime
+from tests.conftest import REPO, FunctionApp
+from tests.helpers import rule, rules_text
 from tests.worker.test_indexing import GOOD
-
-SETTING_NAMES = [
-    "SITE_DB_CONNECTION",
-    "AzureWebJobsStorage",
-    "REMEDIATION_QUEUE",
-    "EXPORT_SCHEDULE",
-    "ADMINSERVICE_URL",
-    "ENTRA_AUTHORITY_HOST",
-    "ENTRA_TENANT_ID",
-    "ENTRA_CLIENT_ID",
-    "ADMINSERVICE_USERNAME",
-    "ADMINSERVICE_PASSWORD",
-    "REMEDIATION_RULES_FILE",
-    "EXPORT_OVERLAP_MINUTES",
-    "AzureWebJobsScriptRoot",
-]
 
 #: (settings, what the operator must read). Required settings missing, then malformed.
 CASES = [
@@ -75,8 +62,12 @@ CASES = [
 def broken_app(
     functions_host: FunctionsHost, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FunctionApp]:
-    for name in SETTING_NAMES:
-        monkeypatch.delenv(name, raising=False)
+    """No app setting in the environment but the app root; a fresh runtime."""
+    names = {alias.lower() for alias in _ALIASES}
+    for name in list(os.environ):
+        if name.lower() in names or name.lower().startswith("azurewebjobsstorage"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
     reset_runtime()
     yield FunctionApp(functions_host)
     reset_runtime()
@@ -126,3 +117,50 @@ def test_no_settings_at_all(broken_app: FunctionApp):
 
 def test_health_needs_the_function_key(broken_app: FunctionApp):
     assert broken_app.health(key="wrong").status == 401
+
+
+def test_health_lists_each_problem_once_in_order_with_the_fix(
+    broken_app: FunctionApp, monkeypatch, tmp_path
+):
+    rules = tmp_path / "rules.json"
+    rules.write_text(rules_text(rule(collection_id="SMS00001")))
+    monkeypatch.setenv("REMEDIATION_RULES_FILE", str(rules))
+    monkeypatch.setenv("EXPORT_OVERLAP_MINUTES", "soon")
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    response = broken_app.health()
+    assert response.status == 503
+    body = response.json()
+    assert body["status"] == "unhealthy"
+    assert body["figures"] is None
+    problems = body["configuration"]
+    assert [p.split(":")[0] for p in problems] == [
+        "SITE_DB_CONNECTION",
+        "EXPORT_OVERLAP_MINUTES",
+        f"REMEDIATION_RULES_FILE {rules}",
+    ]
+    assert "'SMS00001' is a built-in collection" in problems[2]
+    [check] = body["checks"]
+    assert check["name"] == "settings and rules" and not check["ok"]
+    assert all(problem in check["detail"] for problem in problems)
+    assert "poison" in check["hint"]
+
+
+def test_invocations_name_every_problem(broken_app: FunctionApp, monkeypatch):
+    monkeypatch.setenv("SITE_DB_CONNECTION", "sql01")
+    for invocation in (broken_app.export(check=False), broken_app.deliver("{}", check=False)):
+        assert invocation.error is not None
+        assert invocation.error.startswith(
+            "ConfigurationError: invalid settings:\n  SITE_DB_CONNECTION: is not an ODBC connection"
+        )
+        assert "AzureWebJobsStorage: required" in invocation.error
+        assert "ADMINSERVICE_URL: required because" in invocation.error
+
+
+def test_fixing_the_configuration_is_enough(broken_app: FunctionApp, monkeypatch):
+    assert not broken_app.export(check=False).ok
+    for name, value in GOOD.items():
+        monkeypatch.setenv(name, value)
+    runtime = get_runtime()  # touches no network: nothing listens on these settings
+    assert get_runtime() is runtime
+    assert len(runtime.rules.rules) == 3
+    assert broken_app.health(timeout=30).json()["configuration"] == []
