@@ -1,7 +1,8 @@
-"""The poison queue: messages the host gave up on after maxDequeueCount failures."""
+"""The poison queue: messages that failed maxDequeueCount times, parked for an operator."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,6 +101,16 @@ class PoisonQueue:
             return list(self._poison.peek_messages(max_messages=32))
         except ResourceNotFoundError:
             return []
+
+    def park(self, body: bytes) -> None:
+        """Put a (decoded) message body on the poison queue, base64 as the trigger reads
+        it, never to expire: the host's own copy would expire after the service's
+        default seven days."""
+        with queue_errors(f"park a message in {self._poison.queue_name}"):
+            with contextlib.suppress(ResourceExistsError):
+                self._poison.create_queue()
+            encoded = base64.b64encode(body).decode("ascii")
+            self._poison.send_message(encoded, time_to_live=NEVER_EXPIRE)
 
     def requeue(self, message_id: str | None = None) -> int:
         """Move one message (by ID) or all of them back to the remediation queue."""

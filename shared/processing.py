@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from shared.storage import queue_errors
 
 log = logging.getLogger(__name__)
 
+#: App settings under this prefix override host.json's queue options.
+HOST_SETTING_PREFIX = "AzureFunctionsJobHost__extensions__queues__"
+
 
 @dataclass(frozen=True)
 class QueueOptions:
@@ -38,19 +42,26 @@ class QueueOptions:
 
     @classmethod
     def from_host_json(cls, app_root: Path) -> QueueOptions:
-        """Read ``extensions.queues`` of host.json (defaults where absent)."""
+        """``extensions.queues`` of host.json, each overridden by its app setting
+        ``AzureFunctionsJobHost__extensions__queues__<name>`` as the host does; the
+        host's defaults where neither says."""
         try:
             queues = json.loads((app_root / "host.json").read_text(encoding="utf-8"))
             queues = queues.get("extensions", {}).get("queues", {})
         except (OSError, ValueError):
-            return cls()
+            queues = {}
+
+        def value(name: str, default: str) -> str:
+            override = os.environ.get(f"{HOST_SETTING_PREFIX}{name}")
+            return str(override if override else queues.get(name, default))
+
         hours, minutes, seconds = (
-            int(part) for part in str(queues.get("visibilityTimeout", "00:00:30")).split(":")
+            int(part) for part in value("visibilityTimeout", "00:00:30").split(":")
         )
         return cls(
-            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+            max_dequeue_count=max(1, int(value("maxDequeueCount", "5"))),
             visibility_timeout_seconds=hours * 3600 + minutes * 60 + seconds,
-            batch_size=int(queues.get("batchSize", 16)),
+            batch_size=int(value("batchSize", "16")),
         )
 
 

@@ -30,6 +30,7 @@ from shared.membership import AdminServiceMembership, CollectionRefresher, Membe
 from shared.poison import PoisonQueue
 from shared.probes import Probes
 from shared.processing import QueueOptions, QueueProcessor
+from shared.queue_function import QueueFunction
 from shared.redaction import (
     connection_string_secrets,
     install_log_redaction,
@@ -229,7 +230,7 @@ class Runtime:
             self.storage.queue(self.settings.remediation_queue, raw=True),
             self.storage.queue(self.settings.poison_queue, raw=True),
             self.remediator,
-            QueueOptions.from_host_json(self.settings.app_root),
+            self.queue_options,
         )
 
     @cached_property
@@ -239,6 +240,16 @@ class Runtime:
             self.storage.queue(self.settings.poison_queue, raw=True),
             self.storage.queue(self.settings.remediation_queue, raw=True),
         )
+
+    @cached_property
+    def queue_function(self) -> QueueFunction:
+        """What ``apply_remediation`` does with a delivery (last attempts parked)."""
+        return QueueFunction(self.remediator, self.poison, self.queue_options.max_dequeue_count)
+
+    @cached_property
+    def queue_options(self) -> QueueOptions:
+        """The host's queue options (host.json and their app-setting overrides)."""
+        return QueueOptions.from_host_json(self.settings.app_root)
 
     def close(self) -> None:
         """Release connections and threads (the CLI and tests; the host just exits)."""

@@ -14,9 +14,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # untyped in azure-funct
     arg_name="message", queue_name="%REMEDIATION_QUEUE%", connection="AzureWebJobsStorage"
 )
 def apply_remediation(message: func.QueueMessage) -> None:
-    """Decide and record; raising lets the host retry and, at last, poison the message."""
-    remediator = get_runtime().remediator
-    try:
-        remediator.handle(message.get_body(), message_id=message.id)
-    finally:
-        remediator.flush()
+    """Decide and record; raising lets the host retry. A failing last attempt is parked
+    in the poison queue by the core, where it does not expire."""
+    get_runtime().queue_function.handle(
+        message.get_body(), message_id=message.id, dequeue_count=message.dequeue_count
+    )

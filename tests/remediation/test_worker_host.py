@@ -12,6 +12,7 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
+from shared.retry import RetryPolicy
 from shared.runtime import get_runtime, reset_runtime
 from tests.remediation import scenario
 from tests.remediation.conftest import body_of, fixture
@@ -42,6 +43,8 @@ def test_a_bad_setting_poisons_nothing_is_lost_and_requeue_completes(make_remedi
 
     with remediation.app.listener(visibility_timeout_seconds=0) as listener:
         broken = listener.drain_until_empty()
+    # Without a configuration the function cannot park the message itself: the host
+    # poisons it (its copy expires after seven days; health names the problem meanwhile).
     assert broken.succeeded == 0
     assert broken.failed == len(ADDS) * listener.options.max_dequeue_count
     assert broken.poisoned == len(ADDS)
@@ -90,3 +93,30 @@ def test_deliveries_run_side_by_side_within_the_hosts_bound(remediation):
     assert report.succeeded == 60
     assert 1 < report.max_in_flight <= bound
     assert len({i.invocation_id for i in report.invocations}) == 60
+
+
+def test_a_failing_last_attempt_is_parked_where_it_does_not_expire(remediation, monkeypatch):
+    """The host's own poison copy expires after seven days; the function parks the
+    message itself on the host's last attempt, never to expire, and nothing is lost."""
+    monkeypatch.setattr("shared.transport.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
+    remediation.adminservice.set_down(True)
+    enqueue(remediation, [body_of(fixture("01-add"))])
+    with remediation.app.listener(visibility_timeout_seconds=0) as listener:
+        report = listener.drain_until_empty()
+        attempts = listener.options.max_dequeue_count
+    assert [i.ok for i in report.invocations] == [False] * (attempts - 1) + [True]
+    assert all("AdminServiceUnavailable" in (i.error or "") for i in report.invocations[:-1])
+    assert report.poisoned == 0  # the host had nothing to poison: the function parked it
+    with QueueClient.from_connection_string(
+        remediation.stack.azurite.connection_string, remediation.runtime.settings.poison_queue
+    ) as poison:
+        [parked] = list(poison.peek_messages(max_messages=32))
+    assert parked.expires_on is not None and parked.expires_on.year == 9999
+    assert remediation.outcome(fixture("01-add")["body"]) is None  # not decided: waiting
+
+    remediation.adminservice.set_down(False)
+    assert remediation.runtime.poison.requeue() == 1
+    with remediation.app.listener() as listener:
+        assert listener.drain_until_empty().succeeded == 1
+    outcome = remediation.outcome(fixture("01-add")["body"])
+    assert outcome is not None and outcome.kind == "added"
