@@ -4,9 +4,19 @@ The suite stops and restarts servers, so it runs on servers of its own rather th
 the session's: a site database, a persistent Azurite (a graceful restart keeps the
 data), an Entra ID simulator on a loopback address of its own, and a fresh
 AdminService simulator per scenario. Each scenario gets its own workload, site codes,
-queue, audit table and export state, runs the real export and queue processing
-(``Exporter``, ``QueueProcessor``, ``Remediator`` built by ``Runtime``), and ends
-with the ledger of ``tests/faults/ledger.py``.
+queue, audit table and export state, and ends with the ledger of
+``tests/faults/ledger.py``.
+
+The app runs as on Azure: its functions are invoked by Microsoft's Python worker
+library through the session's ``functions_host``; the scenario's app settings are in
+the environment and the functions build the process runtime from them. The export is
+a tick of the ``export_status_messages`` timer; the queue is drained by the host's
+queue listener (``devstack.queue_host``: batches, concurrent invocations, the suite's
+1 s visibility timeout, maxDequeueCount) feeding ``apply_remediation``, which parks a
+failing last attempt in the poison queue itself. A scenario
+tunes that process runtime before the first invocation: small export pages, a hooked
+site database client, an AdminService client with short backoff waits. A second app
+instance is a child process with a Functions host of its own.
 """
 
 from __future__ import annotations
@@ -15,8 +25,9 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -29,18 +40,21 @@ from devstack.adminservice import AdminServiceSimulator
 from devstack.azurite import Azurite
 from devstack.datagen import M365_RULES, Workload, generate_workload
 from devstack.entra import EntraSimulator
+from devstack.functions_host import FunctionsHost
+from devstack.queue_host import DrainReport, QueueTriggerListener, QueueTriggerOptions
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
 from shared.adminservice import AdminServiceClient
-from shared.export import Exporter
-from shared.processing import ProcessReport
+from shared.audit import Outcome
+from shared.export import ExportReport
 from shared.retry import RetryPolicy
-from shared.runtime import Runtime
-from shared.settings import load_settings
+from shared.runtime import Runtime, get_runtime, reset_runtime
 from shared.site_database import SiteDatabaseClient
 from shared.tokens import TokenProvider
 from shared.transport import DEFAULT_TIMEOUT
 from shared.watermark import WatermarkStore
+from tests.conftest import InvocationFailed
+from tests.faults.instance import ExportProgress, RecordingExporter, install_exporter
 from tests.faults.ledger import RESULTS, RULE_COLLECTION, Figures, Ledger
 from tests.helpers import device, own_loopback
 
@@ -141,9 +155,67 @@ def queue_depth(client: QueueClient) -> int:
         return 0
 
 
+def error_names(base: type[BaseException]) -> set[str]:
+    """``base`` and every subclass of it, by the name the host logs an error with."""
+    names = {base.__name__}
+    for subclass in base.__subclasses__():
+        names |= error_names(subclass)
+    return names
+
+
+#: The tally's key for a delivery that decided nothing yet (the request was requeued).
+REQUEUED = "requeued"
+
+
+class FunctionTally:
+    """What ``apply_remediation`` did inside the worker's threads that the host does
+    not see: the outcome the remediator returned for each delivery, and each failing
+    last attempt the function parked in the poison queue itself (it then returns, so
+    the host deletes the original instead of poisoning it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: Counter[str] = Counter()
+        self._parked = 0
+
+    def outcome(self, outcome: Outcome | None) -> None:
+        with self._lock:
+            self._outcomes[REQUEUED if outcome is None else outcome.kind] += 1
+
+    def park(self) -> None:
+        with self._lock:
+            self._parked += 1
+
+    def snapshot(self) -> tuple[Counter[str], int]:
+        """The outcomes and the parked count so far."""
+        with self._lock:
+            return Counter(self._outcomes), self._parked
+
+
+@dataclass(frozen=True)
+class Processed:
+    """One :meth:`Scenario.process` so far: what the host's queue listener did, and what
+    the queue function did meanwhile."""
+
+    deliveries: int
+    #: Deliveries that failed: the invocation raised (the host retries it or poisons
+    #: it), or it was a last attempt the function parked in the poison queue.
+    failed: int
+    #: Messages moved to the poison queue: by the function (parked), or by the host.
+    poisoned: int
+    max_in_flight: int
+    outcomes: Counter[str]
+
+    @property
+    def succeeded(self) -> int:
+        """Deliveries that were handled (their message was deleted, nothing parked)."""
+        return self.deliveries - self.failed
+
+
 @dataclass
 class Scenario:
-    """One fault scenario on the suite's stack: its workload, queue and simulators."""
+    """One fault scenario on the suite's stack: its workload, queue and simulators, and
+    the app run through the session's Functions host."""
 
     name: str
     site_db: SiteDatabase
@@ -157,7 +229,9 @@ class Scenario:
     ledger: Ledger
     tuning: AdminClientTuning
     figures: Figures
-    runtimes: list[Runtime] = field(default_factory=list)
+    host: FunctionsHost
+    monkeypatch: pytest.MonkeyPatch
+    tally: FunctionTally = field(default_factory=FunctionTally)
     started: float = field(default_factory=time.monotonic)
     _queues: dict[str, QueueClient] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
@@ -169,6 +243,7 @@ class Scenario:
             "AzureWebJobsStorage": self.azurite.connection_string,
             "AzureWebJobsScriptRoot": str(self.app_root),
             "REMEDIATION_QUEUE": self.queue_name,
+            "EXPORT_SCHEDULE": "0 */5 * * * *",
             "REMEDIATION_RULES_FILE": "rules.json",
             "ADMINSERVICE_URL": self.adminservice.cmg_url,
             "ENTRA_AUTHORITY_HOST": self.entra.authority_host,
@@ -180,29 +255,64 @@ class Scenario:
             **overrides,
         }
 
-    def runtime(self, **overrides: str) -> Runtime:
-        """A runtime built the way the app builds it (one per app process)."""
-        runtime = Runtime(load_settings(self.settings_values(**overrides)))
-        self.runtimes.append(runtime)
+    def app_runtime(self, **overrides: str) -> Runtime:
+        """Put the app settings in the environment, as the host does for a new worker,
+        and return the runtime the functions build from them (a fresh one), tuned for
+        the suite: small export pages, and what the queue function does tallied.
+        The AdminService client is tuned by :class:`AdminClientTuning`."""
+        for name, value in self.settings_values(**overrides).items():
+            self.monkeypatch.setenv(name, value)
+        reset_runtime()
+        runtime = get_runtime()
+        self.install_exporter(runtime)
+        remediator, poison = runtime.remediator, runtime.poison
+        handle, park = remediator.handle, poison.park
+
+        def tallied(body: bytes | str, *, message_id: str | None = None) -> Outcome | None:
+            outcome = handle(body, message_id=message_id)
+            self.tally.outcome(outcome)
+            return outcome
+
+        def parked(body: bytes) -> None:
+            park(body)
+            self.tally.park()
+
+        remediator.handle = tallied  # type: ignore[method-assign]
+        poison.park = parked  # type: ignore[method-assign]
         return runtime
 
-    def exporter(
+    def install_exporter(
         self,
         runtime: Runtime,
         *,
         database: SiteDatabaseClient | None = None,
         watermarks: WatermarkStore | None = None,
         **options: Any,
-    ) -> Exporter:
-        """The runtime's exporter with small pages; ``database`` and ``watermarks``
-        replace the runtime's clients (a client with a hook, a shorter lease)."""
-        return Exporter(
-            database=database or runtime.site_database,
-            queue=runtime.queue,
-            watermarks=watermarks or runtime.watermarks,
-            rules=runtime.rules,
-            options=replace(runtime.export_options(), page_size=PAGE_SIZE, **options),
+    ) -> RecordingExporter:
+        """The exporter the timer function runs: the runtime's, with small pages;
+        ``database`` and ``watermarks`` replace the runtime's clients (a client with a
+        hook, a shorter lease)."""
+        return install_exporter(
+            runtime, page_size=PAGE_SIZE, database=database, watermarks=watermarks, **options
         )
+
+    def export(self, *, progress: ExportProgress | None = None) -> ExportReport:
+        """One tick of ``export_status_messages``, invoked by the worker; the report of
+        the run it made. ``progress`` hears about every page of this run. Raises
+        :class:`InvocationFailed` (``"<Type>: <message>"`` as the host logs it) when
+        the function failed."""
+        exporter = get_runtime().__dict__.get("exporter")
+        assert isinstance(exporter, RecordingExporter), "app_runtime() tunes the exporter"
+        exporter.progress = progress
+        runs = len(exporter.reports)
+        try:
+            invocation = self.host.call_timer("export_status_messages")
+        finally:
+            exporter.progress = None
+        if not invocation.ok:
+            raise InvocationFailed(invocation)
+        assert len(exporter.reports) == runs + 1
+        return exporter.reports[-1]
 
     def site_database_client(self, **kwargs: Any) -> SiteDatabaseClient:
         """A site database client like the runtime's, with e.g. a ``sleep`` hook."""
@@ -229,44 +339,58 @@ class Scenario:
 
     def process(
         self,
-        runtime: Runtime,
         *,
-        progress: Callable[[ProcessReport], None] | None = None,
+        progress: Callable[[Processed], None] | None = None,
         timeout: float = 120.0,
-    ) -> ProcessReport:
-        """Drain with the runtime's QueueProcessor until the queue is empty, waiting
-        for failed messages to come back after the visibility timeout, as the host
-        keeps polling."""
-        total = ProcessReport()
+    ) -> Processed:
+        """Feed ``apply_remediation`` from the queue through the host's queue listener
+        (the suite's host.json: 1 s visibility timeout) until the queue is empty,
+        polling again for failed messages that come back, as the host keeps polling.
+        ``progress`` hears about every finished invocation."""
+        options = QueueTriggerOptions.from_host_json(self.app_root)
+        total = DrainReport()
+        outcomes_before, parked_before = self.tally.snapshot()
+
+        def so_far(current: DrainReport) -> Processed:
+            outcomes, parked = self.tally.snapshot()
+            parked -= parked_before
+            return Processed(
+                deliveries=len(total.invocations) + len(current.invocations),
+                failed=total.failed + current.failed + parked,
+                poisoned=total.poisoned + current.poisoned + parked,
+                max_in_flight=max(total.max_in_flight, current.max_in_flight),
+                outcomes=outcomes - outcomes_before,
+            )
+
+        def heard(current: DrainReport) -> None:
+            if progress is not None:
+                progress(so_far(current))
+
         deadline = time.monotonic() + timeout
-        queue = self.queue_client()
-        while True:
-            report = runtime.processor.drain(progress=progress)
-            total.processed += report.processed
-            total.failed += report.failed
-            total.poisoned += report.poisoned
-            total.requeued += report.requeued
-            total.outcomes.update(report.outcomes)
-            if queue_depth(queue) == 0:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{queue_depth(queue)} message(s) still queued after {timeout}s"
-                )
-            time.sleep(0.2)
-        self.figures.deliveries += total.processed + total.failed
-        self.figures.failed_deliveries += total.failed
-        self.figures.poisoned += total.poisoned
-        return total
+        with QueueTriggerListener(self.host, "apply_remediation", options=options) as listener:
+            while True:
+                total.merge(listener.drain(progress=heard))
+                left = listener.depth()
+                if left == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{left} message(s) still queued after {timeout}s")
+                time.sleep(0.2)
+        done = so_far(DrainReport())
+        self.figures.deliveries += done.deliveries
+        self.figures.failed_deliveries += done.failed
+        self.figures.poisoned += done.poisoned
+        return done
 
     def settle(self, runtime: Runtime) -> None:
-        """After the fault healed: requeue what the fault poisoned, and process it."""
+        """After the fault healed: requeue what the fault poisoned (the operator's
+        ``poison requeue --all``), and let the host process it."""
         for _ in range(3):
             moved = runtime.poison.requeue()
             self.figures.requeued += moved
             if not moved and self.depths()[0] == 0:
                 return
-            self.process(runtime)
+            self.process()
         raise AssertionError("the poison queue keeps filling after the fault healed")
 
     def assert_ledger(self, runtime: Runtime) -> Figures:
@@ -290,8 +414,7 @@ class Scenario:
         return figures
 
     def close(self) -> None:
-        for runtime in self.runtimes:
-            runtime.close()
+        reset_runtime()  # closes the process runtime's clients
         for close in self._closers:
             close()
 
@@ -316,10 +439,13 @@ def scenario(
     fault_azurite: Azurite,
     app_root: Path,
     admin_tuning: AdminClientTuning,
+    functions_host: FunctionsHost,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[..., Scenario]]:
     """Build this test's scenario: a fresh workload on two sites of its own in the
     site database, its devices and the three (seeded) collections in a fresh
-    AdminService simulator, and a fresh queue."""
+    AdminService simulator, and a fresh queue; the app runs through the session's
+    Functions host."""
     built: list[Scenario] = []
 
     def make(*, seed: int, message_count: int = MESSAGES_PER_SCENARIO) -> Scenario:
@@ -365,6 +491,8 @@ def scenario(
             figures=Figures(
                 scenario=name, messages=len(workload.messages), requests=ledger.requests
             ),
+            host=functions_host,
+            monkeypatch=monkeypatch,
         )
         RESULTS.append(current.figures)
         built.append(current)

@@ -1,22 +1,26 @@
-"""An export run in a process of its own that is killed right before its checkpoint.
+"""A second app instance whose export is killed right before its checkpoint.
 
 ``python -m tests.faults.crash_export LEASE_SECONDS PAGE_SIZE``, with the app settings
-in the environment (as the Functions host sets them). The run reads and enqueues
-everything, and the process dies with ``os._exit`` the moment the exporter first
-saves its watermark: no ``finally`` block, no lease release, no ``atexit``, as when
-the worker is killed. Exits with :data:`KILLED`, or 0 if it was never killed.
+in the environment (as the Functions host sets them). The process starts a Functions
+host of its own (Microsoft's worker library indexes and loads the app here, as in a
+new worker process), tunes the runtime its functions use, and runs one tick of
+``export_status_messages`` through the worker. The run reads and enqueues everything,
+and the process dies with ``os._exit`` the moment the exporter first saves its
+watermark: no ``finally`` block, no lease release, no ``atexit``, no answer to the
+host, as when the worker is killed. Exits with :data:`KILLED`; 0 if the run returned
+without being killed, 1 if it failed (the host's error on stderr).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from typing import Any, Final, NoReturn
 
-from shared.export import Exporter
-from shared.runtime import Runtime
+from devstack.functions_host import REPO, FunctionsHost
+from shared.runtime import get_runtime
 from shared.watermark import WatermarkStore
+from tests.faults.instance import install_exporter
 
 #: The exit status of the simulated kill.
 KILLED: Final = 86
@@ -24,24 +28,25 @@ KILLED: Final = 86
 
 def main(argv: list[str]) -> int:
     lease_seconds, page_size = int(argv[0]), int(argv[1])
-    runtime = Runtime.from_environment()
-    watermarks = WatermarkStore(
-        runtime.storage.container(runtime.settings.state_container), lease_seconds=lease_seconds
-    )
+    with FunctionsHost(REPO) as host:
+        runtime = get_runtime()  # the runtime this process's functions use
+        watermarks = WatermarkStore(
+            runtime.storage.container(runtime.settings.state_container),
+            lease_seconds=lease_seconds,
+        )
 
-    def killed(*args: Any, **kwargs: Any) -> NoReturn:
-        os._exit(KILLED)
+        def killed(*args: Any, **kwargs: Any) -> NoReturn:
+            os._exit(KILLED)
 
-    watermarks.save_merged = killed  # type: ignore[method-assign]
-    exporter = Exporter(
-        database=runtime.site_database,
-        queue=runtime.queue,
-        watermarks=watermarks,
-        rules=runtime.rules,
+        watermarks.save_merged = killed  # type: ignore[method-assign]
         # No checkpoint between pages: the first save is the one after every enqueue.
-        options=replace(runtime.export_options(), page_size=page_size, checkpoint_seconds=3600),
-    )
-    exporter.run()
+        install_exporter(
+            runtime, page_size=page_size, watermarks=watermarks, checkpoint_seconds=3600
+        )
+        invocation = host.call_timer("export_status_messages")
+    if not invocation.ok:
+        print(f"export_status_messages failed: {invocation.error}", file=sys.stderr)
+        return 1
     return 0
 
 

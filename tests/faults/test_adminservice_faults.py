@@ -1,45 +1,59 @@
-"""Faults at the AdminService and at Entra ID while the queue is processed: the real
-export fills the queue, the real QueueProcessor drains it while the fault hits, the
-fault heals, poisoned messages are requeued, and the ledger must hold."""
+"""Faults at the AdminService and at Entra ID while the queue is processed: the export
+timer fills the queue, the host's queue listener feeds ``apply_remediation`` (through
+the worker, several invocations at once) while the fault hits, the fault heals,
+poisoned messages are requeued, and the ledger must hold."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
-from shared.processing import ProcessReport
+from devstack.queue_host import QueueTriggerOptions
 from shared.runtime import Runtime
-from tests.faults.conftest import Scenario, Trigger
+from tests.faults.conftest import Processed, Scenario, Trigger
 
 pytestmark = [pytest.mark.faults, pytest.mark.stack]
 
 MakeScenario = Callable[..., Scenario]
 
 
-def member_outcomes(report: ProcessReport) -> int:
+def member_outcomes(report: Processed) -> int:
     """Outcomes of requests that went through the AdminService so far."""
     return report.outcomes["added"] + report.outcomes["already-member"]
 
 
 def export_all(scenario: Scenario) -> Runtime:
-    """Export the whole workload (no fault yet); the runtime then processes the queue."""
-    runtime = scenario.runtime()
-    report = scenario.exporter(runtime).run()
-    assert report.enqueued == scenario.ledger.requests
+    """Export the whole workload (no fault yet) with a tick of the timer; the runtime
+    is the one the functions use."""
+    runtime = scenario.app_runtime()
+    assert scenario.export().enqueued == scenario.ledger.requests
     return runtime
+
+
+def storm_outlasting_retries(s: Scenario) -> int:
+    """A number of 503s that must exhaust some request's retries, however many
+    invocations the host runs at once: each running request can swallow at most
+    ``attempts - 1`` of them without failing, and the host's queue listener runs at
+    most ``batchSize + newBatchThreshold`` invocations at once."""
+    options = QueueTriggerOptions.from_host_json(s.app_root)
+    in_flight = options.batch_size + options.new_batch_threshold
+    attempts = s.tuning.retry.attempts
+    return in_flight * (attempts - 1) + attempts
 
 
 def test_503_storm_mid_batch(scenario: MakeScenario) -> None:
     s = scenario(seed=601)
     runtime = export_all(s)
-    storm = Trigger[ProcessReport](
-        lambda r: member_outcomes(r) >= 3, lambda: s.adminservice.storm(503, count=30)
+    count = storm_outlasting_retries(s)
+    storm = Trigger[Processed](
+        lambda r: member_outcomes(r) >= 3, lambda: s.adminservice.storm(503, count=count)
     )
-    report = s.process(runtime, progress=storm)
-    assert storm.fired and s.adminservice.count_calls(status=503) == 30
+    report = s.process(progress=storm)
+    assert storm.fired and s.adminservice.count_calls(status=503) == count
     assert report.failed >= 1  # the storm outlasted some messages' retries
     s.settle(runtime)
     s.assert_ledger(runtime)
@@ -48,11 +62,11 @@ def test_503_storm_mid_batch(scenario: MakeScenario) -> None:
 def test_429_with_retry_after_is_waited_for(scenario: MakeScenario) -> None:
     s = scenario(seed=602)
     runtime = export_all(s)
-    throttle = Trigger[ProcessReport](
+    throttle = Trigger[Processed](
         lambda r: member_outcomes(r) >= 3,
         lambda: s.adminservice.storm(429, count=3, retry_after=1),
     )
-    report = s.process(runtime, progress=throttle)
+    report = s.process(progress=throttle)
     assert throttle.fired and s.adminservice.count_calls(status=429) == 3
     # Each 429 was waited out for its Retry-After, not the client's own backoff, and
     # the fourth attempt went through: no message failed.
@@ -66,13 +80,13 @@ def test_slow_adds_land_after_the_client_timed_out(scenario: MakeScenario) -> No
     s = scenario(seed=603)
     s.tuning.timeout = (5.0, 1.5)
     runtime = export_all(s)
-    # Four slow answers: every attempt the client may make at one add times out except
-    # the fifth, while the first one's add lands on the server 0.5 s after its timeout.
-    slow = Trigger[ProcessReport](
+    # Four slow answers to adds (one add's, or spread over the adds running at once):
+    # the client times out on each, while the add lands on the server 0.5 s later.
+    slow = Trigger[Processed](
         lambda r: member_outcomes(r) >= 3,
         lambda: s.adminservice.slow_next(4, 2.0, route="AddMembershipRule"),
     )
-    s.process(runtime, progress=slow)
+    s.process(progress=slow)
     assert slow.fired
     assert s.adminservice.count_calls("AddMembershipRule", status=500) >= 1  # re-sent adds
     s.settle(runtime)
@@ -82,10 +96,10 @@ def test_slow_adds_land_after_the_client_timed_out(scenario: MakeScenario) -> No
 def test_connection_resets(scenario: MakeScenario) -> None:
     s = scenario(seed=604)
     runtime = export_all(s)
-    resets = Trigger[ProcessReport](
+    resets = Trigger[Processed](
         lambda r: member_outcomes(r) >= 3, lambda: s.adminservice.reset_connections_next(12)
     )
-    s.process(runtime, progress=resets)
+    s.process(progress=resets)
     assert resets.fired and s.adminservice.count_calls(status=0) == 12
     s.settle(runtime)
     s.assert_ledger(runtime)
@@ -96,7 +110,7 @@ def test_untrusted_certificate_poisons_then_requeue_heals(scenario: MakeScenario
     runtime = export_all(s)
     s.adminservice.set_untrusted_certificate(True)
     try:
-        report = s.process(runtime)
+        report = s.process()
     finally:
         s.adminservice.set_untrusted_certificate(False)
     # The client refused the certificate: no request reached the service, every request
@@ -118,7 +132,7 @@ def test_token_endpoint_down_then_back(scenario: MakeScenario) -> None:
     runtime = export_all(s)
     s.entra.set_down(True)
     try:
-        report = s.process(runtime)
+        report = s.process()
     finally:
         s.entra.set_down(False)
     needs_service = s.ledger.adminservice_requests()
@@ -135,17 +149,24 @@ def test_tokens_expire_mid_batch(scenario: MakeScenario) -> None:
     issued: list[int] = []
 
     def expire() -> None:
+        # Tokens are stamped in whole seconds (iat): at the next whole second, every
+        # token issued before it expires, the cached one included, while every token
+        # issued from then on is valid. Invocations keep running meanwhile.
+        now = time.time()
+        boundary = math.floor(now) + 1
+        time.sleep(boundary - now + 0.01)
         issued.append(s.entra.token_count)
-        cutoff = datetime.now(UTC) + timedelta(seconds=1)
-        s.adminservice.expire_tokens_issued_before(cutoff)
-        # Tokens are stamped in whole seconds: the next one must be issued after the cutoff.
-        time.sleep((cutoff - datetime.now(UTC)).total_seconds() + 0.05)
+        s.adminservice.expire_tokens_issued_before(datetime.fromtimestamp(boundary, UTC))
 
-    expiry = Trigger[ProcessReport](lambda r: member_outcomes(r) >= 3, expire)
-    report = s.process(runtime, progress=expiry)
+    expiry = Trigger[Processed](lambda r: member_outcomes(r) >= 3, expire)
+    report = s.process(progress=expiry)
     assert expiry.fired
-    assert s.adminservice.count_calls(status=401) == 1  # the cached token, refused once
-    assert s.entra.token_count == issued[0] + 1  # one fresh token, then reused
+    # The cached token was refused: once for each request that carried it, at most one
+    # per invocation running at the time (several run at once under the host).
+    refused = s.adminservice.count_calls(status=401)
+    assert 1 <= refused <= report.max_in_flight
+    # Each refusal cost one fresh token, accepted at once; then tokens were reused.
+    assert s.entra.token_count == issued[0] + refused
     assert report.failed == 0
     s.settle(runtime)
     s.assert_ledger(runtime)

@@ -22,13 +22,13 @@ def test_flood_is_held_at_the_limit_then_released(
     scenario: Callable[..., Scenario], caplog: pytest.LogCaptureFixture
 ) -> None:
     s = scenario(seed=801)
-    runtime = s.runtime(MAX_ADDS_PER_COLLECTION_PER_HOUR=str(LIMIT))
-    assert s.exporter(runtime).run().enqueued == s.ledger.requests
+    runtime = s.app_runtime(MAX_ADDS_PER_COLLECTION_PER_HOUR=str(LIMIT))
+    assert s.export().enqueued == s.ledger.requests
     needed = Counter(collection for collection, _ in s.ledger.expected_adds())
     assert all(n > LIMIT for n in needed.values()), needed  # the flood must overflow
 
     with caplog.at_level(logging.WARNING, logger="shared.remediation"):
-        report = s.process(runtime)
+        report = s.process()
 
     made = s.adminservice.successful_adds()
     assert Counter(collection for collection, _ in made.elements()) == {c: LIMIT for c in needed}
@@ -44,6 +44,6 @@ def test_flood_is_held_at_the_limit_then_released(
     released = runtime.held.release(by="fault-suite")
     assert len(released.done) == report.outcomes["held-rate-limit"]
     s.figures.requeued += len(released.done)
-    s.process(runtime)
+    s.process()
     assert runtime.held.pending() == []
     s.assert_ledger(runtime)
