@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import os
 import time
@@ -28,11 +27,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.queue import QueueClient, QueueMessage
+from azure.storage.queue import ExponentialRetry, QueueClient, QueueMessage
 
 from devstack.functions_host import (
     FunctionsHost,
@@ -40,44 +37,13 @@ from devstack.functions_host import (
     QueueDelivery,
     resolve_setting_references,
 )
+from shared.processing import QueueOptions
 
 log = logging.getLogger(__name__)
 
 #: How long a fetched message stays invisible while its invocation runs (the host's
 #: lease, renewed while running; functionTimeout bounds a run to 10 minutes here).
 FETCH_VISIBILITY_SECONDS = 600
-
-
-def _timespan_seconds(value: str) -> int:
-    hours, minutes, seconds = (int(part) for part in value.split(":"))
-    return hours * 3600 + minutes * 60 + seconds
-
-
-@dataclass(frozen=True)
-class QueueTriggerOptions:
-    """host.json ``extensions.queues``, with the host's defaults."""
-
-    batch_size: int = 16
-    new_batch_threshold: int = 8
-    max_dequeue_count: int = 5
-    visibility_timeout_seconds: int = 0
-    message_encoding: str = "base64"
-
-    @classmethod
-    def from_host_json(cls, script_root: Path) -> QueueTriggerOptions:
-        """Read host.json; a missing key keeps the host's default."""
-        document = json.loads((script_root / "host.json").read_text(encoding="utf-8"))
-        queues: dict[str, Any] = document.get("extensions", {}).get("queues", {})
-        batch_size = int(queues.get("batchSize", cls.batch_size))
-        return cls(
-            batch_size=batch_size,
-            new_batch_threshold=int(queues.get("newBatchThreshold", batch_size // 2)),
-            max_dequeue_count=int(queues.get("maxDequeueCount", cls.max_dequeue_count)),
-            visibility_timeout_seconds=_timespan_seconds(
-                str(queues.get("visibilityTimeout", "00:00:00"))
-            ),
-            message_encoding=str(queues.get("messageEncoding", cls.message_encoding)).lower(),
-        )
 
 
 @dataclass
@@ -118,7 +84,7 @@ class QueueTriggerListener:
         function: str,
         *,
         environ: Mapping[str, str] | None = None,
-        options: QueueTriggerOptions | None = None,
+        options: QueueOptions | None = None,
     ) -> None:
         self._host = host
         self._function = function
@@ -129,9 +95,16 @@ class QueueTriggerListener:
         connection = environ.get(connection_setting)
         if not connection:
             raise ValueError(f"the trigger's connection setting {connection_setting} is unset")
-        self.options = options or QueueTriggerOptions.from_host_json(host.script_root)
-        self._queue = QueueClient.from_connection_string(connection, self.queue_name)
-        self._poison = QueueClient.from_connection_string(connection, f"{self.queue_name}-poison")
+        self.options = options or QueueOptions.from_host_json(host.script_root)
+        # Retries within seconds, like the .NET host's storage client (the Python SDK's
+        # default first waits 15 s).
+        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3)
+        self._queue = QueueClient.from_connection_string(
+            connection, self.queue_name, retry_policy=retry
+        )
+        self._poison = QueueClient.from_connection_string(
+            connection, f"{self.queue_name}-poison", retry_policy=retry
+        )
 
     def close(self) -> None:
         """Close the storage clients."""

@@ -34,11 +34,15 @@ HOST_SETTING_PREFIX = "AzureFunctionsJobHost__extensions__queues__"
 
 @dataclass(frozen=True)
 class QueueOptions:
-    """The queue settings of host.json that matter outside the host."""
+    """host.json ``extensions.queues``: how the host feeds the queue function."""
 
     max_dequeue_count: int = 5
-    visibility_timeout_seconds: int = 30
+    #: Delay before a failed message is visible again (the host's default: none).
+    visibility_timeout_seconds: int = 0
     batch_size: int = 16
+    #: Fetch again once no more than this many are still running.
+    new_batch_threshold: int = 8
+    message_encoding: str = "base64"
 
     @classmethod
     def from_host_json(cls, app_root: Path) -> QueueOptions:
@@ -51,17 +55,20 @@ class QueueOptions:
         except (OSError, ValueError):
             queues = {}
 
-        def value(name: str, default: str) -> str:
+        def value(name: str, default: object) -> str:
             override = os.environ.get(f"{HOST_SETTING_PREFIX}{name}")
             return str(override if override else queues.get(name, default))
 
         hours, minutes, seconds = (
-            int(part) for part in value("visibilityTimeout", "00:00:30").split(":")
+            int(part) for part in value("visibilityTimeout", "00:00:00").split(":")
         )
+        batch_size = int(value("batchSize", cls.batch_size))
         return cls(
-            max_dequeue_count=max(1, int(value("maxDequeueCount", "5"))),
+            max_dequeue_count=max(1, int(value("maxDequeueCount", cls.max_dequeue_count))),
             visibility_timeout_seconds=hours * 3600 + minutes * 60 + seconds,
-            batch_size=int(value("batchSize", "16")),
+            batch_size=batch_size,
+            new_batch_threshold=int(value("newBatchThreshold", batch_size // 2)),
+            message_encoding=value("messageEncoding", cls.message_encoding).lower(),
         )
 
 

@@ -17,10 +17,11 @@ from azure.storage.queue import QueueClient
 
 from devstack.azurite import Azurite
 from devstack.functions_host import FunctionsHost, HttpResult, Invocation, QueueDelivery
-from devstack.queue_host import QueueTriggerListener, QueueTriggerOptions
+from devstack.queue_host import QueueTriggerListener
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
 from shared.export import Exporter
+from shared.processing import QueueOptions
 from shared.queue_messages import RemediationRequest, decode
 from shared.rules import RuleSet
 from shared.runtime import Runtime, quiet_sdk_logs, reset_runtime
@@ -207,7 +208,7 @@ class FunctionApp:
     def listener(self, **options: Any) -> QueueTriggerListener:
         """The host's queue listener for ``apply_remediation`` (host.json, ``options``
         replacing some of it)."""
-        base = QueueTriggerOptions.from_host_json(self.host.script_root)
+        base = QueueOptions.from_host_json(self.host.script_root)
         return QueueTriggerListener(
             self.host, "apply_remediation", options=replace(base, **options)
         )

@@ -41,12 +41,13 @@ from devstack.azurite import Azurite
 from devstack.datagen import M365_RULES, Workload, generate_workload
 from devstack.entra import EntraSimulator
 from devstack.functions_host import FunctionsHost
-from devstack.queue_host import DrainReport, QueueTriggerListener, QueueTriggerOptions
+from devstack.queue_host import DrainReport, QueueTriggerListener
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
 from shared.adminservice import AdminServiceClient
 from shared.audit import Outcome
 from shared.export import ExportReport
+from shared.processing import QueueOptions
 from shared.retry import RetryPolicy
 from shared.runtime import Runtime, get_runtime, reset_runtime
 from shared.site_database import SiteDatabaseClient
@@ -347,7 +348,7 @@ class Scenario:
         (the suite's host.json: 1 s visibility timeout) until the queue is empty,
         polling again for failed messages that come back, as the host keeps polling.
         ``progress`` hears about every finished invocation."""
-        options = QueueTriggerOptions.from_host_json(self.app_root)
+        options = QueueOptions.from_host_json(self.app_root)
         total = DrainReport()
         outcomes_before, parked_before = self.tally.snapshot()
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devstack.queue_host import QueueTriggerOptions
+from shared.processing import QueueOptions
 from shared.runtime import Runtime
 from tests.faults.conftest import Processed, Scenario, Trigger
 
@@ -39,7 +39,7 @@ def storm_outlasting_retries(s: Scenario) -> int:
     invocations the host runs at once: each running request can swallow at most
     ``attempts - 1`` of them without failing, and the host's queue listener runs at
     most ``batchSize + newBatchThreshold`` invocations at once."""
-    options = QueueTriggerOptions.from_host_json(s.app_root)
+    options = QueueOptions.from_host_json(s.app_root)
     in_flight = options.batch_size + options.new_batch_threshold
     attempts = s.tuning.retry.attempts
     return in_flight * (attempts - 1) + attempts
