@@ -56,6 +56,10 @@ class IndexingFailed(RuntimeError):
     """The worker refused the app: on Azure the host logs "0 functions found"."""
 
 
+class FunctionInError(RuntimeError):
+    """The host cannot run this function (a ``%SETTING%`` in its bindings is unset)."""
+
+
 def load_worker() -> tuple[ModuleType, ModuleType]:
     """Microsoft's worker library and the protobuf module it takes from its caller."""
     try:
@@ -135,11 +139,11 @@ def resolve_setting_references(value: str, environ: Mapping[str, str]) -> str:
     """``%NAME%`` in a binding, from app settings, as the host resolves it."""
     parts = value.split("%")
     if len(parts) % 2 == 0:
-        raise IndexingFailed(f"unbalanced %...% in binding value {value!r}")
+        raise FunctionInError(f"unbalanced %...% in binding value {value!r}")
     for index in range(1, len(parts), 2):
         name = parts[index]
-        if name not in environ:
-            raise IndexingFailed(f"binding refers to app setting %{name}%, which is not set")
+        if not environ.get(name):
+            raise FunctionInError(f"'%{name}%' does not resolve to a value (app setting {name})")
         parts[index] = environ[name]
     return "".join(parts)
 
@@ -277,8 +281,18 @@ class FunctionsHost:
         data: Any,
         trigger_metadata: Mapping[str, Any] | None = None,
     ) -> Future[Invocation]:
-        """Start one invocation of ``name`` with its trigger ``data`` (a TypedData)."""
+        """Start one invocation of ``name`` with its trigger ``data`` (a TypedData).
+
+        Raises :class:`FunctionInError` when a ``%SETTING%`` of its bindings does not
+        resolve from the environment: the host never runs such a function."""
         fn = self.function(name)
+        for binding in fn.bindings:
+            for value in binding.values():
+                if isinstance(value, str) and "%" in value:
+                    try:
+                        resolve_setting_references(value, os.environ)
+                    except FunctionInError as error:
+                        raise FunctionInError(f"the function {name} is in error: {error}") from None
         p = self._protos
         invocation_id = str(uuid.uuid4())
         request = p.InvocationRequest(

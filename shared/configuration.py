@@ -36,6 +36,25 @@ def _aliases() -> dict[str, str]:
 
 _ALIASES = _aliases()
 
+#: App settings that the Functions host itself resolves in a binding (``%NAME%``), by
+#: the function whose binding names them. The host knows nothing of this app's
+#: defaults: with one unset it leaves that function in error, and it never runs.
+BINDING_SETTINGS = {
+    "EXPORT_SCHEDULE": "export_status_messages",
+    "REMEDIATION_QUEUE": "apply_remediation",
+}
+
+
+def binding_problems(environ: Mapping[str, str]) -> list[str]:
+    """The binding settings missing from the function app's environment."""
+    return [
+        f"{name}: not set; the Functions host resolves %{name}% in the binding of "
+        f"{function} itself, without this app's default, and does not run {function} "
+        "without it (set it, even to the default)"
+        for name, function in BINDING_SETTINGS.items()
+        if not raw_setting(environ, name)
+    ]
+
 
 def _missing(setting: Lookup, names: list[str]) -> list[str]:
     return [name for name in names if setting(name) in (None, "")]

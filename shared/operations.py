@@ -9,6 +9,7 @@ that never answers costs the deadline, not the clients' own timeouts and retries
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
+from shared.configuration import binding_problems
 from shared.errors import CmRemediateError, ConfigurationError
 from shared.probes import Answer, Deadline, Pending
 from shared.runtime import Runtime, get_runtime
@@ -363,15 +365,20 @@ CONFIGURATION_HINT = (
 )
 
 
-def configuration_report(error: ConfigurationError) -> dict[str, Any]:
+#: What to do about a binding setting the host cannot resolve.
+BINDING_HINT = (
+    "set the app setting; the host reads bindings at start, so the function runs once "
+    "the app has restarted with it (changing an app setting restarts the app)"
+)
+
+
+def configuration_report(problems: list[str]) -> dict[str, Any]:
     """Health's answer when settings or rules do not load: every problem, no figures."""
     return {
         "status": "unhealthy",
-        "configuration": error.problems,
+        "configuration": problems,
         "checks": [
-            asdict(
-                Check("settings and rules", False, "; ".join(error.problems), CONFIGURATION_HINT)
-            )
+            asdict(Check("settings and rules", False, "; ".join(problems), CONFIGURATION_HINT))
         ],
         "attention": [],
         "figures": None,
@@ -386,22 +393,27 @@ def health_report(
     Every check and figure runs at once with one deadline, ``seconds`` from now, so the
     answer comes within about that, whatever the dependencies do. Without ``runtime``:
     the process-wide one, and a configuration that does not load answers 503 naming
-    every problem instead of failing.
+    every problem instead of failing; so does a binding setting the host cannot resolve.
     """
+    unbound: list[str] = []
     if runtime is None:
+        unbound = binding_problems(os.environ)
         try:
             runtime = get_runtime()
         except ConfigurationError as error:
             log.error("health: the configuration does not load:\n%s", error)
-            return 503, configuration_report(error)
+            return 503, configuration_report([*error.problems, *unbound])
     deadline = Deadline.after(seconds)
     figures_started = _start_status(runtime)
     checks = _finish_checks(runtime, _start_checks(runtime), deadline)
     figures = _finish_status(runtime, figures_started, deadline)
+    if unbound:
+        log.error("health: the host cannot resolve a binding:\n%s", "\n".join(unbound))
+        checks.insert(1, Check("function bindings", False, "; ".join(unbound), BINDING_HINT))
     healthy = all(c.ok for c in checks) and not figures.errors
     body = {
         "status": "healthy" if healthy else "unhealthy",
-        "configuration": [],
+        "configuration": unbound,
         "checks": [asdict(c) for c in checks],
         "attention": attention(figures),
         "figures": figures.to_json(),

@@ -78,11 +78,15 @@ def black_holes() -> Iterator[dict[str, BlackHole]]:
         yield {name: holes.enter_context(BlackHole()) for name in DEPENDENCIES}
 
 
-def probe_threads() -> Counter[str]:
-    return Counter(t.name for t in threading.enumerate() if t.name.startswith("probe: "))
+def probe_threads(before: set[threading.Thread]) -> Counter[str]:
+    """Probe threads started since ``before`` (earlier tests' probes may still hang)."""
+    return Counter(
+        t.name for t in threading.enumerate() if t.name.startswith("probe: ") and t not in before
+    )
 
 
 def test_every_dependency_black_holed_answers_503_within_10_s(health_app, black_holes):
+    before = set(threading.enumerate())
     started = time.monotonic()
     response = health_app({name: hole.port for name, hole in black_holes.items()})
     elapsed = time.monotonic() - started
@@ -108,13 +112,13 @@ def test_every_dependency_black_holed_answers_503_within_10_s(health_app, black_
         assert black_holes[name].accepted, name
 
     # Asked again while those probes still hang: no new thread, and it says why.
-    threads = probe_threads()
+    threads = probe_threads(before)
     assert sum(threads.values()) == len(CHECKS) + 2  # and the two figures
     status, again = health_report(get_runtime(), seconds=1)
     assert status == 503
     for check in again["checks"][1:]:
         assert "by an earlier call is still waiting" in check["detail"], check
-    assert probe_threads() == threads
+    assert probe_threads(before) == threads
 
 
 def test_every_dependency_refusing_answers_503_within_10_s(health_app):

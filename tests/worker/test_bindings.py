@@ -7,12 +7,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from pathlib import Path
 
 import azure.functions as func
 import pytest
 
 from devstack.functions_host import FunctionsHost
+from shared.configuration import BINDING_SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,3 +53,19 @@ def test_the_worker_indexed_each_function_with_the_same_bindings(
     indexed = {b["name"] for b in functions_host.function(name).bindings}
     declared = {b.name for b in trigger_builders()[name].get_bindings()}
     assert indexed == declared
+
+
+def test_the_settings_the_host_resolves_in_bindings_are_the_ones_health_checks(
+    functions_host: FunctionsHost,
+):
+    """``%NAME%`` in a binding is resolved by the host, which knows no defaults: health
+    names exactly these when they are unset (shared.configuration.BINDING_SETTINGS)."""
+    referenced = {
+        reference: name
+        for name, function in functions_host.functions.items()
+        for binding in function.bindings
+        for value in binding.values()
+        if isinstance(value, str)
+        for reference in re.findall(r"%([^%]+)%", value)
+    }
+    assert referenced == BINDING_SETTINGS

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devstack.functions_host import FunctionsHost
+from devstack.functions_host import FunctionInError, FunctionsHost
 from shared.configuration import _ALIASES
 from shared.runtime import get_runtime, reset_runtime
 from tests.conftest import REPO, FunctionApp
@@ -68,6 +68,9 @@ def broken_app(
         if name.lower() in names or name.lower().startswith("azurewebjobsstorage"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
+    # The host's own binding settings, so that it runs the functions (tested apart).
+    monkeypatch.setenv("EXPORT_SCHEDULE", GOOD["EXPORT_SCHEDULE"])
+    monkeypatch.setenv("REMEDIATION_QUEUE", GOOD["REMEDIATION_QUEUE"])
     reset_runtime()
     yield FunctionApp(functions_host)
     reset_runtime()
@@ -108,11 +111,14 @@ def test_every_problem_is_named_at_once(broken_app: FunctionApp, monkeypatch, tm
     assert "REMEDIATION_RULES_FILE" in problems  # the rules file, although a setting failed
 
 
-def test_no_settings_at_all(broken_app: FunctionApp):
+def test_no_settings_at_all(broken_app: FunctionApp, monkeypatch):
+    monkeypatch.delenv("EXPORT_SCHEDULE")
+    monkeypatch.delenv("REMEDIATION_QUEUE")
     response = broken_app.health()
     assert response.status == 503
     problems = "\n".join(response.json()["configuration"])
     assert "SITE_DB_CONNECTION" in problems and "AzureWebJobsStorage" in problems
+    assert "EXPORT_SCHEDULE: not set" in problems and "REMEDIATION_QUEUE: not set" in problems
 
 
 def test_health_needs_the_function_key(broken_app: FunctionApp):
@@ -164,3 +170,22 @@ def test_fixing_the_configuration_is_enough(broken_app: FunctionApp, monkeypatch
     assert get_runtime() is runtime
     assert len(runtime.rules.rules) == 3
     assert broken_app.health(timeout=30).json()["configuration"] == []
+
+
+@pytest.mark.parametrize("name", ["EXPORT_SCHEDULE", "REMEDIATION_QUEUE"])
+def test_an_unset_binding_setting_is_named_although_the_app_has_a_default(
+    broken_app: FunctionApp, monkeypatch, name
+):
+    for setting, value in GOOD.items():
+        monkeypatch.setenv(setting, value)
+    monkeypatch.delenv(name)
+    response = broken_app.health(timeout=30)
+    assert response.status == 503
+    body = response.json()
+    [problem] = body["configuration"]
+    assert problem.startswith(f"{name}: not set; the Functions host resolves %{name}%")
+    check = next(c for c in body["checks"] if c["name"] == "function bindings")
+    assert not check["ok"] and check["detail"] == problem
+    if name == "EXPORT_SCHEDULE":  # the host never runs a function in error
+        with pytest.raises(FunctionInError, match="'%EXPORT_SCHEDULE%' does not resolve"):
+            broken_app.export()
