@@ -21,6 +21,18 @@ UNREACHABLE_ADMINSERVICE = {
 }
 
 
+#: The dependency checks of health and `cmremediate check` with an AdminService rule
+#: (each of its collections adds one more).
+DEPENDENCY_CHECKS = (
+    "site database",
+    "storage queue",
+    "storage blobs",
+    "storage tables",
+    "token",
+    "AdminService",
+)
+
+
 def own_loopback(suite: int) -> str:
     """A loopback address for one suite's Entra simulator in this process.
 

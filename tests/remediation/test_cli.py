@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from devstack.datagen import GeneratedStatusMessage
 from shared.cli import app
 from shared.retry import RetryPolicy
+from tests.helpers import DEPENDENCY_CHECKS
 from tests.remediation.conftest import FIXTURES, REPO
 
 pytestmark = pytest.mark.stack
@@ -122,15 +123,7 @@ def test_check_passes_on_a_healthy_stack(cli_env):
     _, settings = cli_env
     result = run("check", "--settings", settings)
     assert result.exit_code == 0, result.output
-    for name in (
-        "site database",
-        "storage queue",
-        "storage blobs",
-        "storage tables",
-        "token",
-        "AdminService",
-        "collection PS100126",
-    ):
+    for name in (*DEPENDENCY_CHECKS, "collection PS100126"):
         assert re.search(rf"ok\s+{name}", result.output), name
 
 

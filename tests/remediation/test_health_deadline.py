@@ -19,22 +19,13 @@ from devstack.ports import free_port
 from shared.operations import HEALTH_SECONDS, health_report
 from shared.runtime import get_runtime, reset_runtime
 from tests.conftest import REPO, FunctionApp, Stack
+from tests.helpers import DEPENDENCY_CHECKS
 
 pytestmark = pytest.mark.stack
 
 DEPENDENCIES = ("site database", "storage", "Entra ID", "AdminService")
 #: Every check of the shipped rules.json (three AdminService rules).
-CHECKS = {
-    "site database",
-    "storage queue",
-    "storage blobs",
-    "storage tables",
-    "token",
-    "AdminService",
-    "collection PS100123",
-    "collection PS100124",
-    "collection PS100125",
-}
+CHECKS = {*DEPENDENCY_CHECKS, "collection PS100123", "collection PS100124", "collection PS100125"}
 
 
 def settings_pointing_at(stack: Stack, ports: dict[str, int]) -> dict[str, str]:
