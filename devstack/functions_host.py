@@ -12,8 +12,8 @@ What the .NET host itself adds on top (polling, retries, poison queue) lives in
 ``devstack.queue_host``.
 
 The worker library keeps its function registry in module globals, as the worker
-process does: one started host per process. ``python -m devstack.functions_host index``
-indexes in a fresh process and prints what the host would see, as JSON.
+process does: one started host per process (``devstack.worker_index`` indexes in a
+fresh one).
 """
 
 from __future__ import annotations
@@ -454,55 +454,3 @@ class FunctionsHost:
             payload,
             time.monotonic() - started,
         )
-
-
-@dataclass(frozen=True)
-class IndexReport:
-    """What ``index`` saw: the functions, or the worker's refusal."""
-
-    functions: dict[str, list[dict[str, Any]]]
-    error: str | None
-
-
-def index_app(script_root: Path = REPO) -> IndexReport:
-    """Index the app once through the worker (this process's one host)."""
-    host = FunctionsHost(script_root)
-    try:
-        with host:
-            return IndexReport({name: list(f.bindings) for name, f in host.functions.items()}, None)
-    except IndexingFailed as error:
-        return IndexReport({}, str(error))
-
-
-def index_in_fresh_process(
-    environ: Mapping[str, str], script_root: Path = REPO, timeout: float = 120
-) -> IndexReport:
-    """Index in a new interpreter with exactly ``environ``, as a new worker starts."""
-    import subprocess
-
-    result = subprocess.run(
-        [sys.executable, "-m", "devstack.functions_host", "index", str(script_root)],
-        env={**environ, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=script_root,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"index process failed ({result.returncode}):\n{result.stderr}")
-    document = json.loads(result.stdout.splitlines()[-1])
-    return IndexReport(document["functions"], document["error"])
-
-
-def _main(argv: list[str]) -> int:
-    if len(argv) not in (1, 2) or argv[0] != "index":
-        print("usage: python -m devstack.functions_host index [SCRIPT_ROOT]", file=sys.stderr)
-        return 2
-    report = index_app(Path(argv[1]) if len(argv) == 2 else REPO)
-    print(json.dumps({"functions": report.functions, "error": report.error}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))

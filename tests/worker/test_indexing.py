@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.functions_host import IndexReport, index_in_fresh_process
+from devstack.worker_index import IndexReport, index_in_fresh_process
 from tests.helpers import UNREACHABLE_ADMINSERVICE
 
 REPO = Path(__file__).resolve().parents[2]
