@@ -15,6 +15,8 @@ import pytest
 
 from devstack.functions_host import FunctionsHost
 from shared.configuration import BINDING_SETTINGS
+from shared.queue_messages import RemediationRequest
+from tests.helpers import request_document
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,3 +71,24 @@ def test_the_settings_the_host_resolves_in_bindings_are_the_ones_health_checks(
         for reference in re.findall(r"%([^%]+)%", value)
     }
     assert referenced == BINDING_SETTINGS
+
+
+def test_no_queue_message_property_shadows_the_hosts_trigger_metadata():
+    """The host copies a JSON body's top-level properties into the trigger metadata,
+    whose names compare without case: none of the contract's may meet the host's own."""
+    host_names = {
+        "queuetrigger",
+        "id",
+        "popreceipt",
+        "dequeuecount",
+        "insertiontime",
+        "expirationtime",
+        "nexttimevisible",
+        "nextvisibletime",
+        "sys",
+    }
+    contract = {
+        (field.alias or name).lower() for name, field in RemediationRequest.model_fields.items()
+    }
+    assert set(request_document()) <= {*contract, "schema_version"}
+    assert contract & host_names == set()
