@@ -18,8 +18,8 @@ import time
 import uuid
 from dataclasses import replace
 
+from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, succeeded
 from devstack.datagen import generate_workload
-from devstack.demo import HOST_SETTINGS, ExportReports, app_settings, succeeded
 from devstack.functions_host import REPO, FunctionsHost
 from devstack.stack import LocalStack
 from shared.export import Exporter, ExportReport
@@ -37,14 +37,7 @@ def through_worker(stack: LocalStack, page_size: int) -> tuple[ExportReport, flo
         reset_runtime()
         try:
             runtime = get_runtime()  # the runtime the timer function uses
-            runtime.__dict__["exporter"] = Exporter(
-                database=runtime.site_database,
-                queue=runtime.queue,
-                watermarks=runtime.watermarks,
-                rules=runtime.rules,
-                options=replace(runtime.export_options(), page_size=page_size),
-            )
-            exports = ExportReports.install(runtime)
+            exports = install_exporter(runtime, page_size=page_size)
             first = succeeded(host.call_timer("export_status_messages"))
             second = succeeded(host.call_timer("export_status_messages"))
             return exports.reports[0], first.seconds, second.seconds

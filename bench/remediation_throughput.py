@@ -19,8 +19,8 @@ import statistics
 import time
 from collections import Counter
 
+from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, succeeded
 from devstack.datagen import generate_workload
-from devstack.demo import HOST_SETTINGS, ExportReports, app_settings, succeeded
 from devstack.functions_host import REPO, FunctionsHost
 from devstack.queue_host import QueueTriggerListener
 from devstack.stack import LocalStack
@@ -46,9 +46,9 @@ def main() -> None:
             reset_runtime()
             try:
                 runtime = get_runtime()  # the runtime the functions use
-                exports = ExportReports.install(runtime)
+                exports = install_exporter(runtime)
                 succeeded(host.call_timer("export_status_messages"))
-                exported = exports.last
+                exported = exports.reports[-1]
                 with QueueTriggerListener(host, "apply_remediation") as listener:
                     options = listener.options
                     started = time.perf_counter()

@@ -8,16 +8,14 @@ local stack's, in the environment, as the host gives them to the worker.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from pydantic import AliasChoices
 from rich.console import Console
 from rich.table import Table
 
+from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, succeeded
 from devstack.datagen import (
     GENERIC_ERROR,
     GENERIC_INFO,
@@ -25,26 +23,16 @@ from devstack.datagen import (
     Workload,
     m365_demo_scenario,
 )
-from devstack.functions_host import REPO, FunctionsHost, Invocation
+from devstack.functions_host import REPO, FunctionsHost
 from devstack.queue_host import QueueTriggerListener
 from devstack.stack import LocalStack
 from devstack.tls import LocalCA
 from shared.audit import Outcome
 from shared.cli import render_export
-from shared.export import Exporter, ExportReport
-from shared.runtime import Runtime, get_runtime, reset_runtime
-from shared.settings import Settings
+from shared.runtime import get_runtime, reset_runtime
 
 EXPORT_FUNCTION = "export_status_messages"
 QUEUE_FUNCTION = "apply_remediation"
-#: The app settings the host needs besides the stack's: it resolves %EXPORT_SCHEDULE%
-#: and %REMEDIATION_QUEUE% in the bindings from them.
-HOST_SETTINGS = {
-    "REMEDIATION_QUEUE": "cm-remediation",
-    "EXPORT_SCHEDULE": "0 */5 * * * *",
-    "AzureWebJobsScriptRoot": str(REPO),
-}
-
 _MESSAGE_KINDS = {GENERIC_INFO: "info", GENERIC_WARNING: "warning", GENERIC_ERROR: "error"}
 _STYLE = {
     "added": "green",
@@ -58,68 +46,6 @@ _STYLE = {
 }
 
 
-def _setting_names() -> set[str]:
-    """Every environment variable the settings model reads (lower case: pydantic
-    settings match names without regard to case)."""
-    names: set[str] = set()
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias or field.alias
-        if isinstance(alias, AliasChoices):
-            names.update(str(choice).lower() for choice in alias.choices)
-        elif alias:
-            names.add(str(alias).lower())
-    return names
-
-
-@contextmanager
-def app_settings(values: Mapping[str, str]) -> Iterator[None]:
-    """Exactly ``values`` as the app settings in this process's environment (any other
-    setting the app reads, say a DRY_RUN in the caller's shell, is hidden meanwhile);
-    the environment as it was afterwards."""
-    names = _setting_names()
-    saved = dict(os.environ)
-    try:
-        for name in list(os.environ):
-            lowered = name.lower()
-            if lowered in names or lowered.startswith("azurewebjobsstorage__"):
-                del os.environ[name]
-        os.environ.update(values)
-        yield
-    finally:
-        for name in set(os.environ) - set(saved):
-            del os.environ[name]
-        os.environ.update(saved)
-
-
-class ExportReports:
-    """Stands in for the runtime's exporter and keeps the report of each run: the timer
-    function calls ``get_runtime().exporter.run()`` and returns nothing to the host."""
-
-    def __init__(self, exporter: Exporter) -> None:
-        self._exporter = exporter
-        self.reports: list[ExportReport] = []
-
-    @classmethod
-    def install(cls, runtime: Runtime) -> ExportReports:
-        """Put a recorder in front of ``runtime``'s exporter (before the first tick)."""
-        recorder = cls(runtime.exporter)
-        runtime.__dict__["exporter"] = recorder
-        return recorder
-
-    def run(self, **options: Any) -> ExportReport:
-        """The exporter's run, recorded."""
-        report = self._exporter.run(**options)
-        self.reports.append(report)
-        return report
-
-    @property
-    def last(self) -> ExportReport:
-        """The newest run's report."""
-        if not self.reports:
-            raise RuntimeError("the export timer ran no export")
-        return self.reports[-1]
-
-
 @contextmanager
 def functions_host(host: FunctionsHost | None = None) -> Iterator[FunctionsHost]:
     """``host`` if the caller runs one (one per process), else a host of our own."""
@@ -128,13 +54,6 @@ def functions_host(host: FunctionsHost | None = None) -> Iterator[FunctionsHost]
         return
     with FunctionsHost(REPO) as own:
         yield own
-
-
-def succeeded(invocation: Invocation) -> Invocation:
-    """The invocation, or RuntimeError with what the host would log of its failure."""
-    if not invocation.ok:
-        raise RuntimeError(f"{invocation.function} failed: {invocation.error}")
-    return invocation
 
 
 def _short(text: str, width: int) -> str:
@@ -192,10 +111,10 @@ def _run_functions(
         "(indexed and invoked by Microsoft's Python worker library)"
     )
     runtime = get_runtime()  # the very runtime the functions use: the same settings
-    exports = ExportReports.install(runtime)
+    exports = install_exporter(runtime)
     console.print(f"Rules: {', '.join(r.name for r in runtime.rules.rules)}\n")
     succeeded(functions.call_timer(EXPORT_FUNCTION))
-    console.print(render_export(exports.last))
+    console.print(render_export(exports.reports[-1]))
     with QueueTriggerListener(functions, QUEUE_FUNCTION) as listener:
         drained = listener.drain()
         waiting = listener.depth()
@@ -221,9 +140,8 @@ def _run_functions(
         collections.add_row(f"{rule.collection_id} ({rule.name})", ", ".join(map(str, members)))
     console.print(collections)
     succeeded(functions.call_timer(EXPORT_FUNCTION))
-    console.print(
-        f"A second export run enqueued {exports.last.enqueued} messages: nothing is sent twice."
-    )
+    again = exports.reports[-1]
+    console.print(f"A second export run enqueued {again.enqueued} messages: nothing is sent twice.")
 
 
 def _decisions(

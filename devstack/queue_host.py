@@ -17,8 +17,6 @@ host.json ``extensions.queues``), and what the function therefore lives with:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
 import os
@@ -38,6 +36,8 @@ from devstack.functions_host import (
     resolve_setting_references,
 )
 from shared.processing import QueueOptions
+from shared.queue_messages import from_queue_text
+from shared.storage import approximate_depth
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +174,7 @@ class QueueTriggerListener:
 
     def depth(self) -> int:
         """Messages on the queue, visible or not (0 when it does not exist)."""
-        try:
-            return int(self._queue.get_queue_properties().approximate_message_count or 0)
-        except ResourceNotFoundError:
-            return 0
+        return approximate_depth(self._queue)
 
     def _fetch(self, count: int) -> list[QueueMessage]:
         try:
@@ -193,22 +190,18 @@ class QueueTriggerListener:
 
     def _dispatch(self, message: QueueMessage, report: DrainReport) -> Future[Invocation] | None:
         stored = str(message.content)
-        if self.options.message_encoding == "base64":
-            try:
-                body = base64.b64decode(stored, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                log.error(
-                    "message %s on %s is not base64: moved to %s-poison without an invocation",
-                    message.id,
-                    self.queue_name,
-                    self.queue_name,
-                )
-                self._to_poison(message)
-                report.poisoned += 1
-                report.undecodable += 1
-                return None
-        else:
-            body = stored
+        body = from_queue_text(stored) if self.options.message_encoding == "base64" else stored
+        if body is None:
+            log.error(
+                "message %s on %s is not base64: moved to %s-poison without an invocation",
+                message.id,
+                self.queue_name,
+                self.queue_name,
+            )
+            self._to_poison(message)
+            report.poisoned += 1
+            report.undecodable += 1
+            return None
         now = datetime.now(UTC)
         delivery = QueueDelivery(
             id=str(message.id),

@@ -12,29 +12,21 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pydantic import AliasChoices
-
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, settings_message
 from shared.rules import RuleSet, load_rules
-from shared.settings import DEFAULT_APP_ROOT, Settings, load_settings, raw_setting
+from shared.settings import (
+    SETTING_FIELDS,
+    Settings,
+    app_path,
+    load_settings,
+    raw_app_root,
+    raw_setting,
+)
 from shared.transport import trust_store
 
 #: A setting's value by its name (the alias operators use), None when unset.
 Lookup = Callable[[str], object]
 
-
-def _aliases() -> dict[str, str]:
-    """Setting name (alias) → model field name."""
-    names: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias or field.alias or name
-        if isinstance(alias, AliasChoices):
-            alias = str(alias.choices[0])
-        names[str(alias)] = name
-    return names
-
-
-_ALIASES = _aliases()
 
 #: App settings that the Functions host itself resolves in a binding (``%NAME%``), by
 #: the function whose binding names them. The host knows nothing of this app's
@@ -103,22 +95,21 @@ def target_problems(setting: Lookup, rules: RuleSet) -> list[str]:
 
 def of_settings(settings: Settings) -> Lookup:
     """Look settings up by name in a validated model."""
-    return lambda name: getattr(settings, _ALIASES[name])
+    return lambda name: getattr(settings, SETTING_FIELDS[name])
 
 
 def validate_targets(settings: Settings, rules: RuleSet) -> None:
     """Every target a rule names, and the identity source, must be fully configured."""
     problems = target_problems(of_settings(settings), rules)
     if problems:
-        raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems), problems)
+        raise ConfigurationError.of_settings(problems)
 
 
 def _rules_path(values: Mapping[str, str]) -> Path:
     """Where the rules file is, from the raw settings (when the model refused them)."""
-    root = Path(raw_setting(values, "AzureWebJobsScriptRoot") or DEFAULT_APP_ROOT)
     name = raw_setting(values, "REMEDIATION_RULES_FILE")
-    path = Path(name if name is not None else Settings.model_fields["rules_file"].default)
-    return path if path.is_absolute() else root / path
+    default = Settings.model_fields["rules_file"].default
+    return app_path(raw_app_root(values), name if name is not None else default)
 
 
 def load_configuration(values: Mapping[str, str] | None = None) -> tuple[Settings, RuleSet]:
@@ -149,7 +140,7 @@ def load_configuration(values: Mapping[str, str] | None = None) -> tuple[Setting
     if not setting_problems and rules_error is None:
         assert settings is not None and rules is not None
         return settings, rules
-    parts = ["invalid settings:\n  " + "\n  ".join(setting_problems)] if setting_problems else []
+    parts = [settings_message(setting_problems)] if setting_problems else []
     problems = list(setting_problems)
     if rules_error is not None:
         parts.append(str(rules_error))

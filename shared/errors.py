@@ -20,6 +20,16 @@ class ConfigurationError(CmRemediateError):
         super().__init__(message)
         self.problems: list[str] = list(problems) if problems is not None else [message]
 
+    @classmethod
+    def of_settings(cls, problems: Sequence[str]) -> ConfigurationError:
+        """The error for setting problems, one per line under "invalid settings:"."""
+        return cls(settings_message(problems), problems)
+
+
+def settings_message(problems: Sequence[str]) -> str:
+    """Setting problems as an operator reads them: one per line under a heading."""
+    return "invalid settings:\n  " + "\n  ".join(problems)
+
 
 class SiteDatabaseError(CmRemediateError):
     """The site database could not be read."""

@@ -17,12 +17,13 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError
 
 from shared.configuration import binding_problems
 from shared.errors import CmRemediateError, ConfigurationError
 from shared.probes import Answer, Deadline, Pending
 from shared.runtime import Runtime, get_runtime
+from shared.storage import approximate_depth
 from shared.watermark import SiteWatermark
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,7 @@ class Status:
 
 def queue_depth(runtime: Runtime, name: str) -> int:
     """Approximately how many messages the queue holds (0 when it does not exist)."""
-    try:
-        properties = runtime.storage.queue(name).get_queue_properties()
-        return int(properties.approximate_message_count or 0)
-    except ResourceNotFoundError:
-        return 0
+    return approximate_depth(runtime.storage.queue(name))
 
 
 def _settled(answer: Answer[T], deadline: Deadline, what: str) -> tuple[T | None, str | None]:

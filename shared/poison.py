@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -102,15 +101,18 @@ class PoisonQueue:
         except ResourceNotFoundError:
             return []
 
-    def park(self, body: bytes) -> None:
-        """Put a (decoded) message body on the poison queue, base64 as the trigger reads
-        it, never to expire: the host's own copy would expire after the service's
-        default seven days."""
-        with queue_errors(f"park a message in {self._poison.queue_name}"):
+    @property
+    def name(self) -> str:
+        """The poison queue's name."""
+        return str(self._poison.queue_name)
+
+    def park(self, stored: str) -> None:
+        """Put a message, as it is stored on a queue, on the poison queue never to
+        expire: the host's own copy would expire after the service's default seven days."""
+        with queue_errors(f"park a message in {self.name}"):
             with contextlib.suppress(ResourceExistsError):
                 self._poison.create_queue()
-            encoded = base64.b64encode(body).decode("ascii")
-            self._poison.send_message(encoded, time_to_live=NEVER_EXPIRE)
+            self._poison.send_message(stored, time_to_live=NEVER_EXPIRE)
 
     def requeue(self, message_id: str | None = None) -> int:
         """Move one message (by ID) or all of them back to the remediation queue."""

@@ -8,7 +8,6 @@ timeout; after ``maxDequeueCount`` failed attempts (host.json) it moves to
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -17,13 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from shared.errors import CmRemediateError, QueueMessageError
+from shared.poison import PoisonQueue
 from shared.queue_messages import from_queue_text
 from shared.remediation import Remediator
-from shared.remediation_queue import NEVER_EXPIRE
 from shared.storage import queue_errors
 
 log = logging.getLogger(__name__)
@@ -89,7 +87,7 @@ class QueueProcessor:
     def __init__(
         self,
         queue: QueueClient,
-        poison: QueueClient,
+        poison: PoisonQueue,
         remediator: Remediator,
         options: QueueOptions,
     ) -> None:
@@ -143,15 +141,15 @@ class QueueProcessor:
         except CmRemediateError as error:
             report.failed += 1
             if dequeue_count >= self._options.max_dequeue_count:
-                with queue_errors(f"move message {message_id} to {self._poison.queue_name}"):
-                    self._to_poison(stored)
+                self._poison.park(stored)
+                with queue_errors(f"delete message {message_id} (now in {self._poison.name})"):
                     self._queue.delete_message(message)
                 report.poisoned += 1
                 log.error(
                     "message %s failed %d times, moved to %s: %s",
                     message_id,
                     dequeue_count,
-                    self._poison.queue_name,
+                    self._poison.name,
                     error,
                 )
             else:
@@ -171,8 +169,3 @@ class QueueProcessor:
             report.requeued += 1
         else:
             report.outcomes[outcome.kind] += 1
-
-    def _to_poison(self, content: str) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            self._poison.create_queue()
-        self._poison.send_message(content, time_to_live=NEVER_EXPIRE)

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 from shared.audit import Outcome
 from shared.poison import PoisonQueue
+from shared.queue_messages import to_queue_text
 from shared.remediation import Remediator
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class QueueFunction:
@@ -40,7 +42,7 @@ class QueueFunction:
             if attempt < self.max_dequeue_count:
                 raise
             try:
-                self.poison.park(body)
+                self.poison.park(to_queue_text(body))
             except Exception:
                 log.exception("message %s: parking in the poison queue failed", message_id)
                 raise error from None

@@ -133,9 +133,10 @@ def from_queue_text(content: str) -> str | None:
         return None
 
 
-def to_queue_text(text: str) -> str:
+def to_queue_text(text: str | bytes) -> str:
     """What goes on the queue for ``text``: base64 of its UTF-8, as the trigger expects."""
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return base64.b64encode(raw).decode("ascii")
 
 
 def decode(body: str | bytes) -> RemediationRequest:

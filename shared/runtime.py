@@ -228,7 +228,7 @@ class Runtime:
         """The host's receive → handle → delete/poison loop, for the CLI and the demo."""
         return QueueProcessor(
             self.storage.queue(self.settings.remediation_queue, raw=True),
-            self.storage.queue(self.settings.poison_queue, raw=True),
+            self.poison,
             self.remediator,
             self.queue_options,
         )

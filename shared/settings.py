@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.connection_strings import check_site_db_tls, check_storage_tls
@@ -326,25 +327,21 @@ class Settings(BaseSettings):
             raise ValueError(_STORAGE_MISSING)
         if self.storage_connection is not None and not self.storage_connection.get_secret_value():
             raise ValueError("AzureWebJobsStorage: is empty")
-        # Like the rules file, relative paths are relative to the app root.
-        for name, alias in (
-            ("tls_ca_bundle", "TLS_CA_BUNDLE"),
-            ("entra_client_certificate_path", "ENTRA_CLIENT_CERTIFICATE_PATH"),
-        ):
+        for name, alias in _FILE_SETTINGS:
             path: Path | None = getattr(self, name)
             if path is None:
                 continue
-            resolved = path if path.is_absolute() else self.app_root / path
-            if not resolved.is_file():
-                raise ValueError(f"{alias}: {resolved} is not a readable file")
+            resolved = app_path(self.app_root, path)
+            problem = _unreadable(alias, resolved)
+            if problem:
+                raise ValueError(problem)
             object.__setattr__(self, name, resolved)  # frozen model: set once, here
         return self
 
     @property
     def rules_path(self) -> Path:
         """The rules file, resolved against the app root."""
-        path = Path(self.rules_file)
-        return path if path.is_absolute() else self.app_root / path
+        return app_path(self.app_root, self.rules_file)
 
     @property
     def export_overlap(self) -> timedelta:
@@ -361,6 +358,16 @@ class Settings(BaseSettings):
     def poison_queue(self) -> str:
         """Where the Functions host moves messages that failed maxDequeueCount times."""
         return f"{self.remediation_queue}-poison"
+
+
+def _setting_name(name: str, field: FieldInfo) -> str:
+    """The name operators set (the environment variable) of a model field."""
+    alias = field.validation_alias or field.alias or name
+    return str(alias.choices[0]) if isinstance(alias, AliasChoices) else str(alias)
+
+
+#: Every setting, by the name operators set, → its model field.
+SETTING_FIELDS = {_setting_name(name, field): name for name, field in Settings.model_fields.items()}
 
 
 def raw_setting(values: Mapping[str, str], name: str) -> str | None:
@@ -382,19 +389,39 @@ def _storage_given(values: Mapping[str, str]) -> bool:
     )
 
 
+#: Settings that name a file: (field, setting), read relative to the app root like the
+#: rules file.
+_FILE_SETTINGS = (
+    ("tls_ca_bundle", "TLS_CA_BUNDLE"),
+    ("entra_client_certificate_path", "ENTRA_CLIENT_CERTIFICATE_PATH"),
+)
+
+
+def app_path(root: Path, value: str | Path) -> Path:
+    """A path setting: absolute as given, else relative to the app root."""
+    path = Path(value)
+    return path if path.is_absolute() else root / path
+
+
+def raw_app_root(values: Mapping[str, str]) -> Path:
+    """The app root from the raw settings (when the model refused them)."""
+    return Path(raw_setting(values, "AzureWebJobsScriptRoot") or DEFAULT_APP_ROOT)
+
+
+def _unreadable(alias: str, resolved: Path) -> str | None:
+    return None if resolved.is_file() else f"{alias}: {resolved} is not a readable file"
+
+
 def _file_problems(values: Mapping[str, str]) -> list[str]:
     """The file settings the whole-model check would refuse; that check runs only when
     every field is valid, and stops at its first problem."""
-    root = Path(raw_setting(values, "AzureWebJobsScriptRoot") or DEFAULT_APP_ROOT)
+    root = raw_app_root(values)
     problems = []
-    for alias in ("TLS_CA_BUNDLE", "ENTRA_CLIENT_CERTIFICATE_PATH"):
+    for _, alias in _FILE_SETTINGS:
         value = raw_setting(values, alias)
-        if not value:
-            continue
-        path = Path(value)
-        resolved = path if path.is_absolute() else root / path
-        if not resolved.is_file():
-            problems.append(f"{alias}: {resolved} is not a readable file")
+        problem = _unreadable(alias, app_path(root, value)) if value else None
+        if problem:
+            problems.append(problem)
     return problems
 
 
@@ -430,7 +457,7 @@ def load_settings(values: Mapping[str, str] | None = None) -> Settings:
         problems = _describe(error, os.environ if values is None else values)
     # Raised outside the handler: the ValidationError (which quotes every input value,
     # secrets too) must not travel along as the new exception's __context__.
-    raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems), problems)
+    raise ConfigurationError.of_settings(problems)
 
 
 def read_local_settings(path: Path) -> dict[str, str]:
@@ -465,9 +492,7 @@ def configuration_reference() -> str:
         "|---|---|---|",
     ]
     for name, field in Settings.model_fields.items():
-        alias = field.validation_alias or field.alias or name
-        if isinstance(alias, AliasChoices):
-            alias = str(alias.choices[0])
+        alias = _setting_name(name, field)
         if field.is_required():
             default = "required"
         elif field.default is None or isinstance(field.default, Path):

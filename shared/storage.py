@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
@@ -134,6 +134,15 @@ def ensure_table(table: TableClient, purpose: str) -> None:
         f"the {purpose} table {table.table_name!r}",
         "Storage Table Data Contributor",
     )
+
+
+def approximate_depth(queue: QueueClient) -> int:
+    """Approximately how many messages a queue holds, invisible ones included (0 when
+    it does not exist)."""
+    try:
+        return int(queue.get_queue_properties().approximate_message_count or 0)
+    except ResourceNotFoundError:
+        return 0
 
 
 @contextlib.contextmanager

@@ -169,6 +169,13 @@ class InvocationFailed(Exception):
         self.type_name = (invocation.error or "").partition(":")[0]
 
 
+def checked(invocation: Invocation) -> Invocation:
+    """The invocation, or InvocationFailed ("<Type>: <message>") when it failed."""
+    if not invocation.ok:
+        raise InvocationFailed(invocation)
+    return invocation
+
+
 @dataclass
 class FunctionApp:
     """The app's functions as the Functions host runs them: through the worker."""
@@ -177,9 +184,8 @@ class FunctionApp:
 
     def export(self, *, past_due: bool = False, check: bool = True) -> Invocation:
         """One tick of ``export_status_messages``."""
-        return self._checked(
-            self.host.call_timer("export_status_messages", past_due=past_due), check
-        )
+        invocation = self.host.call_timer("export_status_messages", past_due=past_due)
+        return checked(invocation) if check else invocation
 
     def deliver(
         self,
@@ -201,9 +207,8 @@ class FunctionApp:
             expires_on=now + timedelta(days=7),
             next_visible_on=now + timedelta(minutes=10),
         )
-        return self._checked(
-            self.host.queue_invocation("apply_remediation", delivery).result(), check
-        )
+        invocation = self.host.queue_invocation("apply_remediation", delivery).result()
+        return checked(invocation) if check else invocation
 
     def listener(self, **options: Any) -> QueueTriggerListener:
         """The host's queue listener for ``apply_remediation`` (host.json, ``options``
@@ -221,12 +226,6 @@ class FunctionApp:
             headers={"x-functions-key": key or self.host.function_key},
             timeout=timeout,
         )
-
-    @staticmethod
-    def _checked(invocation: Invocation, check: bool) -> Invocation:
-        if check and not invocation.ok:
-            raise InvocationFailed(invocation)
-        return invocation
 
 
 @pytest.fixture

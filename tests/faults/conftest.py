@@ -33,10 +33,10 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 import requests
-from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from devstack.adminservice import AdminServiceSimulator
+from devstack.app_runtime import ExportProgress, RecordingExporter, install_exporter
 from devstack.azurite import Azurite
 from devstack.datagen import M365_RULES, Workload, generate_workload
 from devstack.entra import EntraSimulator
@@ -51,11 +51,11 @@ from shared.processing import QueueOptions
 from shared.retry import RetryPolicy
 from shared.runtime import Runtime, get_runtime, reset_runtime
 from shared.site_database import SiteDatabaseClient
+from shared.storage import approximate_depth
 from shared.tokens import TokenProvider
 from shared.transport import DEFAULT_TIMEOUT
 from shared.watermark import WatermarkStore
 from tests.conftest import InvocationFailed
-from tests.faults.instance import ExportProgress, RecordingExporter, install_exporter
 from tests.faults.ledger import RESULTS, RULE_COLLECTION, Figures, Ledger
 from tests.helpers import device, own_loopback
 
@@ -146,14 +146,6 @@ class AdminClientTuning:
 
 
 # -- one scenario ------------------------------------------------------------------------
-
-
-def queue_depth(client: QueueClient) -> int:
-    """Messages in a queue, invisible ones included (0 when it does not exist)."""
-    try:
-        return int(client.get_queue_properties().approximate_message_count or 0)
-    except ResourceNotFoundError:
-        return 0
 
 
 def error_names(base: type[BaseException]) -> set[str]:
@@ -334,8 +326,8 @@ class Scenario:
     def depths(self) -> tuple[int, int]:
         """Messages on the queue and on the poison queue."""
         return (
-            queue_depth(self.queue_client()),
-            queue_depth(self.queue_client(f"{self.queue_name}-poison")),
+            approximate_depth(self.queue_client()),
+            approximate_depth(self.queue_client(f"{self.queue_name}-poison")),
         )
 
     def process(

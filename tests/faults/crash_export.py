@@ -17,10 +17,10 @@ import os
 import sys
 from typing import Any, Final, NoReturn
 
+from devstack.app_runtime import install_exporter
 from devstack.functions_host import REPO, FunctionsHost
 from shared.runtime import get_runtime
 from shared.watermark import WatermarkStore
-from tests.faults.instance import install_exporter
 
 #: The exit status of the simulated kill.
 KILLED: Final = 86

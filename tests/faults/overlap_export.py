@@ -14,9 +14,10 @@ import json
 import sys
 from typing import Any, Final
 
+from devstack.app_runtime import install_exporter
 from devstack.functions_host import REPO, FunctionsHost
 from shared.runtime import get_runtime
-from tests.faults.instance import install_exporter, report_summary
+from tests.faults.instance import report_summary
 
 #: What the child prints once its host is up and its runtime tuned.
 READY: Final = "ready"

@@ -39,7 +39,7 @@ from shared.errors import ConfigurationError
 from shared.processing import QueueOptions
 from shared.retry import RetryPolicy
 from shared.settings import load_settings
-from tests.conftest import FunctionApp, InvocationFailed
+from tests.conftest import FunctionApp, InvocationFailed, checked
 from tests.remediation import scenario
 from tests.remediation.conftest import FIXTURES, REPO, body_of, fixture, webservice_rules
 from tests.security.conftest import (
@@ -435,13 +435,6 @@ def pipeline(
             values["WEBSERVICE_SCOPE"] = f"{REST_API}/.default"
     stack.site_db.insert_devices(scenario.DEVICES)
     return Pipeline(stack, tmp_path, values, Evidence(), target, app, worker_responses, monkeypatch)
-
-
-def checked(invocation: Invocation) -> Invocation:
-    """The invocation, or InvocationFailed ("<Type>: <message>") when it failed."""
-    if not invocation.ok:
-        raise InvocationFailed(invocation)
-    return invocation
 
 
 def sql_password(connection_string: str) -> str:

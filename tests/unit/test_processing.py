@@ -21,7 +21,7 @@ class DownQueue:
 def test_an_unreachable_queue_is_a_storage_error():
     processor = QueueProcessor(
         DownQueue(),  # type: ignore[arg-type]
-        DownQueue(),  # type: ignore[arg-type]
+        PoisonQueue(DownQueue(), DownQueue()),  # type: ignore[arg-type]
         remediator=None,  # type: ignore[arg-type]
         options=QueueOptions(),
     )

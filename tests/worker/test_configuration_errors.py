@@ -9,34 +9,23 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.functions_host import FunctionInError, FunctionsHost
-from shared.configuration import _ALIASES
 from shared.runtime import get_runtime, reset_runtime
+from shared.settings import SETTING_FIELDS
 from tests.conftest import REPO, FunctionApp
 from tests.helpers import rule, rules_text
-from tests.worker.test_indexing import GOOD
+from tests.worker.test_indexing import GOOD, without
 
 #: (settings, what the operator must read). Required settings missing, then malformed.
 CASES = [
-    pytest.param(
-        {k: v for k, v in GOOD.items() if k != "SITE_DB_CONNECTION"},
-        "SITE_DB_CONNECTION: required setting is missing",
-        id="sitedb-missing",
-    ),
-    pytest.param(
-        {k: v for k, v in GOOD.items() if k != "AzureWebJobsStorage"},
-        "AzureWebJobsStorage: required setting is missing",
-        id="storage-missing",
-    ),
-    pytest.param(
-        {k: v for k, v in GOOD.items() if k != "ADMINSERVICE_PASSWORD"},
-        "ADMINSERVICE_PASSWORD: required because a rule targets the AdminService",
-        id="password-missing",
-    ),
-    pytest.param(
-        {k: v for k, v in GOOD.items() if k != "ENTRA_TENANT_ID"},
-        "ENTRA_TENANT_ID: required because a rule targets the AdminService",
-        id="tenant-missing",
-    ),
+    *[
+        pytest.param(without(name), f"{name}: {reason}", id=f"{name}-missing")
+        for name, reason in [
+            ("SITE_DB_CONNECTION", "required setting is missing"),
+            ("AzureWebJobsStorage", "required setting is missing"),
+            ("ADMINSERVICE_PASSWORD", "required because a rule targets the AdminService"),
+            ("ENTRA_TENANT_ID", "required because a rule targets the AdminService"),
+        ]
+    ],
     pytest.param(
         {**GOOD, "SITE_DB_CONNECTION": GOOD["SITE_DB_CONNECTION"] + "TrustServerCertificate=yes"},
         "TrustServerCertificate",
@@ -63,7 +52,7 @@ def broken_app(
     functions_host: FunctionsHost, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FunctionApp]:
     """No app setting in the environment but the app root; a fresh runtime."""
-    names = {alias.lower() for alias in _ALIASES}
+    names = {name.lower() for name in SETTING_FIELDS}
     for name in list(os.environ):
         if name.lower() in names or name.lower().startswith("azurewebjobsstorage"):
             monkeypatch.delenv(name)
@@ -103,7 +92,7 @@ def test_health_and_every_invocation_name_the_problem(
 def test_every_problem_is_named_at_once(broken_app: FunctionApp, monkeypatch, tmp_path):
     rules = tmp_path / "rules.json"
     rules.write_text('{"rules": [{"name": "x"}]}', encoding="utf-8")
-    settings = {k: v for k, v in GOOD.items() if k != "SITE_DB_CONNECTION"}
+    settings = without("SITE_DB_CONNECTION")
     for name, value in {**settings, "REMEDIATION_RULES_FILE": str(rules)}.items():
         monkeypatch.setenv(name, value)
     problems = "\n".join(broken_app.health().json()["configuration"])

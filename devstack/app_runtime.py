@@ -1,0 +1,104 @@
+"""The process runtime the functions use, as the demo, the benchmarks and the fault
+suite prepare it before the host invokes anything.
+
+The Functions host hands the worker its app settings as environment variables, and the
+functions build their runtime from them on first use (``shared.runtime.get_runtime``).
+:func:`app_settings` sets exactly those; :func:`install_exporter` replaces the
+runtime's cached exporter with a :class:`RecordingExporter` on the same clients, so an
+export still runs only because the worker invoked ``export_status_messages``, and its
+report, which the function does not return, is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from devstack.functions_host import REPO, Invocation
+from shared.export import Exporter, ExportReport
+from shared.runtime import Runtime
+from shared.settings import SETTING_FIELDS
+from shared.site_database import SiteDatabaseClient
+from shared.watermark import WatermarkStore
+
+#: The app settings the host needs besides the stack's: it resolves %EXPORT_SCHEDULE%
+#: and %REMEDIATION_QUEUE% in the bindings from them.
+HOST_SETTINGS = {
+    "REMEDIATION_QUEUE": "cm-remediation",
+    "EXPORT_SCHEDULE": "0 */5 * * * *",
+    "AzureWebJobsScriptRoot": str(REPO),
+}
+
+ExportProgress = Callable[[ExportReport], None]
+
+
+@contextmanager
+def app_settings(values: Mapping[str, str]) -> Iterator[None]:
+    """Exactly ``values`` as the app settings in this process's environment (any other
+    setting the app reads, say a DRY_RUN in the caller's shell, is hidden meanwhile);
+    the environment as it was afterwards."""
+    # Lower case: the settings model matches names without regard to case.
+    names = {name.lower() for name in SETTING_FIELDS}
+    saved = dict(os.environ)
+    try:
+        for name in list(os.environ):
+            lowered = name.lower()
+            if lowered in names or lowered.startswith("azurewebjobsstorage__"):
+                del os.environ[name]
+        os.environ.update(values)
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+def succeeded(invocation: Invocation) -> Invocation:
+    """The invocation, or RuntimeError with what the host would log of its failure."""
+    if not invocation.ok:
+        raise RuntimeError(f"{invocation.function} failed: {invocation.error}")
+    return invocation
+
+
+class RecordingExporter(Exporter):
+    """The runtime's exporter with a progress hook for the next run and a record of
+    every run that returned."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Called between pages of the next run only (a fault lands mid-export).
+        self.progress: ExportProgress | None = None
+        #: The report of every run that returned, oldest first.
+        self.reports: list[ExportReport] = []
+
+    def run(self, *, dry_run: bool = False, progress: ExportProgress | None = None) -> ExportReport:
+        """The export run, recorded."""
+        hook, self.progress = self.progress, None
+        report = super().run(dry_run=dry_run, progress=progress or hook)
+        self.reports.append(report)
+        return report
+
+
+def install_exporter(
+    runtime: Runtime,
+    *,
+    database: SiteDatabaseClient | None = None,
+    watermarks: WatermarkStore | None = None,
+    **options: Any,
+) -> RecordingExporter:
+    """Make ``runtime.exporter`` (what the timer function runs) a recorder on the
+    runtime's clients, its ExportOptions replaced by ``options`` (``page_size=``, …);
+    ``database`` and ``watermarks`` replace the runtime's clients."""
+    exporter = RecordingExporter(
+        database=database or runtime.site_database,
+        queue=runtime.queue,
+        watermarks=watermarks or runtime.watermarks,
+        rules=runtime.rules,
+        options=replace(runtime.export_options(), **options),
+    )
+    # ``exporter`` is a cached_property: the instance dict is where its value lives.
+    runtime.__dict__["exporter"] = exporter
+    return exporter
