@@ -22,9 +22,9 @@ from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, 
 from devstack.datagen import generate_workload
 from devstack.functions_host import REPO, FunctionsHost
 from devstack.stack import LocalStack
-from shared.export import Exporter, ExportReport
-from shared.runtime import Runtime, get_runtime, quiet_sdk_logs, reset_runtime
-from shared.settings import load_settings
+from shared.app.runtime import Runtime, get_runtime, quiet_sdk_logs, reset_runtime
+from shared.export.exporter import Exporter, ExportReport
+from shared.platform.settings import load_settings
 
 
 def through_worker(stack: LocalStack, page_size: int) -> tuple[ExportReport, float, float]:

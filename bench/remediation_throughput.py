@@ -24,7 +24,7 @@ from devstack.datagen import generate_workload
 from devstack.functions_host import REPO, FunctionsHost
 from devstack.queue_host import QueueTriggerListener
 from devstack.stack import LocalStack
-from shared.runtime import get_runtime, quiet_sdk_logs, reset_runtime
+from shared.app.runtime import get_runtime, quiet_sdk_logs, reset_runtime
 
 
 def main() -> None:

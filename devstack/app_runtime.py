@@ -2,7 +2,7 @@
 suite prepare it before the host invokes anything.
 
 The Functions host hands the worker its app settings as environment variables, and the
-functions build their runtime from them on first use (``shared.runtime.get_runtime``).
+functions build their runtime from them on first use (``shared.app.runtime.get_runtime``).
 :func:`app_settings` sets exactly those; :func:`install_exporter` replaces the
 runtime's cached exporter with a :class:`RecordingExporter` on the same clients, so an
 export still runs only because the worker invoked ``export_status_messages``, and its
@@ -18,11 +18,11 @@ from dataclasses import replace
 from typing import Any
 
 from devstack.functions_host import REPO, Invocation
-from shared.export import Exporter, ExportReport
-from shared.runtime import Runtime
-from shared.settings import SETTING_FIELDS
-from shared.site_database import SiteDatabaseClient
-from shared.watermark import WatermarkStore
+from shared.app.runtime import Runtime
+from shared.export.exporter import Exporter, ExportReport
+from shared.export.site_database import SiteDatabaseClient
+from shared.export.watermark import WatermarkStore
+from shared.platform.settings import SETTING_FIELDS
 
 #: The app settings the host needs besides the stack's: it resolves %EXPORT_SCHEDULE%
 #: and %REMEDIATION_QUEUE% in the bindings from them.

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.table import Table
 
+from cmremediate_cli.main import render_export
 from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, succeeded
 from devstack.datagen import (
     GENERIC_ERROR,
@@ -27,9 +28,8 @@ from devstack.functions_host import REPO, FunctionsHost
 from devstack.queue_host import QueueTriggerListener
 from devstack.stack import LocalStack
 from devstack.tls import LocalCA
-from shared.audit import Outcome
-from shared.cli import render_export
-from shared.runtime import get_runtime, reset_runtime
+from shared.app.runtime import get_runtime, reset_runtime
+from shared.domain.outcomes import Outcome
 
 EXPORT_FUNCTION = "export_status_messages"
 QUEUE_FUNCTION = "apply_remediation"

@@ -35,9 +35,9 @@ from devstack.functions_host import (
     QueueDelivery,
     resolve_setting_references,
 )
-from shared.processing import QueueOptions
-from shared.queue_messages import from_queue_text
-from shared.storage import approximate_depth
+from shared.platform.storage import approximate_depth
+from shared.queue.encoding import from_queue_text
+from shared.queue.options import QueueOptions
 
 log = logging.getLogger(__name__)
 

@@ -63,3 +63,8 @@ class ServiceRefused(CmRemediateError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class TargetRefused(CmRemediateError):
+    """The target said no for this request (unknown collection, refused rule): recorded
+    as ``target-refused``; the message completes."""

@@ -20,12 +20,12 @@ from devstack.functions_host import FunctionsHost, HttpResult, Invocation, Queue
 from devstack.queue_host import QueueTriggerListener
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
-from shared.export import Exporter
-from shared.processing import QueueOptions
-from shared.queue_messages import RemediationRequest, decode
-from shared.rules import RuleSet
-from shared.runtime import Runtime, quiet_sdk_logs, reset_runtime
-from shared.settings import load_settings
+from shared.app.runtime import Runtime, quiet_sdk_logs, reset_runtime
+from shared.domain.requests import RemediationRequest, decode
+from shared.domain.rules import RuleSet
+from shared.export.exporter import Exporter
+from shared.platform.settings import load_settings
+from shared.queue.options import QueueOptions
 from tests.helpers import UNREACHABLE_ADMINSERVICE
 
 

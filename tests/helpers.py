@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from devstack.datagen import GeneratedDevice
-from shared.queue_messages import RemediationRequest
+from shared.domain.requests import RemediationRequest
 
 #: AdminService settings for tests that never call it (the export): valid, unreachable.
 UNREACHABLE_ADMINSERVICE = {

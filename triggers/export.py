@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-from shared.runtime import get_runtime
+from shared.app.runtime import get_runtime
 
 log = logging.getLogger("cmremediate.export")
 

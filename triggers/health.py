@@ -6,7 +6,7 @@ import json
 
 import azure.functions as func
 
-from shared.operations import health_report
+from shared.app.health import health_report
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # untyped in azure-functions
 

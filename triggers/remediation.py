@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.runtime import get_runtime
+from shared.app.runtime import get_runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # untyped in azure-functions
 

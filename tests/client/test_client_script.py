@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.rules import load_rules
-from shared.status_messages import (
+from shared.domain.rules import load_rules
+from shared.domain.status_messages import (
     GENERIC_ERROR,
     GENERIC_INFO,
     GENERIC_WARNING,

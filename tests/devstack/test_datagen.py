@@ -32,7 +32,7 @@ from devstack.datagen import (
     generate_workload,
     m365_demo_scenario,
 )
-from shared.rules import load_rules, parse_rules
+from shared.domain.rules import load_rules, parse_rules
 
 RULE_NAMES = {rule["name"] for rule in M365_RULES}
 

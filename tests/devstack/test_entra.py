@@ -392,7 +392,7 @@ def test_client_credentials_with_a_certificate(
             "private_key": key_pem.decode(),
             "public_certificate": cert_pem.decode(),
         },
-        # ... or, given both (as shared.tokens does), RS256 with x5t and x5c.
+        # ... or, given both (as shared.platform.tokens does), RS256 with x5t and x5c.
         "production": {
             "private_key": key_pem.decode(),
             "thumbprint": thumbprint,

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared", *args],
+        [sys.executable, "-m", "cmremediate_cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from devstack.datagen import M365_RULES, GeneratedStatusMessage, generate_workload
+from shared.domain.clock import utc_now
 from shared.errors import StorageError
-from shared.export import utc_now
-from shared.watermark import WatermarkStore
+from shared.export.watermark import WatermarkStore
 
 pytestmark = pytest.mark.stack
 

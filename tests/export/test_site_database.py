@@ -8,10 +8,10 @@ from datetime import datetime
 import pytest
 
 from devstack.datagen import GeneratedStatusMessage
-from shared import site_database
 from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
-from shared.retry import RetryPolicy
-from shared.site_database import SiteDatabaseClient
+from shared.export import site_database
+from shared.export.site_database import SiteDatabaseClient
+from shared.platform.retry import RetryPolicy
 
 # What SQL Server or PostgreSQL would refuse (azure.md, "what these machines can run").
 NOT_PORTABLE = [

@@ -44,17 +44,17 @@ from devstack.functions_host import FunctionsHost
 from devstack.queue_host import DrainReport, QueueTriggerListener
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
-from shared.adminservice import AdminServiceClient
-from shared.audit import Outcome
-from shared.export import ExportReport
-from shared.processing import QueueOptions
-from shared.retry import RetryPolicy
-from shared.runtime import Runtime, get_runtime, reset_runtime
-from shared.site_database import SiteDatabaseClient
-from shared.storage import approximate_depth
-from shared.tokens import TokenProvider
-from shared.transport import DEFAULT_TIMEOUT
-from shared.watermark import WatermarkStore
+from shared.app.runtime import Runtime, get_runtime, reset_runtime
+from shared.domain.outcomes import Outcome
+from shared.export.exporter import ExportReport
+from shared.export.site_database import SiteDatabaseClient
+from shared.export.watermark import WatermarkStore
+from shared.platform.http import DEFAULT_TIMEOUT
+from shared.platform.retry import RetryPolicy
+from shared.platform.storage import approximate_depth
+from shared.platform.tokens import TokenProvider
+from shared.queue.options import QueueOptions
+from shared.targets.adminservice import AdminServiceClient
 from tests.conftest import InvocationFailed
 from tests.faults.ledger import RESULTS, RULE_COLLECTION, Figures, Ledger
 from tests.helpers import device, own_loopback
@@ -416,7 +416,7 @@ class Scenario:
 def admin_tuning(monkeypatch: pytest.MonkeyPatch) -> AdminClientTuning:
     """Runtimes built in this test get the tuned AdminService client."""
     tuning = AdminClientTuning()
-    monkeypatch.setattr("shared.runtime.AdminServiceClient", tuning.build)
+    monkeypatch.setattr("shared.app.runtime.AdminServiceClient", tuning.build)
     return tuning
 
 

@@ -19,8 +19,8 @@ from typing import Any, Final, NoReturn
 
 from devstack.app_runtime import install_exporter
 from devstack.functions_host import REPO, FunctionsHost
-from shared.runtime import get_runtime
-from shared.watermark import WatermarkStore
+from shared.app.runtime import get_runtime
+from shared.export.watermark import WatermarkStore
 
 #: The exit status of the simulated kill.
 KILLED: Final = 86

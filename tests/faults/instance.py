@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from shared.export import ExportReport
+from shared.export.exporter import ExportReport
 
 
 def report_summary(report: ExportReport) -> dict[str, dict[str, int | bool]]:

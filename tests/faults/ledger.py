@@ -16,7 +16,7 @@ from typing import Final
 
 from devstack.adminservice import AdminServiceSimulator
 from devstack.datagen import HOSTILE_MACHINE_NAMES, M365_RULES, Workload
-from shared.audit import Outcome
+from shared.domain.outcomes import Outcome
 
 RULE_COLLECTION: Final = {rule["name"]: rule["collection_id"] for rule in M365_RULES}
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from devstack.app_runtime import install_exporter
 from devstack.functions_host import REPO, FunctionsHost
-from shared.runtime import get_runtime
+from shared.app.runtime import get_runtime
 from tests.faults.instance import report_summary
 
 #: What the child prints once its host is up and its runtime tuned.

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.processing import QueueOptions
-from shared.runtime import Runtime
+from shared.app.runtime import Runtime
+from shared.queue.options import QueueOptions
 from tests.faults.conftest import Processed, Scenario, Trigger
 
 pytestmark = [pytest.mark.faults, pytest.mark.stack]

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from shared.export import ExportReport
-from shared.retry import RetryPolicy
-from shared.watermark import WatermarkStore
+from shared.export.exporter import ExportReport
+from shared.export.watermark import WatermarkStore
+from shared.platform.retry import RetryPolicy
 from tests.conftest import InvocationFailed
 from tests.faults.conftest import PAGE_SIZE, REPO, Scenario, Trigger
 from tests.faults.crash_export import KILLED

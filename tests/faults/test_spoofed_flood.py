@@ -27,7 +27,7 @@ def test_flood_is_held_at_the_limit_then_released(
     needed = Counter(collection for collection, _ in s.ledger.expected_adds())
     assert all(n > LIMIT for n in needed.values()), needed  # the flood must overflow
 
-    with caplog.at_level(logging.WARNING, logger="shared.remediation"):
+    with caplog.at_level(logging.WARNING, logger="shared.remediation.remediator"):
         report = s.process()
 
     made = s.adminservice.successful_adds()

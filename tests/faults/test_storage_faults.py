@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shared.errors import StorageError
-from shared.export import ExportReport
+from shared.export.exporter import ExportReport
 from tests.conftest import InvocationFailed
 from tests.faults.conftest import Processed, Scenario, Trigger, error_names, restart_later
 

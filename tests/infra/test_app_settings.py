@@ -14,10 +14,10 @@ import pytest
 from pydantic import AliasChoices, SecretStr
 from pydantic.fields import FieldInfo
 
+from shared.app.runtime import validate_targets
+from shared.domain.rules import load_rules, parse_rules
 from shared.errors import ConfigurationError
-from shared.rules import load_rules, parse_rules
-from shared.runtime import validate_targets
-from shared.settings import Settings, load_settings
+from shared.platform.settings import Settings, load_settings
 from tests.helpers import rule, rules_text
 from tests.infra.bicep import (
     ROOT,

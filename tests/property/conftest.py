@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, settings
 from devstack.adminservice import AdminServiceSimulator, JwksServer, TokenSigner
 from devstack.datagen import GeneratedDevice
 from devstack.tls import LocalCA
-from shared.adminservice import AdminServiceClient
-from shared.retry import RetryPolicy
-from shared.transport import new_session, trust_store
+from shared.platform.http import new_session, trust_store
+from shared.platform.retry import RetryPolicy
+from shared.targets.adminservice import AdminServiceClient
 from tests.helpers import device
 
 HERE = Path(__file__).resolve().parent

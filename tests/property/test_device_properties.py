@@ -9,7 +9,7 @@ from datetime import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.devices import DeviceRecord, choose, flag, netbios_problem
+from shared.domain.devices import DeviceRecord, choose, flag, netbios_problem
 from tests.property.oracles import FORBIDDEN, WHITE_SPACE, is_netbios_name
 from tests.property.strategies import any_text, hostile_char, lone_surrogate, netbios_names
 

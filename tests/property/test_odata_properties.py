@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
 
 from devstack.adminservice import AdminServiceSimulator, _lex, _query_options, parse_filter
-from shared.adminservice import AdminServiceClient
 from shared.errors import CmRemediateError
+from shared.targets.adminservice import AdminServiceClient
 from tests.property.conftest import DEVICE_NAMES, with_fixtures
 from tests.property.strategies import any_text, hostile_char, lone_surrogate, unicode_text
 

@@ -13,14 +13,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.domain.requests import MAX_ENCODED_BYTES, RemediationRequest, decode
 from shared.errors import QueueMessageError
-from shared.queue_messages import (
-    MAX_ENCODED_BYTES,
-    RemediationRequest,
-    decode,
-    from_queue_text,
-    to_queue_text,
-)
+from shared.queue.encoding import from_queue_text, to_queue_text
 from tests.property.strategies import (
     FIELDS,
     any_text,

@@ -28,12 +28,12 @@ from devstack.adminservice import AdminServiceSimulator, TokenSigner
 from devstack.functions_host import FunctionsHost, Invocation
 from devstack.queue_host import QueueTriggerListener
 from devstack.tls import LocalCA
-from shared.adminservice import AdminServiceClient
-from shared.audit import UNPARSED_PARTITION, AuditLog, audit_table_name
+from shared.app.runtime import Runtime, get_runtime, reset_runtime
+from shared.domain.requests import RemediationRequest, decode
 from shared.errors import QueueMessageError
-from shared.queue_messages import RemediationRequest, decode
-from shared.retry import RetryPolicy
-from shared.runtime import Runtime, get_runtime, reset_runtime
+from shared.platform.retry import RetryPolicy
+from shared.remediation.audit_log import UNPARSED_PARTITION, AuditLog, audit_table_name
+from shared.targets.adminservice import AdminServiceClient
 from tests.conftest import FunctionApp, InvocationFailed, Stack
 from tests.helpers import request_document
 from tests.property.conftest import (

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from shared.domain.rules import RuleSet, load_rules, parse_rules
+from shared.domain.status_messages import StatusMessage
 from shared.errors import ConfigurationError
-from shared.rules import RuleSet, load_rules, parse_rules
-from shared.status_messages import StatusMessage
 from tests.property.conftest import with_fixtures
 from tests.property.strategies import (
     INSERTION_KEYS,

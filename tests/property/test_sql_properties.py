@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devstack.datagen import GeneratedStatusMessage
+from shared.domain.requests import RemediationRequest, decode
+from shared.domain.rules import parse_rules
 from shared.errors import SiteDatabaseError
-from shared.queue_messages import RemediationRequest, decode
-from shared.rules import parse_rules
-from shared.site_database import SiteDatabaseClient
+from shared.export.site_database import SiteDatabaseClient
 from tests.conftest import Stack
 from tests.helpers import rule, rules_text
 from tests.property.conftest import DEVICE_NAMES, device_records, with_fixtures

@@ -17,9 +17,9 @@ from devstack.adminservice import AdminServiceSimulator
 from devstack.entra import EntraSimulator
 from devstack.functions_host import FunctionsHost
 from devstack.tls import LocalCA
-from shared.audit import Outcome
-from shared.queue_messages import RemediationRequest
-from shared.runtime import Runtime, get_runtime, reset_runtime
+from shared.app.runtime import Runtime, get_runtime, reset_runtime
+from shared.domain.outcomes import Outcome
+from shared.domain.requests import RemediationRequest
 from tests.conftest import FunctionApp, InvocationFailed, Stack
 from tests.helpers import own_loopback
 from tests.remediation import scenario

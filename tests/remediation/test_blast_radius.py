@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
-from shared.queue_messages import RemediationRequest
+from cmremediate_cli.main import app
+from shared.domain.requests import RemediationRequest
 from tests.remediation import scenario
 from tests.remediation.conftest import Remediation, body_of, fixture
 
@@ -96,8 +96,8 @@ def test_a_concurrent_flood_across_instances_still_stops_at_the_limit(make_remed
     bodies = _flood(first, 24)
 
     # Two runtimes share nothing but storage, like two function app instances.
-    from shared.runtime import Runtime
-    from shared.settings import load_settings
+    from shared.app.runtime import Runtime
+    from shared.platform.settings import load_settings
 
     second = Runtime(load_settings(None))
     second.clock = first.runtime.clock

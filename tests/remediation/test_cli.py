@@ -10,9 +10,9 @@ from datetime import datetime
 import pytest
 from typer.testing import CliRunner
 
+from cmremediate_cli.main import app
 from devstack.datagen import GeneratedStatusMessage
-from shared.cli import app
-from shared.retry import RetryPolicy
+from shared.platform.retry import RetryPolicy
 from tests.helpers import DEPENDENCY_CHECKS
 from tests.remediation.conftest import FIXTURES, REPO
 
@@ -92,7 +92,7 @@ def test_run_once_status_and_outcomes(cli_env):
 def test_failures_go_to_poison_and_come_back(cli_env, monkeypatch):
     remediation, settings = cli_env
     monkeypatch.setattr(
-        "shared.transport.RetryPolicy",
+        "shared.platform.http.RetryPolicy",
         lambda **_: RetryPolicy(attempts=2, max_backoff_seconds=0.05),
     )
     assert run("export", "--settings", settings).exit_code == 0
@@ -170,12 +170,12 @@ def test_check_names_each_broken_dependency_with_a_hint(
 ):
     _, settings = cli_env
     monkeypatch.setattr(
-        "shared.site_database.RetryPolicy",
-        lambda **_: __import__("shared.retry").retry.RetryPolicy(attempts=1),
+        "shared.export.site_database.RetryPolicy",
+        lambda **_: __import__("shared.platform.retry").retry.RetryPolicy(attempts=1),
     )
     monkeypatch.setattr(
-        "shared.transport.RetryPolicy",
-        lambda **_: __import__("shared.retry").retry.RetryPolicy(attempts=1),
+        "shared.platform.http.RetryPolicy",
+        lambda **_: __import__("shared.platform.retry").retry.RetryPolicy(attempts=1),
     )
     result = run("check", "--settings", _break(settings, **broken))
     assert result.exit_code == 1
@@ -195,7 +195,7 @@ def test_check_names_broken_storage(cli_env, monkeypatch):
         ),
     )
     monkeypatch.setattr(
-        "shared.storage._retry",
+        "shared.platform.storage._retry",
         lambda: __import__("azure.storage.queue", fromlist=["x"]).ExponentialRetry(retry_total=0),
     )
     result = run("check", "--settings", broken)

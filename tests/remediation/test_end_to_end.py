@@ -10,7 +10,7 @@ import pytest
 
 from devstack.datagen import M365_RULES, generate_workload
 from devstack.tls import LocalCA
-from shared.devices import netbios_problem
+from shared.domain.devices import netbios_problem
 
 pytestmark = pytest.mark.stack
 
@@ -34,7 +34,7 @@ def workload_remediation(remediation, monkeypatch, local_ca: LocalCA):
 
 def test_status_messages_end_in_the_expected_collections(workload_remediation):
     remediation, workload = workload_remediation
-    from shared.runtime import get_runtime, reset_runtime
+    from shared.app.runtime import get_runtime, reset_runtime
 
     reset_runtime()
     runtime = get_runtime()

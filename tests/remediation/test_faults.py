@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.queue_messages import RemediationRequest
-from shared.retry import RetryPolicy
+from shared.domain.requests import RemediationRequest
+from shared.platform.retry import RetryPolicy
 from tests.conftest import InvocationFailed
 from tests.remediation import scenario
 from tests.remediation.conftest import body_of, fixture
@@ -68,7 +68,7 @@ def fast_retries(monkeypatch):
             max_retry_after_seconds=0.2,
         )
 
-    monkeypatch.setattr("shared.transport.RetryPolicy", quick)
+    monkeypatch.setattr("shared.platform.http.RetryPolicy", quick)
 
 
 def test_503_storm_then_recovery(remediation):
@@ -173,7 +173,7 @@ def test_a_refused_password_is_not_tried_again_by_every_message(remediation, mon
     for name in ["01-add", "07-obsolete-and-active", "16-non-ascii-name"]:
         assert remediation.outcome(fixture(name)["body"]) is None  # retried later, not decided
 
-    monkeypatch.setattr("shared.tokens.REFUSAL_PAUSE_SECONDS", 0.0)  # the pause is over
+    monkeypatch.setattr("shared.platform.tokens.REFUSAL_PAUSE_SECONDS", 0.0)  # the pause is over
     with pytest.raises(InvocationFailed, match=r"^TokenError: ") as again:
         remediation.deliver(body_of(fixture("01-add")), message_id="locked-again")
     # asked again (MSAL itself may still answer from its 60 s cache of HTTP 400s)

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from shared.queue_messages import RemediationRequest
+from shared.domain.requests import RemediationRequest
 from tests.remediation import scenario
 from tests.remediation.conftest import ALL_FIXTURES, body_of, fixture
 

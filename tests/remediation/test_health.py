@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.retry import RetryPolicy
+from shared.platform.retry import RetryPolicy
 
 pytestmark = pytest.mark.stack
 
@@ -27,7 +27,7 @@ def test_healthy_stack_answers_200_with_the_figures(remediation):
 
 
 def test_poison_and_held_adds_need_attention_but_stay_200(remediation):
-    from shared.queue_messages import RemediationRequest
+    from shared.domain.requests import RemediationRequest
     from tests.remediation.conftest import fixture
 
     runtime = remediation.runtime
@@ -49,7 +49,7 @@ def test_poison_and_held_adds_need_attention_but_stay_200(remediation):
 
 
 def test_a_dependency_down_answers_503_naming_it(remediation, monkeypatch):
-    monkeypatch.setattr("shared.transport.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
+    monkeypatch.setattr("shared.platform.http.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
     remediation.adminservice.set_down(True)
     try:
         response = call_health(remediation)

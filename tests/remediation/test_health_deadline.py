@@ -16,8 +16,8 @@ from devstack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from devstack.blackhole import BlackHole
 from devstack.functions_host import FunctionsHost, HttpResult
 from devstack.ports import free_port
-from shared.operations import HEALTH_SECONDS, health_report
-from shared.runtime import get_runtime, reset_runtime
+from shared.app.health import HEALTH_SECONDS, health_report
+from shared.app.runtime import get_runtime, reset_runtime
 from tests.conftest import REPO, FunctionApp, Stack
 from tests.helpers import DEPENDENCY_CHECKS
 

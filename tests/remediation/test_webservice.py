@@ -9,7 +9,7 @@ import pytest
 
 from devstack.configmgr_webservice import ConfigMgrWebServiceSimulator
 from devstack.rest_webservice import RestWebServiceSimulator
-from shared.runtime import reset_runtime
+from shared.app.runtime import reset_runtime
 from tests.conftest import InvocationFailed
 from tests.remediation import scenario
 from tests.remediation.conftest import fixture, webservice_rules

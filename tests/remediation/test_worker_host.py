@@ -12,8 +12,8 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from shared.retry import RetryPolicy
-from shared.runtime import get_runtime, reset_runtime
+from shared.app.runtime import get_runtime, reset_runtime
+from shared.platform.retry import RetryPolicy
 from tests.remediation import scenario
 from tests.remediation.conftest import body_of, fixture
 
@@ -98,7 +98,7 @@ def test_deliveries_run_side_by_side_within_the_hosts_bound(remediation):
 def test_a_failing_last_attempt_is_parked_where_it_does_not_expire(remediation, monkeypatch):
     """The host's own poison copy expires after seven days; the function parks the
     message itself on the host's last attempt, never to expire, and nothing is lost."""
-    monkeypatch.setattr("shared.transport.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
+    monkeypatch.setattr("shared.platform.http.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
     remediation.adminservice.set_down(True)
     enqueue(remediation, [body_of(fixture("01-add"))])
     with remediation.app.listener(visibility_timeout_seconds=0) as listener:

@@ -28,17 +28,17 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 from typer.testing import CliRunner
 
-import shared.runtime
+import shared.app.runtime
+from cmremediate_cli import main as cli
 from devstack.datagen import GeneratedStatusMessage
 from devstack.functions_host import HttpResult, Invocation
 from devstack.queue_host import DrainReport, QueueTriggerListener
-from shared import cli
-from shared.audit import audit_table_name
-from shared.connection_strings import parse_odbc
 from shared.errors import ConfigurationError
-from shared.processing import QueueOptions
-from shared.retry import RetryPolicy
-from shared.settings import load_settings
+from shared.platform.connection_strings import parse_odbc
+from shared.platform.retry import RetryPolicy
+from shared.platform.settings import load_settings
+from shared.queue.options import QueueOptions
+from shared.remediation.audit_log import audit_table_name
 from tests.conftest import FunctionApp, InvocationFailed, checked
 from tests.remediation import scenario
 from tests.remediation.conftest import FIXTURES, REPO, body_of, fixture, webservice_rules
@@ -200,7 +200,7 @@ def debug_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedLogs]:
     monkeypatch.setattr(cli, "_configure_logging", verbose_then_everything)
     # The function app quietens the Azure SDK whenever it builds its runtime; the
     # operator here turns everything up instead.
-    monkeypatch.setattr(shared.runtime, "quiet_sdk_logs", everything)
+    monkeypatch.setattr(shared.app.runtime, "quiet_sdk_logs", everything)
     everything()
     yield capture
     root.setLevel(saved_root[0])
@@ -213,7 +213,7 @@ def debug_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedLogs]:
 def issued_tokens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every access and refresh token Entra ID hands any runtime, read off the wire."""
     issued: list[str] = []
-    real = shared.runtime.new_session
+    real = shared.app.runtime.new_session
 
     def grab(response: Any, *args: Any, **kwargs: Any) -> None:
         if response.url.endswith("/oauth2/v2.0/token") and response.ok:
@@ -225,7 +225,7 @@ def issued_tokens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         made.hooks["response"].append(grab)
         return made
 
-    monkeypatch.setattr(shared.runtime, "new_session", session)
+    monkeypatch.setattr(shared.app.runtime, "new_session", session)
     return issued
 
 
@@ -252,8 +252,8 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     def quick(attempts: int = 2, **_: object) -> RetryPolicy:
         return RetryPolicy(attempts=2, initial_backoff_seconds=0.01, max_backoff_seconds=0.05)
 
-    monkeypatch.setattr("shared.transport.RetryPolicy", quick)
-    monkeypatch.setattr("shared.webservice.RetryPolicy", quick)
+    monkeypatch.setattr("shared.platform.http.RetryPolicy", quick)
+    monkeypatch.setattr("shared.targets.webservice.RetryPolicy", quick)
 
 
 @dataclass
@@ -293,7 +293,7 @@ class Pipeline:
         next invocation builds its runtime from them."""
         for name, value in {**self.values, **overrides}.items():
             self.monkeypatch.setenv(name, value)
-        shared.runtime.reset_runtime()
+        shared.app.runtime.reset_runtime()
 
     def invocation(self, where: str, invocation: Invocation) -> Invocation:
         """Record what the host received: the error, the stack trace, the response."""
@@ -517,7 +517,7 @@ def test_no_secret_leaves_the_pipeline(
     if kind == "configmgr-webservice":
         # AddCMComputerToCollection answered false: decided, and recorded as refused.
         assert after.succeeded == 1, after
-        (outcome,) = shared.runtime.get_runtime().audit.query(machine_name="PC-REMOVE01")
+        (outcome,) = shared.app.runtime.get_runtime().audit.query(machine_name="PC-REMOVE01")
         assert outcome.kind == "target-refused", outcome
     else:
         assert after.failed == 1, after  # the token was refused: left for a retry

@@ -10,9 +10,9 @@ import pytest
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
 from shared.errors import ConfigurationError, SiteDatabaseRefused
-from shared.retry import RetryPolicy
-from shared.settings import load_settings
-from shared.site_database import SiteDatabaseClient
+from shared.export.site_database import SiteDatabaseClient
+from shared.platform.retry import RetryPolicy
+from shared.platform.settings import load_settings
 
 pytestmark = pytest.mark.stack
 

@@ -21,11 +21,11 @@ from devstack.configmgr_webservice import ConfigMgrWebServiceSimulator
 from devstack.entra import EntraSimulator
 from devstack.rest_webservice import RestWebServiceSimulator
 from devstack.tls import LocalCA
+from shared.app.runtime import Runtime, reset_runtime
+from shared.domain.membership import MembershipChange
+from shared.domain.requests import RemediationRequest
 from shared.errors import CmRemediateError, ConfigurationError
-from shared.membership import MembershipChange
-from shared.queue_messages import RemediationRequest
-from shared.runtime import Runtime, reset_runtime
-from shared.settings import Settings, load_settings
+from shared.platform.settings import Settings, load_settings
 from tests.conftest import FunctionApp, InvocationFailed
 from tests.remediation import scenario
 from tests.remediation.conftest import FIXTURES, fixture, webservice_rules
@@ -191,8 +191,8 @@ def outcome(
     try:
         with monkeypatch.context() as patch:
             if not client.real_tokens:
-                patch.setattr("shared.runtime.DelegatedTokens", FixedTokens)
-                patch.setattr("shared.runtime.AppTokens", FixedTokens)
+                patch.setattr("shared.app.runtime.DelegatedTokens", FixedTokens)
+                patch.setattr("shared.app.runtime.AppTokens", FixedTokens)
             try:
                 client.call(runtime)
             except ConfigurationError:

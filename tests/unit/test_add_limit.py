@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.add_limit import AddLimiter
-from shared.queue_messages import RemediationRequest
-from shared.storage import StorageAccount
+from shared.domain.requests import RemediationRequest
+from shared.platform.storage import StorageAccount
+from shared.remediation.guard import AddLimiter
 from tests.helpers import make_request
 
 pytestmark = pytest.mark.stack

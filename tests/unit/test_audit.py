@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import ResourceExistsError, ServiceResponseError
 
-from shared.audit import AuditLog, audit_table_name
 from shared.errors import StorageError
-from shared.redaction import secrets
+from shared.platform.redaction import secrets
+from shared.remediation.audit_log import AuditLog, audit_table_name
 from tests.helpers import make_request
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.configuration import load_configuration
+from shared.app.configuration import load_configuration
 from shared.errors import ConfigurationError
 from tests.helpers import UNREACHABLE_ADMINSERVICE, rule, rules_text
 

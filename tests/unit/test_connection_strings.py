@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.connection_strings import (
+from shared.errors import ConfigurationError
+from shared.platform.connection_strings import (
     check_site_db_tls,
     check_storage_tls,
     parse_conninfo,
     parse_odbc,
 )
-from shared.errors import ConfigurationError
-from shared.settings import load_settings
+from shared.platform.settings import load_settings
 
 SQL18 = "Driver={ODBC Driver 18 for SQL Server};Server=sql01.contoso.com,1433;Database=CM_PS1"
 PG = "Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=CM_PS1"

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from shared.devices import DeviceRecord, choose, netbios_problem
+from shared.domain.devices import DeviceRecord, choose, netbios_problem
 
 
 def record(

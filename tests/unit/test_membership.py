@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.adminservice import odata_string
-from shared.membership import CollectionRefresher
-from shared.retry import RetryPolicy
+from shared.platform.retry import RetryPolicy
+from shared.targets.adminservice import odata_string
+from shared.targets.adminservice_membership import CollectionRefresher
 
 
 class Clock:

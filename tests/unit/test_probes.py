@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shared.probes import Deadline, Probes
+from shared.platform.probes import Deadline, Probes
 
 
 @pytest.fixture

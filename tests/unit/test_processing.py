@@ -7,8 +7,9 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 
 from shared.errors import CmRemediateError, StorageError
-from shared.poison import PoisonQueue
-from shared.processing import QueueOptions, QueueProcessor
+from shared.queue.local_host import QueueProcessor
+from shared.queue.options import QueueOptions
+from shared.queue.poison import PoisonQueue
 
 
 class DownQueue:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from shared.domain.requests import RemediationRequest, decode
+from shared.domain.rules import parse_rules
+from shared.domain.status_messages import StatusMessage
 from shared.errors import QueueMessageError
-from shared.queue_messages import RemediationRequest, decode
-from shared.rules import parse_rules
-from shared.status_messages import StatusMessage
 from tests.helpers import rule, rules_text
 from tests.remediation.conftest import FIXTURES, body_of
 

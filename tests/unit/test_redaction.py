@@ -9,15 +9,15 @@ from urllib.parse import quote
 
 import pytest
 
-from shared.redaction import (
+from shared.app.runtime import register_secrets
+from shared.platform.redaction import (
     REDACTED,
     SecretRegistry,
     connection_string_secrets,
     secrets,
     url_secrets,
 )
-from shared.runtime import register_secrets
-from shared.settings import load_settings
+from shared.platform.settings import load_settings
 
 SQL_PASSWORD = "Redaction-SQL;Pa55word"
 SERVICE_PASSWORD = "Redaction-Svc-Pa55word"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.domain.rules import load_rules, parse_rules
+from shared.domain.status_messages import StatusMessage
 from shared.errors import ConfigurationError
-from shared.rules import load_rules, parse_rules
-from shared.status_messages import StatusMessage
 from tests.helpers import rule, rules_text
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.errors import ConfigurationError
-from shared.settings import load_settings, read_local_settings
+from shared.platform.settings import load_settings, read_local_settings
 
 REQUIRED = {
     "SITE_DB_CONNECTION": "Driver={ODBC Driver 18 for SQL Server};Server=sql01,1433;Uid=u;Pwd=p",
@@ -141,7 +141,7 @@ def test_local_settings_file_errors_name_the_file(tmp_path):
 def test_configuration_reference_is_generated_from_the_model():
     from pathlib import Path
 
-    from shared.settings import Settings, configuration_reference
+    from shared.platform.settings import Settings, configuration_reference
 
     document = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     assert document == configuration_reference(), (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.watermark import Scan, SiteWatermark
+from shared.export.watermark import Scan, SiteWatermark
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OVERLAP = timedelta(minutes=10)

@@ -14,8 +14,8 @@ import azure.functions as func
 import pytest
 
 from devstack.functions_host import FunctionsHost
-from shared.configuration import BINDING_SETTINGS
-from shared.queue_messages import RemediationRequest
+from shared.app.configuration import BINDING_SETTINGS
+from shared.domain.requests import RemediationRequest
 from tests.helpers import request_document
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def test_the_settings_the_host_resolves_in_bindings_are_the_ones_health_checks(
     functions_host: FunctionsHost,
 ):
     """``%NAME%`` in a binding is resolved by the host, which knows no defaults: health
-    names exactly these when they are unset (shared.configuration.BINDING_SETTINGS)."""
+    names exactly these when they are unset (shared.app.configuration.BINDING_SETTINGS)."""
     referenced = {
         reference: name
         for name, function in functions_host.functions.items()

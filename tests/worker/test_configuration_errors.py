@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.functions_host import FunctionInError, FunctionsHost
-from shared.runtime import get_runtime, reset_runtime
-from shared.settings import SETTING_FIELDS
+from shared.app.runtime import get_runtime, reset_runtime
+from shared.platform.settings import SETTING_FIELDS
 from tests.conftest import REPO, FunctionApp
 from tests.helpers import rule, rules_text
 from tests.worker.test_indexing import GOOD, without

@@ -1,0 +1,314 @@
+"""The composition root: settings and rules in, long-lived clients out.
+
+Built once per process (a function app instance, a CLI run), on first use, and reused
+by every invocation, as the Azure SDK, MSAL and pyodbc are meant to be used. Building
+it validates settings and rules (including that every target a rule names is
+configured) and touches no network; the clients connect when first called.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+
+import requests
+from pydantic import SecretStr
+
+from shared.app.configuration import load_configuration, validate_targets
+from shared.app.queue_function import QueueFunction
+from shared.domain.clock import Clock, utc_now
+from shared.domain.ports import DeviceSource, MembershipTarget
+from shared.domain.rules import RuleSet, load_rules
+from shared.errors import ConfigurationError
+from shared.export.exporter import Exporter, ExportOptions
+from shared.export.site_database import SiteDatabaseClient
+from shared.export.watermark import WatermarkStore
+from shared.platform.http import BearerClient, new_session, trust_store
+from shared.platform.probes import Probes
+from shared.platform.redaction import (
+    connection_string_secrets,
+    install_log_redaction,
+    secrets,
+    url_secrets,
+)
+from shared.platform.settings import Settings
+from shared.platform.storage import StorageAccount
+from shared.platform.tokens import AppTokens, DelegatedTokens
+from shared.queue.local_host import QueueProcessor
+from shared.queue.options import QueueOptions
+from shared.queue.poison import PoisonQueue
+from shared.queue.sender import RemediationQueue
+from shared.remediation.audit_log import AuditLog, audit_table_name
+from shared.remediation.guard import AddLimiter, add_limit_table_name
+from shared.remediation.held import HeldRequests
+from shared.remediation.remediator import Remediator
+from shared.targets.adminservice import AdminServiceClient
+from shared.targets.adminservice_membership import AdminServiceMembership, CollectionRefresher
+from shared.targets.webservice import ConfigMgrWebServiceTarget, RestWebServiceTarget, rest_errors
+
+
+class Runtime:
+    """Settings, rules and the clients built from them."""
+
+    def __init__(
+        self, settings: Settings, rules: RuleSet | None = None, *, clock: Clock = utc_now
+    ) -> None:
+        self.settings = settings
+        #: Every "now" of the remediation (tests replace it before first use).
+        self.clock = clock
+        self.rules = rules if rules is not None else load_rules(settings.rules_path)
+        validate_targets(settings, self.rules)
+        register_secrets(settings)
+        #: The probes of health, `check` and `status`: one in flight per check at most.
+        self.probes = Probes()
+
+    @classmethod
+    def from_environment(cls, values: Mapping[str, str] | None = None) -> Runtime:
+        """Settings from ``values`` or the environment, and the rules file they name;
+        one ConfigurationError names every problem (shared.app.configuration)."""
+        settings, rules = load_configuration(values)
+        return cls(settings, rules)
+
+    @cached_property
+    def storage(self) -> StorageAccount:
+        """The storage account behind AzureWebJobsStorage."""
+        return StorageAccount(self.settings)
+
+    @cached_property
+    def site_database(self) -> SiteDatabaseClient:
+        """The site database reader."""
+        return SiteDatabaseClient(self.settings.site_db_connection.get_secret_value())
+
+    @cached_property
+    def queue(self) -> RemediationQueue:
+        """The remediation queue (sending side)."""
+        return RemediationQueue(self.storage.queue(self.settings.remediation_queue))
+
+    @cached_property
+    def watermarks(self) -> WatermarkStore:
+        """Export progress per site."""
+        return WatermarkStore(self.storage.container(self.settings.state_container))
+
+    def export_options(self) -> ExportOptions:
+        """The exporter's tuning, from settings."""
+        return ExportOptions(
+            overlap=self.settings.export_overlap,
+            max_messages_per_run=self.settings.export_max_messages_per_run,
+            start_time_utc=self.settings.export_start_time,
+        )
+
+    @cached_property
+    def exporter(self) -> Exporter:
+        """The export run of the timer function and of ``cmremediate export``."""
+        return Exporter(
+            database=self.site_database,
+            queue=self.queue,
+            watermarks=self.watermarks,
+            rules=self.rules,
+            options=self.export_options(),
+        )
+
+    @cached_property
+    def trust_store(self) -> Path:
+        """System CAs plus TLS_CA_BUNDLE, for every outbound HTTPS call."""
+        return trust_store(self.settings.tls_ca_bundle)
+
+    @cached_property
+    def http(self) -> requests.Session:
+        """The HTTPS session of MSAL and the AdminService client."""
+        return new_session(self.trust_store)
+
+    @cached_property
+    def adminservice(self) -> AdminServiceClient:
+        """The AdminService client, with the service account's delegated tokens."""
+        s = self.settings
+        if not (s.adminservice_url and s.entra_tenant_id and s.entra_client_id):
+            raise ConfigurationError(
+                "ADMINSERVICE_URL, ENTRA_TENANT_ID and ENTRA_CLIENT_ID are required"
+            )
+        if not (s.adminservice_username and s.adminservice_password):
+            raise ConfigurationError("ADMINSERVICE_USERNAME and ADMINSERVICE_PASSWORD are required")
+        tokens = DelegatedTokens(
+            authority_host=s.entra_authority_host,
+            tenant_id=s.entra_tenant_id,
+            client_id=s.entra_client_id,
+            username=s.adminservice_username,
+            password=s.adminservice_password.get_secret_value(),
+            scope=s.adminservice_scope,
+            session=self.http,
+            client_secret=(
+                s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
+            ),
+        )
+        return AdminServiceClient(s.adminservice_url, tokens, self.http)
+
+    @cached_property
+    def device_source(self) -> DeviceSource:
+        """Where machine names become ResourceIDs (IDENTITY_SOURCE)."""
+        if self.settings.identity_source == "adminservice":
+            return self.adminservice
+        return self.site_database
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """The audit trail of outcomes."""
+        return AuditLog(self.storage.table(audit_table_name(self.settings.remediation_queue)))
+
+    @cached_property
+    def targets(self) -> dict[str, MembershipTarget]:
+        """The membership targets the rules use."""
+        targets: dict[str, MembershipTarget] = {}
+        if any(r.target == "adminservice" for r in self.rules.rules):
+            refresher = CollectionRefresher(
+                self.adminservice.request_refresh,
+                enabled=self.settings.adminservice_request_refresh,
+            )
+            targets["adminservice"] = AdminServiceMembership(self.adminservice, refresher)
+        if any(r.target == "webservice" for r in self.rules.rules):
+            targets["webservice"] = self._webservice()
+        return targets
+
+    def _webservice(self) -> MembershipTarget:
+        s = self.settings
+        assert s.webservice_url is not None  # validate_targets made sure
+        if s.webservice_kind == "configmgr-webservice":
+            assert s.webservice_secret is not None
+            return ConfigMgrWebServiceTarget(
+                s.webservice_url, s.webservice_secret.get_secret_value(), self.http
+            )
+        assert s.webservice_scope and s.entra_tenant_id and s.entra_client_id
+        tokens = AppTokens(
+            authority_host=s.entra_authority_host,
+            tenant_id=s.entra_tenant_id,
+            client_id=s.entra_client_id,
+            scope=s.webservice_scope,
+            session=self.http,
+            client_secret=(
+                s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
+            ),
+            certificate_path=s.entra_client_certificate_path,
+        )
+        return RestWebServiceTarget(
+            s.webservice_url, BearerClient(self.http, tokens, rest_errors())
+        )
+
+    @cached_property
+    def add_limiter(self) -> AddLimiter:
+        """The blast-radius guard's per-collection window of adds."""
+        return AddLimiter(
+            self.storage.table(add_limit_table_name(self.settings.remediation_queue)),
+            self.settings.max_adds_per_collection_per_hour,
+        )
+
+    @cached_property
+    def held(self) -> HeldRequests:
+        """Adds the guard held, for `cmremediate held`."""
+        return HeldRequests(self.audit, self.queue)
+
+    @cached_property
+    def remediator(self) -> Remediator:
+        """The queue function's handler, and ``cmremediate process``'s."""
+        return Remediator(
+            rules=self.rules,
+            devices=self.device_source,
+            targets=self.targets,
+            audit=self.audit,
+            retry_queue=self.queue,
+            resolve_retry=timedelta(hours=self.settings.resolve_retry_hours),
+            resolve_retry_delay_seconds=self.settings.resolve_retry_delay_seconds,
+            add_limiter=self.add_limiter,
+            dry_run=self.settings.dry_run,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def processor(self) -> QueueProcessor:
+        """The host's receive → handle → delete/poison loop, for the CLI and the demo."""
+        return QueueProcessor(
+            self.storage.queue(self.settings.remediation_queue, raw=True),
+            self.poison,
+            self.remediator,
+            self.queue_options,
+        )
+
+    @cached_property
+    def poison(self) -> PoisonQueue:
+        """The poison queue and the way back out of it."""
+        return PoisonQueue(
+            self.storage.queue(self.settings.poison_queue, raw=True),
+            self.storage.queue(self.settings.remediation_queue, raw=True),
+        )
+
+    @cached_property
+    def queue_function(self) -> QueueFunction:
+        """What ``apply_remediation`` does with a delivery (last attempts parked)."""
+        return QueueFunction(self.remediator, self.poison, self.queue_options.max_dequeue_count)
+
+    @cached_property
+    def queue_options(self) -> QueueOptions:
+        """The host's queue options (host.json and their app-setting overrides)."""
+        return QueueOptions.from_host_json(self.settings.app_root)
+
+    def close(self) -> None:
+        """Release connections and threads (the CLI and tests; the host just exits)."""
+        if "site_database" in self.__dict__:
+            self.site_database.close()
+        if "queue" in self.__dict__:
+            self.queue.close()
+        if "http" in self.__dict__:
+            self.http.close()
+
+
+def register_secrets(settings: Settings) -> None:
+    """Make every secret setting unloggable (see shared.platform.redaction), from now on."""
+    install_log_redaction()
+
+    def plain(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    secrets.add(
+        *connection_string_secrets(
+            plain(settings.site_db_connection), plain(settings.storage_connection)
+        ),
+        plain(settings.adminservice_password),
+        plain(settings.entra_client_secret),
+        plain(settings.webservice_secret),
+        *url_secrets(settings.webservice_url, settings.adminservice_url),
+    )
+
+
+def quiet_sdk_logs() -> None:
+    """The Azure SDK logs every HTTP request at INFO; operators need our lines, not those."""
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, built on first use from the environment.
+
+    A bad configuration raises its ConfigurationError on every call, checked afresh each
+    time (no network): each timer or queue invocation fails naming the problems, and the
+    first call after the fix builds the runtime.
+    """
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            quiet_sdk_logs()
+            _runtime = Runtime.from_environment()
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the process-wide runtime (tests change the environment between apps)."""
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            _runtime.close()
+        _runtime = None

@@ -1,0 +1,359 @@
+"""Reading the ConfigMgr site database (SQL Server) through pyodbc.
+
+Only the documented ``v_`` views are read. Every value is a bound parameter, and the
+SQL stays in the subset SQL Server and PostgreSQL both accept (no TOP, no brackets,
+no NOLOCK, columns read by position), so the tests run this very code against the
+PostgreSQL stand-in in ``devstack/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import pyodbc
+
+from shared.domain.devices import DeviceRecord, flag, is_text
+from shared.domain.status_messages import (
+    GENERIC_INFO,
+    INSERTION_STRING_COUNT,
+    StatusMessage,
+    sql_equal,
+)
+from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
+from shared.platform.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+#: How long ``close()`` waits for a query in another thread before leaving it be.
+CLOSE_WAIT_SECONDS: Final = 2.0
+
+_SITES_SQL: Final = """
+SELECT SiteCode, MAX(RecordID), MAX(Time)
+FROM v_StatusMessage
+WHERE MessageID = ?
+GROUP BY SiteCode
+ORDER BY SiteCode
+"""
+
+_PAGE_SQL: Final = """
+SELECT RecordID, MessageID, SiteCode, Time, MachineName
+FROM v_StatusMessage
+WHERE MessageID = ? AND SiteCode = ? AND RecordID > ?{since}
+ORDER BY RecordID
+OFFSET 0 ROWS FETCH NEXT ? ROWS ONLY
+"""
+
+_STRINGS_SQL: Final = """
+SELECT s.RecordID, s.InsStrIndex, s.InsStrValue
+FROM v_StatMsgInsStrings s
+INNER JOIN v_StatusMessage m ON m.RecordID = s.RecordID
+WHERE m.MessageID = ? AND m.SiteCode = ? AND s.RecordID >= ? AND s.RecordID <= ?
+"""
+
+_DEVICES_SQL: Final = """
+SELECT ResourceID, Name0, Netbios_Name0, Client0, Active0, Obsolete0, Decommissioned0,
+       Creation_Date0
+FROM v_R_System
+WHERE Netbios_Name0 = ?
+ORDER BY ResourceID
+"""
+
+# SQLSTATE classes: connection trouble and timeouts are worth another try; the rest
+# (login failed, no permission, no such view) needs an operator.
+_TRANSIENT_PREFIXES: Final = ("08", "HYT", "40001", "40197", "40501", "40613", "57P")
+_VIEW_MISSING: Final = (
+    "a view is missing: is Database= in SITE_DB_CONNECTION the site database CM_<SiteCode>?"
+)
+_GRANTS: Final = (
+    "check that the SQL login may SELECT from v_StatusMessage, v_StatMsgInsStrings and v_R_System"
+)
+_HINTS: Final = {
+    "28000": "the SQL login in SITE_DB_CONNECTION was refused: check user name and password",
+    "42000": _GRANTS,
+    "42501": _GRANTS,
+    "42S02": _VIEW_MISSING,
+    "42P01": _VIEW_MISSING,
+    "TLS": "the SQL Server certificate was refused: use the host name the certificate names in "
+    "Server= (or HostNameInCertificate=), and a certificate from a CA this machine trusts (or "
+    "ServerCertificate= with its file); the check cannot be switched off "
+    "(TrustServerCertificate=yes is refused)",
+    "IM002": "the ODBC driver named in SITE_DB_CONNECTION is not installed "
+    "(production: 'ODBC Driver 18 for SQL Server')",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSummary:
+    """What the database holds for one site: its newest generic status message."""
+
+    site_code: str
+    newest_record_id: int
+    newest_time_utc: datetime
+
+
+def _sqlstate(error: pyodbc.Error) -> str:
+    first = error.args[0] if error.args else ""
+    return first if isinstance(first, str) and len(first) == 5 else ""
+
+
+#: Drivers differ in the SQLSTATE of a refused login (SQL Server: 28000; others report
+#: it as a connection failure), so the message decides too.
+_LOGIN_REFUSED = re.compile(r"login failed|password authentication failed", re.IGNORECASE)
+
+
+#: ODBC Driver 18 encrypts and validates the server certificate against the host name.
+_CERTIFICATE = re.compile(r"certificate|SSL Provider|TLS", re.IGNORECASE)
+
+
+#: A connection that broke under a query. Some drivers report it as a general error,
+#: HY000 (psqlODBC: "server closed the connection unexpectedly" when the server stops or
+#: restarts; ODBC Driver 18: "Connection may have been terminated by the server"): a
+#: retry on a new connection gets past it, as it does past the 08xxx states.
+_CONNECTION_LOST = re.compile(
+    r"server closed the connection|terminating connection|no connection to the server"
+    r"|connection may have been terminated|communication link failure"
+    r"|transport-level error",
+    re.IGNORECASE,
+)
+
+
+def _text(error: pyodbc.Error) -> str:
+    return str(error.args[1] if len(error.args) > 1 else error).strip()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SiteDatabaseClient:
+    """Reads status messages from the site database. Create once, reuse, ``close()``.
+
+    Connections are opened lazily and reopened after a transient failure; a query that
+    keeps failing raises SiteDatabaseUnavailable, one the server refuses raises
+    SiteDatabaseRefused with a hint for the operator.
+    """
+
+    def __init__(
+        self,
+        connection_string: str,
+        *,
+        login_timeout_seconds: int = 15,
+        query_timeout_seconds: int = 120,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._connection_string = connection_string
+        self._login_timeout = login_timeout_seconds
+        self._query_timeout = query_timeout_seconds
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._connection: Any = None
+        self._warned_no_timeout = False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> SiteDatabaseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection, if one is open.
+
+        A query still waiting for a server that does not answer (a health probe past its
+        deadline) holds the connection: closing waits only CLOSE_WAIT_SECONDS for it, so
+        a command can end; that connection goes with the process.
+        """
+        if not self._lock.acquire(timeout=CLOSE_WAIT_SECONDS):
+            log.info("site database: a query is still waiting; its connection is left open")
+            return
+        try:
+            self._drop_connection()
+        finally:
+            self._lock.release()
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(pyodbc.Error):  # already broken: nothing to release
+                self._connection.close()
+            self._connection = None
+
+    def _connect(self) -> Any:
+        if self._connection is None:
+            connection = pyodbc.connect(
+                self._connection_string, timeout=self._login_timeout, autocommit=True
+            )
+            try:
+                connection.timeout = self._query_timeout
+            except pyodbc.Error:
+                # ODBC Driver 18 supports it; some drivers (psqlODBC) refuse the attribute.
+                if not self._warned_no_timeout:
+                    log.info("site database driver does not support query timeouts")
+                    self._warned_no_timeout = True
+            self._connection = connection
+        return self._connection
+
+    def _query(self, sql: str, params: Sequence[object], what: str) -> list[Any]:
+        """Run one read with reconnect-and-retry on transient failures."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._lock:
+                    cursor = self._connect().cursor()
+                    try:
+                        cursor.execute(sql, *params)
+                        return list(cursor.fetchall())
+                    finally:
+                        cursor.close()
+            except pyodbc.Error as error:
+                state = _sqlstate(error)
+                detail = _text(error)
+                lost = False
+                if _LOGIN_REFUSED.search(detail):
+                    state = "28000"
+                elif _CERTIFICATE.search(detail):
+                    state = "TLS"
+                else:
+                    lost = bool(_CONNECTION_LOST.search(detail))
+                with self._lock:
+                    self._drop_connection()
+                transient = lost or state.startswith(_TRANSIENT_PREFIXES) or not state
+                if not transient:
+                    hint = _HINTS.get(state, "check SITE_DB_CONNECTION and the SQL login")
+                    raise SiteDatabaseRefused(
+                        f"site database refused {what} (SQLSTATE {state}: {detail}); {hint}"
+                    ) from None
+                if attempt >= self._retry.attempts:
+                    raise SiteDatabaseUnavailable(
+                        f"site database unavailable for {what} after {attempt} attempts "
+                        f"(SQLSTATE {state or 'none'}: {detail}); check that the SQL "
+                        "Server is up and reachable from the function app (VNet, firewall, "
+                        "static port in Server=host,port)"
+                    ) from None
+                delay = self._retry.backoff(attempt)
+                log.warning(
+                    "site database: %s failed (SQLSTATE %s), retry %d/%d in %.1fs",
+                    what,
+                    state or "none",
+                    attempt,
+                    self._retry.attempts - 1,
+                    delay,
+                )
+                self._sleep(delay)
+
+    def ping(self) -> None:
+        """Read every view the app reads: proves login, permissions and the views."""
+        for view in ("v_StatusMessage", "v_StatMsgInsStrings", "v_R_System"):
+            key = "ResourceID" if view == "v_R_System" else "RecordID"
+            self._query(
+                f"SELECT {key} FROM {view} ORDER BY {key} OFFSET 0 ROWS FETCH NEXT 1 ROWS ONLY",
+                (),
+                f"a test query on {view}",
+            )
+
+    def sites(self) -> list[SiteSummary]:
+        """Every site that has generic (39997) status messages, with its newest one."""
+        rows = self._query(_SITES_SQL, (GENERIC_INFO,), "the list of sites")
+        return [
+            SiteSummary(
+                site_code=str(row[0]).strip().upper(),
+                newest_record_id=int(row[1]),
+                newest_time_utc=_utc(row[2]),
+            )
+            for row in rows
+        ]
+
+    def read_page(
+        self,
+        site_code: str,
+        *,
+        after_record_id: int,
+        limit: int,
+        since: datetime | None = None,
+    ) -> list[StatusMessage]:
+        """Up to ``limit`` 39997 messages of a site with RecordID > ``after_record_id``,
+        oldest first, with their insertion strings."""
+        sql = _PAGE_SQL.format(since=" AND Time >= ?" if since is not None else "")
+        params: list[object] = [GENERIC_INFO, site_code, after_record_id]
+        if since is not None:
+            # The column is a UTC datetime without a zone; compare like with like.
+            params.append(since.astimezone(UTC).replace(tzinfo=None))
+        params.append(limit)
+        rows = self._query(sql, params, f"status messages of site {site_code}")
+        if not rows:
+            return []
+        first, last = int(rows[0][0]), int(rows[-1][0])
+        strings: dict[int, list[str | None]] = {
+            int(row[0]): [None] * INSERTION_STRING_COUNT for row in rows
+        }
+        for record_id, index, value in self._query(
+            _STRINGS_SQL,
+            (GENERIC_INFO, site_code, first, last),
+            f"insertion strings of site {site_code}",
+        ):
+            slots = strings.get(int(record_id))
+            if slots is not None and index is not None and 0 <= int(index) < INSERTION_STRING_COUNT:
+                slots[int(index)] = value
+        return [
+            StatusMessage(
+                site_code=str(row[2]).strip().upper(),
+                record_id=int(row[0]),
+                message_id=int(row[1]),
+                time_utc=_utc(row[3]),
+                machine_name=str(row[4] or ""),
+                insertion_strings=tuple(strings[int(row[0])]),
+            )
+            for row in rows
+        ]
+
+    def find_devices(self, netbios_name: str) -> list[DeviceRecord]:
+        """Discovery records named ``netbios_name`` (the view's collation compares
+        case-insensitively). The name is a bound parameter, never SQL text."""
+        if not is_text(netbios_name):
+            return []  # no driver can send it, and no record is named with it
+        rows = self._query(_DEVICES_SQL, (netbios_name,), f"devices named {netbios_name!r}")
+        # The server may compare another value than ours: psqlODBC cuts a parameter at
+        # NUL, and collations ignore some characters (U+200B) and fold widths (U+FF30
+        # is P). Keep the records that carry the very name, case and trailing spaces aside.
+        rows = [row for row in rows if sql_equal(str(row[2] or ""), netbios_name)]
+        return [
+            DeviceRecord(
+                resource_id=int(row[0]),
+                name=row[1],
+                netbios_name=row[2],
+                client=flag(row[3]),
+                active=flag(row[4]),
+                obsolete=flag(row[5]),
+                decommissioned=flag(row[6]),
+                creation_date=row[7],
+            )
+            for row in rows
+        ]
+
+    def iter_pages(
+        self,
+        site_code: str,
+        *,
+        after_record_id: int,
+        page_size: int,
+        since: datetime | None = None,
+    ) -> Iterator[list[StatusMessage]]:
+        """Pages of :meth:`read_page` until the site has no more, keyset-paged on RecordID."""
+        cursor = after_record_id
+        while True:
+            page = self.read_page(site_code, after_record_id=cursor, limit=page_size, since=since)
+            if not page:
+                return
+            yield page
+            if len(page) < page_size:
+                return
+            cursor = page[-1].record_id

@@ -1,0 +1,157 @@
+"""The storage account: one place that turns settings into Azure SDK clients.
+
+Works with a connection string (local, Azurite) or with the identity-based
+``AzureWebJobsStorage__*`` settings and a managed identity (Azure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import (
+    ExponentialRetry,
+    QueueClient,
+    TextBase64DecodePolicy,
+    TextBase64EncodePolicy,
+)
+
+from shared.errors import StorageError
+from shared.platform.settings import Settings
+
+#: Explicit timeouts and a bounded retry, instead of the SDK's minutes-long defaults.
+CONNECTION_TIMEOUT_SECONDS = 10
+READ_TIMEOUT_SECONDS = 60
+
+
+def _retry() -> ExponentialRetry:
+    return ExponentialRetry(
+        initial_backoff=1, increment_base=3, retry_total=5, random_jitter_range=2
+    )
+
+
+class StorageAccount:
+    """Builds the queue, blob and table clients of the account in AzureWebJobsStorage."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._credential: TokenCredential | None = None
+        if settings.storage_connection is None:
+            from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+            self._credential = (
+                ManagedIdentityCredential(client_id=settings.storage_client_id)
+                if settings.storage_client_id
+                else DefaultAzureCredential()
+            )
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
+            "read_timeout": READ_TIMEOUT_SECONDS,
+            "retry_policy": _retry(),
+            # Like every other client here: REQUESTS_CA_BUNDLE or proxy variables (app
+            # settings are environment variables) must not replace the trust store.
+            "use_env_settings": False,
+        }
+
+    def _service_uri(self, service: str, explicit: str | None) -> str:
+        if explicit:
+            return explicit
+        return f"https://{self._settings.storage_account_name}.{service}.core.windows.net"
+
+    def queue(self, name: str, *, raw: bool = False) -> QueueClient:
+        """A queue client that writes and reads base64 text, as the queue trigger expects;
+        ``raw`` leaves the stored text alone (to handle what another writer sent)."""
+        policies: dict[str, Any] = dict(self._common())
+        if not raw:
+            policies["message_encode_policy"] = TextBase64EncodePolicy()
+            policies["message_decode_policy"] = TextBase64DecodePolicy()
+        if self._settings.storage_connection is not None:
+            return QueueClient.from_connection_string(
+                self._settings.storage_connection.get_secret_value(), name, **policies
+            )
+        return QueueClient(
+            self._service_uri("queue", self._settings.storage_queue_uri),
+            name,
+            credential=self._credential,
+            **policies,
+        )
+
+    def container(self, name: str) -> ContainerClient:
+        """A blob container client (the exporter keeps its state in one)."""
+        if self._settings.storage_connection is not None:
+            service = BlobServiceClient.from_connection_string(
+                self._settings.storage_connection.get_secret_value(), **self._common()
+            )
+        else:
+            service = BlobServiceClient(
+                self._service_uri("blob", self._settings.storage_blob_uri),
+                credential=self._credential,
+                **self._common(),
+            )
+        return service.get_container_client(name)
+
+    def table(self, name: str) -> TableClient:
+        """A table client (the audit trail lives in one). Entity writes are small: a
+        shorter read timeout lets the audit log retry a stalled write sooner."""
+        options = {**self._common(), "read_timeout": 20}
+        if self._settings.storage_connection is not None:
+            return TableClient.from_connection_string(
+                self._settings.storage_connection.get_secret_value(), name, **options
+            )
+        return TableClient(
+            self._service_uri("table", self._settings.storage_table_uri),
+            name,
+            credential=self._credential,
+            **options,
+        )
+
+
+def create_missing(create: Callable[[], object], what: str, role: str) -> None:
+    """Create a queue, container or table unless it exists; a refusal names the role
+    to check."""
+    try:
+        create()
+    except ResourceExistsError:
+        pass
+    except AzureError as error:
+        raise StorageError(
+            f"cannot create {what}: {error}; check AzureWebJobsStorage and the identity's "
+            f"{role} role"
+        ) from None
+
+
+def ensure_table(table: TableClient, purpose: str) -> None:
+    """Create the table unless it exists; a refusal names the role to check."""
+    create_missing(
+        table.create_table,
+        f"the {purpose} table {table.table_name!r}",
+        "Storage Table Data Contributor",
+    )
+
+
+def approximate_depth(queue: QueueClient) -> int:
+    """Approximately how many messages a queue holds, invisible ones included (0 when
+    it does not exist)."""
+    try:
+        return int(queue.get_queue_properties().approximate_message_count or 0)
+    except ResourceNotFoundError:
+        return 0
+
+
+@contextlib.contextmanager
+def queue_errors(what: str) -> Iterator[None]:
+    """Queue failures the SDK's retries did not ride out, as a typed error."""
+    try:
+        yield
+    except AzureError as error:
+        raise StorageError(
+            f"cannot {what}: {type(error).__name__}: {error}; check AzureWebJobsStorage "
+            "and the identity's Storage Queue Data Contributor role"
+        ) from None

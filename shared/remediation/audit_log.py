@@ -1,0 +1,306 @@
+"""The audit trail: exactly one recorded outcome per (status message, rule).
+
+An Azure Table in the storage account. The row key is the request's identity
+(site code, record ID, rule), and rows are created, never replaced: when a message is
+delivered again, the first outcome stands and the redelivery is told so. The one
+exception is ``held-rate-limit``, an outcome that waits for an operator: a held row
+keeps the request, is marked released (or discarded) by ``cmremediate held``, and is
+then replaced, once and ETag-conditionally, by the outcome of the released add.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableEntity, UpdateMode
+
+from shared.domain.outcomes import HELD, Outcome, OutcomeKind
+from shared.domain.requests import RemediationRequest
+from shared.errors import StorageError
+from shared.platform.redaction import secrets
+from shared.platform.storage import ensure_table
+
+log = logging.getLogger(__name__)
+
+#: Partition of messages that could not even be parsed (no site code to file them under).
+UNPARSED_PARTITION: Final = "unparsed"
+
+
+def audit_table_name(queue_name: str) -> str:
+    """The audit table beside a queue: table names allow letters and digits only."""
+    return (re.sub(r"[^A-Za-z0-9]", "", queue_name) + "audit")[:63]
+
+
+#: Well under a table property's 32K UTF-16 units, whatever a rejected message held.
+_TEXT_LIMIT: Final = 4096
+
+
+def _bounded(text: str) -> str:
+    """Text fit for an audit row: no known secret (a service may echo one back in a
+    refusal), and short enough for a table property."""
+    text = secrets.redact(text)
+    return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
+
+
+def _keys(site_code: str, record_id: int | None, rule: str, dry_run: bool) -> tuple[str, str]:
+    """The row of one (status message, rule); dry runs are filed apart."""
+    partition = f"{site_code}-dry-run" if dry_run else site_code
+    return partition, f"{record_id}-{rule}"
+
+
+def _from_entity(entity: dict[str, Any], *, new: bool) -> Outcome:
+    record_id = entity.get("RecordId")
+    return Outcome(
+        kind=entity["Outcome"],
+        reason=entity.get("Reason", ""),
+        recorded_utc=entity["RecordedUtc"],
+        site_code=entity.get("SiteCode"),
+        record_id=int(record_id) if record_id else None,
+        machine_name=entity.get("MachineName"),
+        resource_id=entity.get("ResourceId"),
+        rule=entity.get("Rule"),
+        collection_id=entity.get("CollectionId"),
+        action=entity.get("Action"),
+        dry_run=bool(entity.get("DryRun", False)),
+        new=new,
+        released=entity.get("ReleasedUtc") is not None and entity["Outcome"] == HELD,
+        decided_by=entity.get("DecidedBy"),
+        held_utc=entity.get("HeldUtc"),
+    )
+
+
+class AuditLog:
+    """Creates outcome rows and reads them back. Create once, reuse."""
+
+    def __init__(
+        self, table: TableClient, *, attempts: int = 4, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self._table = table
+        self._ready = False
+        self._attempts = attempts
+        self._sleep = sleep
+
+    def _ensure_table(self) -> None:
+        if not self._ready:
+            ensure_table(self._table, "audit")
+            self._ready = True
+
+    def _get(self, partition: str, row: str) -> TableEntity | None:
+        self._ensure_table()
+        try:
+            return self._table.get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise StorageError(f"cannot read the audit table: {error}") from None
+
+    def find(self, request: RemediationRequest, *, dry_run: bool = False) -> Outcome | None:
+        """The outcome already recorded for this request, if any."""
+        entity = self._get(*_keys(request.site_code, request.record_id, request.rule, dry_run))
+        return None if entity is None else _from_entity(dict(entity), new=False)
+
+    def record(
+        self,
+        request: RemediationRequest,
+        kind: OutcomeKind,
+        reason: str,
+        *,
+        resource_id: int | None = None,
+        dry_run: bool = False,
+    ) -> Outcome:
+        """Record the outcome unless one exists; return whichever outcome stands."""
+        partition, row = _keys(request.site_code, request.record_id, request.rule, dry_run)
+        entity: dict[str, Any] = {
+            "PartitionKey": partition,
+            "RowKey": row,
+            "RecordedUtc": datetime.now(UTC),
+            "SiteCode": request.site_code,
+            "RecordId": str(request.record_id),  # beyond Int64 in some tools: keep as text
+            "StatusMessageUtc": request.time_utc,
+            "MachineName": _bounded(request.machine_name),
+            "Rule": request.rule,
+            "CollectionId": request.collection_id,
+            "Action": request.action,
+            "Target": request.target,
+            "Outcome": kind,
+            "Reason": _bounded(reason),
+            "DryRun": dry_run,
+        }
+        if resource_id is not None:
+            entity["ResourceId"] = resource_id
+        if kind == HELD:
+            # Kept whole, so a release puts exactly this request back on the queue.
+            entity["Request"] = request.model_dump_json()
+        return self._create(entity)
+
+    def settle(
+        self,
+        request: RemediationRequest,
+        kind: OutcomeKind,
+        reason: str,
+        *,
+        resource_id: int | None = None,
+        dry_run: bool = False,
+        decided_by: str | None = None,
+    ) -> Outcome:
+        """Replace a held row with its final outcome; whichever outcome stands is
+        returned (another delivery or operator may have settled it first)."""
+        partition, row = _keys(request.site_code, request.record_id, request.rule, dry_run)
+        for _ in range(self._attempts):
+            found = self._get(partition, row)
+            if found is None:
+                return self.record(request, kind, reason, resource_id=resource_id, dry_run=dry_run)
+            current = dict(found)
+            if current["Outcome"] != HELD:
+                return _from_entity(current, new=False)
+            entity = {
+                **current,
+                "Outcome": kind,
+                "Reason": _bounded(reason),
+                "HeldUtc": current["RecordedUtc"],
+                "HeldReason": current.get("Reason", ""),
+                "RecordedUtc": datetime.now(UTC),
+            }
+            entity.pop("Request", None)
+            if resource_id is not None:
+                entity["ResourceId"] = resource_id
+            if decided_by is not None:
+                entity["DecidedBy"] = decided_by
+            try:
+                self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=found.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return _from_entity(entity, new=True)
+            except ResourceModifiedError:
+                continue  # changed under us (released, or settled): look again
+            except AzureError as error:
+                raise StorageError(f"cannot write the audit table: {error}") from None
+        raise StorageError("the held row kept changing; the message will be retried")
+
+    def mark_released(self, outcome: Outcome, released_by: str) -> bool:
+        """Mark a held row released; False when it is no longer held."""
+        assert outcome.site_code is not None and outcome.rule is not None
+        partition, row = _keys(outcome.site_code, outcome.record_id, outcome.rule, outcome.dry_run)
+        current = self._get(partition, row)
+        if current is None or current["Outcome"] != HELD:
+            return False
+        try:
+            self._table.update_entity(
+                {
+                    "PartitionKey": partition,
+                    "RowKey": row,
+                    "ReleasedUtc": datetime.now(UTC),
+                    "DecidedBy": released_by,
+                },
+                mode=UpdateMode.MERGE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+        except AzureError as error:
+            raise StorageError(f"cannot write the audit table: {error}") from None
+        return True
+
+    def held(self) -> list[tuple[Outcome, RemediationRequest]]:
+        """Every request waiting for an operator, oldest first, with the request."""
+        self._ensure_table()
+        try:
+            entities = list(
+                self._table.query_entities("Outcome eq @held", parameters={"held": HELD})
+            )
+        except AzureError as error:
+            raise StorageError(f"cannot read the audit table: {error}") from None
+        found = [
+            (_from_entity(dict(e), new=False), RemediationRequest.model_validate_json(e["Request"]))
+            for e in entities
+        ]
+        return sorted(found, key=lambda pair: pair[0].recorded_utc)
+
+    def record_unparsed(self, body: bytes, message_id: str | None, reason: str) -> Outcome:
+        """Record a message that could not be decoded at all (``rejected-input``)."""
+        row = message_id or hashlib.sha256(body).hexdigest()[:40]
+        entity: dict[str, Any] = {
+            "PartitionKey": UNPARSED_PARTITION,
+            "RowKey": re.sub(r"[/\\#?\x00-\x1f\x7f]", "_", row),
+            "RecordedUtc": datetime.now(UTC),
+            "Outcome": "rejected-input",
+            "Reason": _bounded(reason),
+            # A bounded, printable excerpt, so an operator can tell what arrived.
+            "BodyExcerpt": body[:512].decode("utf-8", errors="replace"),
+            "DryRun": False,
+        }
+        return self._create(entity)
+
+    def _create(self, entity: dict[str, Any]) -> Outcome:
+        """Create the row. The change it describes has already happened, so a failed
+        write is tried again here (a redelivery could only say ``already-member``)."""
+        self._ensure_table()
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._table.create_entity(entity)
+                return _from_entity(entity, new=True)
+            except ResourceExistsError:
+                existing = self._get(entity["PartitionKey"], entity["RowKey"])
+                if existing is None:
+                    continue  # gone again in between: create it after all
+                # On a retry the row may be our own earlier attempt that did land.
+                return _from_entity(dict(existing), new=attempt > 1)
+            except AzureError as error:
+                if attempt == self._attempts:
+                    raise StorageError(f"cannot write the audit table: {error}") from None
+                log.warning(
+                    "audit table write failed (%s); retry %d/%d",
+                    type(error).__name__,
+                    attempt,
+                    self._attempts - 1,
+                )
+                self._sleep(attempt)
+        raise AssertionError("unreachable")
+
+    def query(
+        self,
+        *,
+        machine_name: str | None = None,
+        collection_id: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Outcome]:
+        """Outcomes, newest first, filtered by machine, collection and time."""
+        self._ensure_table()
+        clauses: list[str] = []
+        parameters: dict[str, Any] = {}
+        if collection_id:
+            clauses.append("CollectionId eq @collection")
+            parameters["collection"] = collection_id
+        if since:
+            clauses.append("RecordedUtc ge @since")
+            parameters["since"] = since
+        try:
+            if clauses:
+                entities = self._table.query_entities(" and ".join(clauses), parameters=parameters)
+            else:
+                entities = self._table.list_entities()
+            outcomes = [_from_entity(dict(e), new=False) for e in entities]
+        except AzureError as error:
+            raise StorageError(f"cannot read the audit table: {error}") from None
+        if machine_name:
+            # Machine names compare case-insensitively, which the table service cannot.
+            wanted = machine_name.casefold()
+            outcomes = [o for o in outcomes if (o.machine_name or "").casefold() == wanted]
+        return sorted(outcomes, key=lambda o: o.recorded_utc, reverse=True)

@@ -1,0 +1,293 @@
+"""One queue message in, exactly one recorded outcome out.
+
+The order of decisions, each logged with site code, record ID, machine and collection:
+
+1. decode the message (contract violation → ``rejected-input``);
+2. an outcome already recorded for it? Then this is a redelivery: done;
+3. validate against the *current* rules file and the input rules (``rejected-input``);
+4. resolve the machine name to one ResourceID (``ambiguous``; not found yet → try again
+   after RESOLVE_RETRY_DELAY_SECONDS until RESOLVE_RETRY_HOURS, then ``unknown-device``);
+5. an add past MAX_ADDS_PER_COLLECTION_PER_HOUR is held (``held-rate-limit``) until an
+   operator releases or discards it (``cmremediate held``); a released request skips
+   the guard;
+6. change membership (``added``/``already-member``/``removed``/``not-member``, or
+   ``target-refused`` when the target says no for good).
+
+Transient failures (AdminService, Entra ID, storage or site database down, bad
+credentials an operator must fix) raise: the host retries the message and finally moves
+it to the poison queue, from where it can be requeued. Nothing completes silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from shared.domain.devices import choose, netbios_problem
+from shared.domain.membership import MembershipChange
+from shared.domain.outcomes import HELD, Outcome, OutcomeKind
+from shared.domain.ports import DeviceSource, MembershipTarget
+from shared.domain.requests import RemediationRequest, decode
+from shared.domain.rules import RuleSet
+from shared.domain.status_messages import INSERTION_STRING_MAX_LENGTH
+from shared.errors import CmRemediateError, QueueMessageError, TargetRefused
+from shared.queue.sender import RemediationQueue
+from shared.remediation.audit_log import AuditLog
+from shared.remediation.guard import AddLimiter, Decision
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+_ROUTINE = frozenset({"added", "already-member", "removed", "not-member", HELD})
+
+
+def _fields(request: RemediationRequest) -> str:
+    return (
+        f"site={request.site_code} record={request.record_id} "
+        f"machine={request.machine_name!r} collection={request.collection_id} rule={request.rule}"
+    )
+
+
+class AddHeld(CmRemediateError):
+    """The blast-radius guard says no to this add for now."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("held by the blast-radius guard")
+        self.decision = decision
+
+
+class _Gate:
+    """The guard as a target meets it, right before a real add: takes a slot or raises
+    AddHeld; gives the slot back when the add then does not happen. Without a limiter
+    (no guard, or a released add) every add goes ahead."""
+
+    def __init__(
+        self, limiter: AddLimiter | None, request: RemediationRequest, clock: Clock, dry_run: bool
+    ) -> None:
+        self._limiter = limiter
+        self._request = request
+        self._clock = clock
+        self._dry_run = dry_run
+        self._reserved = False
+
+    def __call__(self) -> None:
+        if self._limiter is None:
+            return
+        decision = self._limiter.reserve(self._request, self._clock(), dry_run=self._dry_run)
+        if not decision.allowed:
+            raise AddHeld(decision)
+        self._reserved = True
+
+    def give_back(self) -> None:
+        """The add did not happen: it does not count against the collection."""
+        if self._reserved and self._limiter is not None:
+            self._limiter.give_back(self._request, self._clock(), dry_run=self._dry_run)
+            self._reserved = False
+
+
+class Remediator:
+    """Handles remediation requests. Create once per process, reuse for every message."""
+
+    def __init__(
+        self,
+        *,
+        rules: RuleSet,
+        devices: DeviceSource,
+        targets: Mapping[str, MembershipTarget],
+        audit: AuditLog,
+        retry_queue: RemediationQueue,
+        resolve_retry: timedelta,
+        resolve_retry_delay_seconds: int,
+        add_limiter: AddLimiter | None = None,
+        dry_run: bool = False,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._rules = rules
+        self._devices = devices
+        self._targets = targets
+        self._audit = audit
+        self._retry_queue = retry_queue
+        self._resolve_retry = resolve_retry
+        self._retry_delay = resolve_retry_delay_seconds
+        self._limiter = add_limiter
+        self._dry_run = dry_run
+        self._clock = clock
+
+    def handle(self, body: bytes | str, *, message_id: str | None = None) -> Outcome | None:
+        """Process one queue message body; None means "not decided yet, requeued".
+        Raises (after logging with the message's fields) when it should be retried."""
+        # surrogatepass: a lone surrogate becomes bytes that fail to decode (rejected-input)
+        raw = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else body
+        try:
+            request = decode(raw)
+        except QueueMessageError as error:
+            outcome = self._audit.record_unparsed(raw, message_id, str(error))
+            log.warning("queue message %s rejected-input: %s", message_id or "-", error)
+            return outcome
+
+        try:
+            return self._decide(request)
+        except CmRemediateError as error:
+            log.warning("%s: not decided, the message will be retried: %s", _fields(request), error)
+            raise
+
+    def _decide(self, request: RemediationRequest) -> Outcome | None:
+        existing = self._audit.find(request, dry_run=self._dry_run)
+        if existing is not None and not existing.released:
+            waiting = " (waiting for `cmremediate held release`)" if existing.kind == HELD else ""
+            log.info(
+                "%s: already recorded as %s%s; redelivery ignored",
+                _fields(request),
+                existing.kind,
+                waiting,
+            )
+            return existing
+        # Past here an outcome already recorded is a held add an operator released.
+        released = existing is not None
+        if existing is not None:
+            log.info("%s: held add released by %s", _fields(request), existing.decided_by)
+
+        problem = self._input_problem(request)
+        if problem is not None:
+            return self._record(request, "rejected-input", problem, settle=released)
+
+        resolution = choose(request.machine_name, self._devices.find_devices(request.machine_name))
+        if resolution.kind == "ambiguous":
+            return self._record(request, "ambiguous", resolution.reason, settle=released)
+        if resolution.kind == "not-found" or resolution.resource_id is None:
+            # A client's clock may run ahead; the export time (ours) caps it.
+            start = min(request.time_utc, request.exported_utc)
+            # A time at the calendar's end is forged; give up on it at once.
+            give_up_at = (
+                start + self._resolve_retry
+                if start < _END_OF_TIME - self._resolve_retry
+                else self._clock()
+            )
+            if self._clock() < give_up_at:
+                self._retry_queue.send_later(request, self._retry_delay)
+                log.info(
+                    "%s: %s; trying again in %ds (until %s)",
+                    _fields(request),
+                    resolution.reason,
+                    self._retry_delay,
+                    give_up_at.isoformat(),
+                )
+                return None
+            hours = self._resolve_retry.total_seconds() / 3600
+            return self._record(
+                request,
+                "unknown-device",
+                f"{resolution.reason}; gave up {hours:g} h after the status message",
+                settle=released,
+            )
+
+        resource_id = resolution.resource_id
+        gate = _Gate(None if released else self._limiter, request, self._clock, self._dry_run)
+        change = MembershipChange(request, resource_id, resolution.named_records, before_add=gate)
+        try:
+            kind, reason = self._targets[request.target].apply(change, dry_run=self._dry_run)
+        except AddHeld as held:
+            return self._hold(request, held.decision, resource_id)
+        except TargetRefused as error:
+            gate.give_back()
+            return self._record(
+                request, "target-refused", str(error), resource_id=resource_id, settle=released
+            )
+        if kind != "added":
+            gate.give_back()
+        return self._record(
+            request,
+            kind,
+            f"{reason}; {resolution.reason}",
+            resource_id=resource_id,
+            settle=released,
+        )
+
+    def _hold(self, request: RemediationRequest, decision: Decision, resource_id: int) -> Outcome:
+        assert self._limiter is not None
+        collection = request.collection_id
+        resumes = decision.next_slot_utc.isoformat() if decision.next_slot_utc else "-"
+        if decision.first_hold:
+            # One alarm per episode, across instances (the guard's row remembers it).
+            log.warning(
+                "%s: BLAST-RADIUS GUARD: %d adds to collection %s in the last hour reached "
+                "MAX_ADDS_PER_COLLECTION_PER_HOUR=%d. Further adds to it are held, not made: "
+                "a flood of spoofed status messages looks like this. Review them with "
+                "`cmremediate held list --collection %s`, then add them with "
+                "`cmremediate held release --collection %s` or drop them with "
+                "`cmremediate held discard --collection %s`. New adds resume from %s.",
+                _fields(request),
+                decision.adds_in_window,
+                collection,
+                self._limiter.limit,
+                collection,
+                collection,
+                collection,
+                resumes,
+            )
+        return self._record(
+            request,
+            HELD,
+            f"{decision.adds_in_window} adds to {collection} in the last hour reached "
+            f"MAX_ADDS_PER_COLLECTION_PER_HOUR={self._limiter.limit}; held for "
+            "`cmremediate held release`",
+            resource_id=resource_id,
+        )
+
+    def flush(self) -> None:
+        """End of a batch: deferred work of the targets (collection refreshes)."""
+        for target in self._targets.values():
+            target.flush()
+
+    def _input_problem(self, request: RemediationRequest) -> str | None:
+        """Why this request must not be acted on, or None."""
+        rule = next((r for r in self._rules.rules if r.name == request.rule), None)
+        if rule is None:
+            return f"rule {request.rule!r} is not in the rules file"
+        if (rule.collection_id, rule.action, rule.target) != (
+            request.collection_id,
+            request.action,
+            request.target,
+        ):
+            return (
+                f"the message says {request.action} {request.collection_id} via {request.target}, "
+                f"but rule {rule.name!r} says {rule.action} {rule.collection_id} via {rule.target}"
+            )
+        if request.target not in self._targets:
+            return f"target {request.target!r} is not configured"
+        problem = netbios_problem(request.machine_name)
+        if problem is not None:
+            return problem
+        for key, value in request.insertion_strings.items():
+            if len(value) > INSERTION_STRING_MAX_LENGTH:
+                return (
+                    f"{key} is {len(value)} characters long; a client sends at most "
+                    f"{INSERTION_STRING_MAX_LENGTH}"
+                )
+        return None
+
+    def _record(
+        self,
+        request: RemediationRequest,
+        kind: OutcomeKind,
+        reason: str,
+        *,
+        resource_id: int | None = None,
+        settle: bool = False,
+    ) -> Outcome:
+        write = self._audit.settle if settle else self._audit.record
+        outcome = write(request, kind, reason, resource_id=resource_id, dry_run=self._dry_run)
+        # A held add is reported once, loudly, by _hold; every other one is routine.
+        level = logging.INFO if kind in _ROUTINE else logging.WARNING
+        log.log(
+            level,
+            "%s resource=%s: %s%s (%s)",
+            _fields(request),
+            resource_id or "-",
+            outcome.kind,
+            " [dry run]" if self._dry_run else "",
+            outcome.reason,
+        )
+        return outcome

@@ -1,0 +1,156 @@
+"""Collection membership changes: idempotent add and remove of direct rules.
+
+A device already in the collection is a success (``already-member``), never a second
+rule; removing a device that has no direct rule is ``not-member``. Refreshing a
+collection is batched: at most once per collection per batch, never once per device.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from shared.domain.membership import ChangeResult, MembershipChange
+from shared.errors import CmRemediateError, ServiceRefused, ServiceUnavailable, TargetRefused
+from shared.targets.adminservice import AdminServiceClient
+
+log = logging.getLogger(__name__)
+
+
+class CollectionRefresher:
+    """Requests a collection evaluation at most once per collection per batch window."""
+
+    def __init__(
+        self,
+        refresh: Callable[[str], None],
+        *,
+        enabled: bool,
+        window_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._refresh = refresh
+        self._enabled = enabled
+        self._window = window_seconds
+        self._clock = clock
+        self._pending: set[str] = set()
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def changed(self, collection_id: str) -> None:
+        """Note that the collection's rules changed."""
+        if self._enabled:
+            with self._lock:
+                self._pending.add(collection_id)
+
+    def flush(self, *, force: bool = False) -> None:
+        """Refresh pending collections whose last refresh is older than the window."""
+        with self._lock:
+            now = self._clock()
+            due = [
+                c
+                for c in sorted(self._pending)
+                if force or now - self._last.get(c, float("-inf")) >= self._window
+            ]
+            for collection_id in due:
+                self._pending.discard(collection_id)
+                self._last[collection_id] = now
+        for collection_id in due:
+            try:
+                self._refresh(collection_id)
+                log.info("collection=%s: evaluation requested", collection_id)
+            except CmRemediateError as error:
+                # The rules are in place; the site evaluates on its own schedule anyway.
+                log.warning("collection=%s: refresh request failed: %s", collection_id, error)
+
+
+def _has_direct_rule(rules: list[dict[str, object]], resource_id: int) -> bool:
+    return any(
+        str(rule.get("@odata.type", "")).endswith("SMS_CollectionRuleDirect")
+        and rule.get("ResourceID") == resource_id
+        for rule in rules
+    )
+
+
+class AdminServiceMembership:
+    """Membership through the AdminService. Parallel messages for the same device and
+    collection in this process are serialised (striped locks: bounded memory), so they
+    cannot both add a rule."""
+
+    _STRIPES = 64
+
+    def __init__(self, client: AdminServiceClient, refresher: CollectionRefresher) -> None:
+        self._client = client
+        self._refresher = refresher
+        self._locks = [threading.Lock() for _ in range(self._STRIPES)]
+
+    def _lock(self, collection_id: str, resource_id: int) -> threading.Lock:
+        return self._locks[hash((collection_id, resource_id)) % self._STRIPES]
+
+    def _rules(self, collection_id: str) -> list[dict[str, object]]:
+        rules = self._client.collection_rules(collection_id)
+        if rules is None:
+            raise TargetRefused(
+                f"collection {collection_id} does not exist: fix the rule's collection_id"
+            )
+        return rules
+
+    def apply(self, change: MembershipChange, *, dry_run: bool) -> tuple[ChangeResult, str]:
+        """Add or remove the device's direct rule (named after the machine)."""
+        if change.request.action == "add":
+            return self._add(change, dry_run)
+        return self._remove(change, dry_run)
+
+    def _failed(
+        self, error: CmRemediateError, collection_id: str, resource_id: int, *, rule_wanted: bool
+    ) -> None:
+        """After a failed rule call: return when the direct rule is there (or gone) as
+        wanted all the same (a timeout or a duplicate answer may hide a change that did
+        land); raise otherwise, ``target-refused`` when retrying cannot help."""
+        if _has_direct_rule(self._rules(collection_id), resource_id) == rule_wanted:
+            return
+        if isinstance(error, ServiceRefused) and error.status in (400, 404, 409):
+            raise TargetRefused(str(error)) from None
+        raise error
+
+    def _add(self, change: MembershipChange, dry_run: bool) -> tuple[ChangeResult, str]:
+        collection_id = change.request.collection_id
+        resource_id = change.resource_id
+        machine_name = change.request.machine_name
+        with self._lock(collection_id, resource_id):
+            if _has_direct_rule(self._rules(collection_id), resource_id):
+                return "already-member", "the device already has a direct rule"
+            if self._client.is_member(collection_id, resource_id):
+                return "already-member", "the device is a member through another rule"
+            change.before_add()
+            if dry_run:
+                return "added", "dry run: would add a direct rule"
+            try:
+                self._client.add_direct_rule(collection_id, resource_id, machine_name)
+            except (ServiceUnavailable, ServiceRefused) as error:
+                self._failed(error, collection_id, resource_id, rule_wanted=True)
+                return "added", f"direct rule added (the service also answered: {error})"
+            self._refresher.changed(collection_id)
+            return "added", "direct rule added"
+
+    def _remove(self, change: MembershipChange, dry_run: bool) -> tuple[ChangeResult, str]:
+        collection_id = change.request.collection_id
+        resource_id = change.resource_id
+        machine_name = change.request.machine_name
+        with self._lock(collection_id, resource_id):
+            if not _has_direct_rule(self._rules(collection_id), resource_id):
+                return "not-member", "the device has no direct rule in the collection"
+            if dry_run:
+                return "removed", "dry run: would delete the direct rule"
+            try:
+                self._client.delete_direct_rule(collection_id, resource_id, machine_name)
+            except (ServiceUnavailable, ServiceRefused) as error:
+                self._failed(error, collection_id, resource_id, rule_wanted=False)
+                return "removed", f"direct rule deleted (the service also answered: {error})"
+            self._refresher.changed(collection_id)
+            return "removed", "direct rule deleted"
+
+    def flush(self) -> None:
+        """Request the evaluations that are due."""
+        self._refresher.flush()
