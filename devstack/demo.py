@@ -1,4 +1,5 @@
-"""``cmremediate demo``: the whole pipeline on the local stack, Microsoft 365 scenario.
+"""The demo (``python -m devstack.demo``, ``scripts/demo.sh``): the whole pipeline on the
+local stack, Microsoft 365 scenario.
 
 The functions run as Azure runs them: a :class:`FunctionsHost` drives
 ``function_app.py`` through Microsoft's Python worker library, the export timer fires
@@ -8,6 +9,8 @@ local stack's, in the environment, as the host gives them to the worker.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +18,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.table import Table
 
-from cmremediate_cli.main import render_export
+from cmremediate_cli.console import configure_logging, console
+from cmremediate_cli.render import render_export
 from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, succeeded
 from devstack.datagen import (
     GENERIC_ERROR,
@@ -177,3 +181,17 @@ def _decisions(
                 _short(resource + outcome.reason, 90),
             )
     return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the local stack with sample data, run the whole pipeline, show every outcome."""
+    parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=main.__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log every decision.")
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    run_demo(console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-exec .venv/bin/cmremediate demo "$@"
+exec .venv/bin/python -m devstack.demo "$@"

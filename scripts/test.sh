@@ -6,6 +6,8 @@ scripts/bootstrap.sh
 echo "test: ruff"
 .venv/bin/ruff check .
 echo "test: mypy"
-.venv/bin/mypy shared triggers devstack bench function_app.py
+.venv/bin/mypy shared triggers devstack bench cmremediate_cli function_app.py
+echo "test: import contracts (pyproject.toml [tool.importlinter], docs/architecture.md)"
+.venv/bin/lint-imports --no-cache
 echo "test: pytest"
 exec .venv/bin/pytest "$@"

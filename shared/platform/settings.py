@@ -360,14 +360,14 @@ class Settings(BaseSettings):
         return f"{self.remediation_queue}-poison"
 
 
-def _setting_name(name: str, field: FieldInfo) -> str:
+def setting_name(name: str, field: FieldInfo) -> str:
     """The name operators set (the environment variable) of a model field."""
     alias = field.validation_alias or field.alias or name
     return str(alias.choices[0]) if isinstance(alias, AliasChoices) else str(alias)
 
 
 #: Every setting, by the name operators set, → its model field.
-SETTING_FIELDS = {_setting_name(name, field): name for name, field in Settings.model_fields.items()}
+SETTING_FIELDS = {setting_name(name, field): name for name, field in Settings.model_fields.items()}
 
 
 def raw_setting(values: Mapping[str, str], name: str) -> str | None:
@@ -476,30 +476,3 @@ def read_local_settings(path: Path) -> dict[str, str]:
     merged = dict(os.environ)
     merged.update({str(k): str(v) for k, v in values.items()})
     return merged
-
-
-def configuration_reference() -> str:
-    """docs/configuration.md, generated from the model (``cmremediate config-reference``)."""
-    lines = [
-        "# Configuration reference",
-        "",
-        "Generated from `shared/settings.py` by `cmremediate config-reference`; a test keeps",
-        "this file and the model in step. Every setting is an app setting (environment",
-        "variable) of the function app, or a `Values` entry of `local.settings.json` for",
-        "`func start` and `cmremediate --settings`. Secrets belong in Key Vault references.",
-        "",
-        "| setting | meaning | default |",
-        "|---|---|---|",
-    ]
-    for name, field in Settings.model_fields.items():
-        alias = _setting_name(name, field)
-        if field.is_required():
-            default = "required"
-        elif field.default is None or isinstance(field.default, Path):
-            default = ""
-        elif isinstance(field.default, bool):
-            default = f"`{str(field.default).lower()}`"
-        else:
-            default = f"`{field.default}`"
-        lines.append(f"| `{alias}` | {field.description or ''} | {default} |")
-    return "\n".join(lines) + "\n"

@@ -254,24 +254,6 @@ def test_backfill_resends_without_moving_the_watermark_unless_asked(cli_env):
     )  # no --site
 
 
-def test_demo_command_runs_the_whole_pipeline(local_ca, entra, functions_host, monkeypatch):
-    import contextlib
-
-    import devstack.demo
-    from devstack.stack import LocalStack
-
-    # ``entra`` holds 127.0.0.1:443 for this session; the demo's simulators share its CA.
-    monkeypatch.setattr(devstack.demo, "LocalStack", lambda **_: LocalStack(ca=local_ca))
-    # The worker library allows one host per process: the demo uses the session's.
-    monkeypatch.setattr(
-        devstack.demo, "functions_host", lambda host=None: contextlib.nullcontext(functions_host)
-    )
-    result = run("demo")
-    assert result.exit_code == 0, result.output
-    assert "every status message, device by device" in result.stdout
-    assert "The queue function handled 32 messages" in result.stdout
-
-
 def test_config_reference_command_prints_the_generated_reference():
     result = run("config-reference")
     assert result.exit_code == 0

@@ -28,6 +28,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 from typer.testing import CliRunner
 
+import cmremediate_cli.console
 import shared.app.runtime
 from cmremediate_cli import main as cli
 from devstack.datagen import GeneratedStatusMessage
@@ -191,13 +192,9 @@ def debug_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedLogs]:
         if capture not in root.handlers:
             root.addHandler(capture)
 
-    configure = cli._configure_logging
-
-    def verbose_then_everything(verbose: bool) -> None:
-        configure(True)  # the operator's --verbose, then more than any flag gives
-        everything()
-
-    monkeypatch.setattr(cli, "_configure_logging", verbose_then_everything)
+    # The command line's logging set-up ends by quietening the SDK: here it turns
+    # everything up instead, more than any flag gives.
+    monkeypatch.setattr(cmremediate_cli.console, "quiet_sdk_logs", everything)
     # The function app quietens the Azure SDK whenever it builds its runtime; the
     # operator here turns everything up instead.
     monkeypatch.setattr(shared.app.runtime, "quiet_sdk_logs", everything)

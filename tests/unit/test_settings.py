@@ -141,7 +141,8 @@ def test_local_settings_file_errors_name_the_file(tmp_path):
 def test_configuration_reference_is_generated_from_the_model():
     from pathlib import Path
 
-    from shared.platform.settings import Settings, configuration_reference
+    from shared.platform.settings import Settings
+    from shared.platform.settings_reference import configuration_reference
 
     document = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     assert document == configuration_reference(), (
