@@ -1,5 +1,5 @@
 -- Stand-in for the parts of a ConfigMgr site database (CM_<SiteCode>) that cm-remediate
--- reads, for PostgreSQL 15. Loaded by devstack/sitedb.py as the owner login.
+-- reads, for PostgreSQL 15. Loaded by devstack/sitedb/ (schema.py) as the owner login.
 --
 -- Base tables have private snake_case names; the reader login only gets the views,
 -- which carry ConfigMgr's documented names and column types. Identifiers are unquoted,
@@ -22,8 +22,8 @@
 
 CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 
--- One sequence per site code is created on demand by sitedb.py (RecordID ranges are
--- site-partitioned: site slot i starts at (i + 1) * 2^56). This table remembers them.
+-- One sequence per site code is created on demand by devstack/sitedb/record_ids.py
+-- (RecordID ranges are site-partitioned: site slot i starts at (i + 1) * 2^56). This table remembers them.
 CREATE TABLE site_record_id_ranges (
     site_code     varchar(3) PRIMARY KEY,  -- upper case; deterministic on purpose
     slot          integer NOT NULL UNIQUE CHECK (slot >= 1 AND slot <= 126),
