@@ -292,7 +292,7 @@ def test_injection_never_returns_every_device(api: Api, hostile: str) -> None:
     ],
 )
 def test_filter_grammar(text: str, expected: list[int]) -> None:
-    from devstack.adminservice import _system_entity
+    from devstack.adminservice.entities import _system_entity
 
     predicate = parse_filter(text, "SMS_R_System")
     assert [d.resource_id for d in DEVICES if predicate(_system_entity(d))] == expected

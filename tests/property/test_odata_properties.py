@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
 
-from devstack.adminservice import AdminServiceSimulator, _lex, _query_options, parse_filter
+from devstack.adminservice import AdminServiceSimulator, parse_filter
+from devstack.adminservice.filter import _lex
+from devstack.adminservice.odata import _query_options
 from shared.errors import CmRemediateError
 from shared.targets.adminservice import AdminServiceClient
 from tests.property.conftest import DEVICE_NAMES, with_fixtures

@@ -1,0 +1,82 @@
+"""A local stand-in for the ConfigMgr AdminService (OData v4 over HTTPS, Entra ID tokens).
+
+Built from the documented API shapes (``/work/shared/reference/configmgr.md`` §3-4) and
+strict where the real service is strict: every call needs a delegated RS256 bearer token
+of a ConfigMgr administrative user, checked against a JWKS fetched over HTTPS; ``$filter``
+is parsed by a real (small) OData grammar, so a badly escaped literal fails or matches
+nothing instead of matching everything; action bodies are validated like OData does.
+
+Typical use::
+
+    with AdminServiceSimulator(ca, jwks_uri=entra.jwks_uri, issuer=entra.issuer,
+                               admins=["svc-cm@contoso.com"], devices=workload.devices,
+                               collections={"PS100123": "Project reinstall"}) as admin:
+        client = AdminServiceClient(admin.cmg_url, ...)
+
+Answers this simulator chose where the real service is unverified (each one switchable
+where it matters, so tests can run both answers):
+
+- Re-adding an existing direct rule: ``duplicate_add="error"`` answers **500**
+  ``{"error": {"code": "InternalServerError", "message": "... already exists ...
+  (0x80041019) ..."}}`` and adds nothing; ``"ok"`` answers 201 ``ReturnValue`` 0 and adds
+  nothing.
+- Deleting a rule that does not exist: ``delete_missing="error"`` answers **500** with a
+  WMI "Not found (0x80041002)" message; ``"ok"`` answers 201 ``ReturnValue`` 0.
+- Other WMI method failures (ResourceID that is no SMS_R_System record, a class name
+  other than SMS_R_System, a built-in ``SMS*`` collection) are 500 with a WBEM code in
+  the message; malformed bodies are 400 (the OData layer); an unknown collection is 404.
+- App-only tokens (``roles``, no ``scp``) and delegated tokens without the
+  ``user_impersonation`` scope: **403** with ``WWW-Authenticate: Bearer
+  error="insufficient_scope"`` (RFC 6750 §3.1; no retry with a new token helps), or 401
+  ``invalid_token`` with ``app_only_status=401``.
+- The key GET ``wmi/SMS_Collection('ID')`` answers ``{"value": [entity]}`` as community
+  code reads it (``key_get_shape="value"``) or the bare entity (``"entity"``); an unknown
+  key is 404 (``missing_key="404"``) or an empty ``value`` list (``"empty"``).
+- Every action answers 201 (AddMembershipRule's documented status, used for all).
+
+Also decided here: all three base URLs take bearer tokens (the real ``/AdminService/``
+uses Windows authentication); membership follows the direct rules at once, or only after
+``RequestRefresh`` with ``membership_needs_refresh=True``; string comparisons in
+``$filter`` are case-insensitive like WQL; property names are case-sensitive.
+
+Fault injection (``fail_next``, ``storm``, ``reset_connections_next``, latency) acts in
+front of authentication, as a throttling gateway (the CMG) would. ``slow_next`` delays
+the next answers only and then carries the request out, so a client that gave up
+waiting still changed something (an add can land after the client's timeout).
+
+The modules, from the wire inwards:
+
+- ``server``: the HTTPS server and its handler (TLS off the accept loop);
+- ``dispatch``: one request through route, faults, token, then query or action;
+- ``routes``: the base paths and which route a path is for;
+- ``faults``: failures, resets, latency and slow answers, in front of authentication;
+- ``auth``: the bearer token checked against the issuer's JWKS;
+- ``queries`` and ``actions``: the GET answers and the bound actions;
+- ``site``: the simulated devices and collections; ``entities``: the schema, its CSDL
+  and the entities built from the records;
+- ``odata``: answer and error shapes, query options, action bodies; ``filter``: ``$filter``;
+- ``calls``: the call log; ``simulator``: ``AdminServiceSimulator``, which holds them all;
+- ``tokens``: ``TokenSigner`` and ``JwksServer``, for tests and standalone runs;
+- ``__main__``: ``python -m devstack.adminservice`` serves the M365 demo devices.
+"""
+
+from devstack.adminservice.auth import DEFAULT_AUDIENCE, REQUIRED_SCOPE
+from devstack.adminservice.calls import Call
+from devstack.adminservice.filter import parse_filter
+from devstack.adminservice.odata import ODataError
+from devstack.adminservice.routes import ROUTES
+from devstack.adminservice.simulator import DEFAULT_CMG_ID, AdminServiceSimulator
+from devstack.adminservice.tokens import JwksServer, TokenSigner
+
+__all__ = [
+    "DEFAULT_AUDIENCE",
+    "DEFAULT_CMG_ID",
+    "REQUIRED_SCOPE",
+    "ROUTES",
+    "AdminServiceSimulator",
+    "Call",
+    "JwksServer",
+    "ODataError",
+    "TokenSigner",
+    "parse_filter",
+]
