@@ -18,11 +18,11 @@ import time
 import uuid
 from dataclasses import replace
 
-from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, succeeded
+from devstack.app_runtime import HOST_SETTINGS, app_settings, recording_runtime, succeeded
 from devstack.datagen import generate_workload
 from devstack.functions_host import REPO, FunctionsHost
 from devstack.stack import LocalStack
-from shared.app.runtime import Runtime, get_runtime, quiet_sdk_logs, reset_runtime
+from shared.app.runtime import Runtime, quiet_sdk_logs, reset_runtime
 from shared.export.exporter import Exporter, ExportReport
 from shared.platform.settings import load_settings
 
@@ -36,8 +36,7 @@ def through_worker(stack: LocalStack, page_size: int) -> tuple[ExportReport, flo
     with app_settings(settings), FunctionsHost(REPO) as host:
         reset_runtime()
         try:
-            runtime = get_runtime()  # the runtime the timer function uses
-            exports = install_exporter(runtime, page_size=page_size)
+            _, exports = recording_runtime(page_size=page_size)  # the timer function's
             first = succeeded(host.call_timer("export_status_messages"))
             second = succeeded(host.call_timer("export_status_messages"))
             return exports.reports[0], first.seconds, second.seconds
@@ -68,9 +67,9 @@ def main() -> None:
         queue = f"bench{uuid.uuid4().hex[:8]}"
         runtime = Runtime(load_settings(stack.settings_values(REMEDIATION_QUEUE=queue)))
         exporter = Exporter(
-            database=runtime.site_database,
-            queue=runtime.queue,
-            watermarks=runtime.watermarks,
+            status_source=runtime.status_source,
+            request_sender=runtime.request_sender,
+            progress_store=runtime.progress_store,
             rules=runtime.rules,
             options=replace(runtime.export_options(), page_size=args.page_size),
         )

@@ -19,12 +19,12 @@ import statistics
 import time
 from collections import Counter
 
-from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, succeeded
+from devstack.app_runtime import HOST_SETTINGS, app_settings, recording_runtime, succeeded
 from devstack.datagen import generate_workload
 from devstack.functions_host import REPO, FunctionsHost
 from devstack.queue_host import QueueTriggerListener
 from devstack.stack import LocalStack
-from shared.app.runtime import get_runtime, quiet_sdk_logs, reset_runtime
+from shared.app.runtime import quiet_sdk_logs, reset_runtime
 
 
 def main() -> None:
@@ -45,8 +45,7 @@ def main() -> None:
         ):
             reset_runtime()
             try:
-                runtime = get_runtime()  # the runtime the functions use
-                exports = install_exporter(runtime)
+                runtime, exports = recording_runtime()  # the runtime the functions use
                 succeeded(host.call_timer("export_status_messages"))
                 exported = exports.reports[-1]
                 with QueueTriggerListener(host, "apply_remediation") as listener:

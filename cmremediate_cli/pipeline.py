@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from azure.core.exceptions import AzureError
 
 from cmremediate_cli.app import JsonOption, SettingsOption, VerboseOption, app, opened
 from cmremediate_cli.console import configure_logging, console, errors, progress
@@ -21,6 +20,7 @@ from cmremediate_cli.render import (
 )
 from shared.app.health import queue_depth
 from shared.app.runtime import Runtime
+from shared.errors import StorageError
 from shared.export.exporter import ExportReport
 from shared.queue.local_host import ProcessReport
 
@@ -92,7 +92,7 @@ def _queue_depth(runtime: Runtime) -> int | None:
     """The length of the progress bar: unknown when storage does not answer."""
     try:
         return queue_depth(runtime, runtime.settings.remediation_queue)
-    except AzureError:
+    except StorageError:
         return None
 
 
@@ -109,7 +109,7 @@ def _process(runtime: Runtime, max_messages: int | None, quiet: bool) -> Process
             outcomes = ", ".join(f"{n} {k}" for k, n in report.outcomes.most_common(3))
             bar.update(task, completed=done, detail=f"{rate:.1f}/s {outcomes}")
 
-        return runtime.processor.drain(max_messages=max_messages, progress=step)
+        return runtime.local_host.drain(max_messages=max_messages, progress=step)
 
 
 @app.command()

@@ -3,10 +3,10 @@ suite prepare it before the host invokes anything.
 
 The Functions host hands the worker its app settings as environment variables, and the
 functions build their runtime from them on first use (``shared.app.runtime.get_runtime``).
-:func:`app_settings` sets exactly those; :func:`install_exporter` replaces the
-runtime's cached exporter with a :class:`RecordingExporter` on the same clients, so an
-export still runs only because the worker invoked ``export_status_messages``, and its
-report, which the function does not return, is kept.
+:func:`app_settings` sets exactly those; :func:`recording_runtime` builds the runtime
+from them itself, its exporter a :class:`RecordingExporter`, and installs it as the
+one the functions use: an export still runs only because the worker invoked
+``export_status_messages``, and its report, which the function does not return, is kept.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from dataclasses import replace
 from typing import Any
 
 from devstack.functions_host import REPO, Invocation
-from shared.app.runtime import Runtime
-from shared.export.exporter import Exporter, ExportReport
-from shared.export.site_database import SiteDatabaseClient
-from shared.export.watermark import WatermarkStore
+from shared.app.overrides import ExporterFactory, Overrides
+from shared.app.runtime import Runtime, install_runtime, process_overrides
+from shared.export.exporter import Exporter, ExportOptions, ExportReport
 from shared.platform.settings import SETTING_FIELDS
 
 #: The app settings the host needs besides the stack's: it resolves %EXPORT_SCHEDULE%
@@ -82,23 +81,27 @@ class RecordingExporter(Exporter):
         return report
 
 
-def install_exporter(
-    runtime: Runtime,
-    *,
-    database: SiteDatabaseClient | None = None,
-    watermarks: WatermarkStore | None = None,
-    **options: Any,
-) -> RecordingExporter:
-    """Make ``runtime.exporter`` (what the timer function runs) a recorder on the
-    runtime's clients, its ExportOptions replaced by ``options`` (``page_size=``, …);
-    ``database`` and ``watermarks`` replace the runtime's clients."""
-    exporter = RecordingExporter(
-        database=database or runtime.site_database,
-        queue=runtime.queue,
-        watermarks=watermarks or runtime.watermarks,
-        rules=runtime.rules,
-        options=replace(runtime.export_options(), **options),
+def recording_exporter(**tuning: Any) -> ExporterFactory:
+    """For ``Overrides.exporter``: a RecordingExporter on the runtime's ports, fields of
+    its ExportOptions replaced by ``tuning`` (``page_size=``, …)."""
+
+    def build(*, options: ExportOptions, **ports: Any) -> Exporter:
+        return RecordingExporter(options=replace(options, **tuning), **ports)
+
+    return build
+
+
+def recording_runtime(
+    overrides: Overrides | None = None, **tuning: Any
+) -> tuple[Runtime, RecordingExporter]:
+    """The runtime the functions use from now on (until ``reset_runtime()``), built
+    from the environment with ``overrides`` (default: the process's) and a
+    RecordingExporter tuned by ``tuning`` (``page_size=``, …); and that exporter."""
+    base = overrides if overrides is not None else process_overrides()
+    runtime = Runtime.from_environment(
+        overrides=replace(base, exporter=recording_exporter(**tuning))
     )
-    # ``exporter`` is a cached_property: the instance dict is where its value lives.
-    runtime.__dict__["exporter"] = exporter
-    return exporter
+    install_runtime(runtime)
+    exporter = runtime.exporter
+    assert isinstance(exporter, RecordingExporter)
+    return runtime, exporter

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from cmremediate_cli.console import configure_logging, console
 from cmremediate_cli.render import render_export
-from devstack.app_runtime import HOST_SETTINGS, app_settings, install_exporter, succeeded
+from devstack.app_runtime import HOST_SETTINGS, app_settings, recording_runtime, succeeded
 from devstack.datagen import (
     GENERIC_ERROR,
     GENERIC_INFO,
@@ -32,7 +32,7 @@ from devstack.functions_host import REPO, FunctionsHost
 from devstack.queue_host import QueueTriggerListener
 from devstack.stack import LocalStack
 from devstack.tls import LocalCA
-from shared.app.runtime import get_runtime, reset_runtime
+from shared.app.runtime import reset_runtime
 from shared.domain.outcomes import Outcome
 
 EXPORT_FUNCTION = "export_status_messages"
@@ -114,8 +114,8 @@ def _run_functions(
         f"  Functions host          {', '.join(sorted(functions.functions))} "
         "(indexed and invoked by Microsoft's Python worker library)"
     )
-    runtime = get_runtime()  # the very runtime the functions use: the same settings
-    exports = install_exporter(runtime)
+    # The very runtime the functions use: the same settings, its exports recorded.
+    runtime, exports = recording_runtime()
     console.print(f"Rules: {', '.join(r.name for r in runtime.rules.rules)}\n")
     succeeded(functions.call_timer(EXPORT_FUNCTION))
     console.print(render_export(exports.reports[-1]))

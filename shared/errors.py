@@ -1,4 +1,26 @@
-"""Typed exceptions: each says what failed and what the operator should check."""
+"""Typed exceptions: each says what failed and what the operator should check.
+
+Every exception cm-remediate raises on purpose (a subclass under its base)::
+
+    CmRemediateError
+    ├── ConfigurationError               a setting or the rules file; nothing runs
+    ├── SiteDatabaseError
+    │   ├── SiteDatabaseUnavailable      transient
+    │   └── SiteDatabaseRefused          login, permission, missing view
+    ├── StorageError                     queue, table or blob
+    │   └── WatermarkConflict            the export state changed since it was read
+    ├── QueueMessageError                recorded as rejected-input
+    ├── ServiceUnavailable               transient: tried again later
+    │   ├── AdminServiceUnavailable
+    │   ├── WebServiceUnavailable
+    │   └── TokenEndpointUnavailable     Entra ID did not answer
+    ├── ServiceRefused (.status)         retrying will not help
+    │   ├── AdminServiceRefused
+    │   └── WebServiceRefused
+    ├── TokenError                       Entra ID refused a token
+    ├── TargetRefused                    recorded as target-refused
+    └── AddHeld                          the guard holds an add: held-rate-limit
+"""
 
 from __future__ import annotations
 
@@ -68,3 +90,41 @@ class ServiceRefused(CmRemediateError):
 class TargetRefused(CmRemediateError):
     """The target said no for this request (unknown collection, refused rule): recorded
     as ``target-refused``; the message completes."""
+
+
+class AdminServiceUnavailable(ServiceUnavailable):
+    """The AdminService was throttled, failing or unreachable after every retry."""
+
+
+class AdminServiceRefused(ServiceRefused):
+    """The AdminService answered no; retrying the same request will not help."""
+
+
+class WebServiceUnavailable(ServiceUnavailable):
+    """The web service did not answer, or was failing, after every retry."""
+
+
+class WebServiceRefused(ServiceRefused):
+    """The web service answered no."""
+
+
+class TokenError(CmRemediateError):
+    """Entra ID refused to issue a token; retrying will not help."""
+
+
+class TokenEndpointUnavailable(ServiceUnavailable):
+    """Entra ID (or the network to it) did not answer; worth retrying later. Raised
+    before the call that needed the token is sent, so that call changed nothing."""
+
+
+class WatermarkConflict(StorageError):
+    """Someone else wrote a site's export state since it was read (the ETag no longer
+    matches); the exporter merges and saves again."""
+
+
+class AddHeld(CmRemediateError):
+    """The blast-radius guard holds this add for now (recorded as ``held-rate-limit``);
+    the guard's slot for the add keeps its decision."""
+
+    def __init__(self) -> None:
+        super().__init__("held by the blast-radius guard")

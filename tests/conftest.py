@@ -91,9 +91,9 @@ class Stack:
         if clock is not None:
             kwargs["clock"] = clock
         return Exporter(
-            database=runtime.site_database,
-            queue=runtime.queue,
-            watermarks=runtime.watermarks,
+            status_source=runtime.status_source,
+            request_sender=runtime.request_sender,
+            progress_store=runtime.progress_store,
             rules=runtime.rules,
             options=replace(runtime.export_options(), **options),
             **kwargs,

@@ -265,7 +265,7 @@ def _probes(runtime: Runtime) -> list[_Probe]:
             "check the identity's Storage Table Data Contributor role (the audit trail and "
             "the blast-radius guard)",
             partial(_tables_readable, runtime),
-            "the audit and add-limit tables are readable",
+            "the audit and guard tables are readable",
         ),
     ]
     adminservice_rules = [r for r in runtime.rules.rules if r.target == "adminservice"]
@@ -330,7 +330,7 @@ def run_checks(runtime: Runtime, *, seconds: float = OPERATOR_SECONDS) -> list[C
 
 def _tables_readable(runtime: Runtime) -> None:
     runtime.audit.query(since=runtime.clock())  # creates the table if missing
-    runtime.add_limiter.usage("CHECK0000", runtime.clock())
+    runtime.guard.usage("CHECK0000", runtime.clock())
 
 
 def _collection_exists(runtime: Runtime, collection_id: str) -> None:

@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass
 
 from shared.domain.outcomes import Outcome
+from shared.domain.ports import MessageHandler
 from shared.queue.encoding import to_queue_text
 from shared.queue.poison import PoisonQueue
-from shared.remediation.remediator import Remediator
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 class QueueFunction:
     """Handle one delivery; park it for an operator when the host's last attempt fails."""
 
-    remediator: Remediator
+    #: The remediator.
+    handler: MessageHandler
     poison: PoisonQueue
     max_dequeue_count: int
 
@@ -37,7 +38,7 @@ class QueueFunction:
         """The outcome (None: requeued for later); raises to have the host retry."""
         attempt = dequeue_count or 1
         try:
-            return self.remediator.handle(body, message_id=message_id)
+            return self.handler.handle(body, message_id=message_id)
         except Exception as error:
             if attempt < self.max_dequeue_count:
                 raise
@@ -57,4 +58,4 @@ class QueueFunction:
             )
             return None
         finally:
-            self.remediator.flush()
+            self.handler.run_deferred()

@@ -4,6 +4,11 @@ Built once per process (a function app instance, a CLI run), on first use, and r
 by every invocation, as the Azure SDK, MSAL and pyodbc are meant to be used. Building
 it validates settings and rules (including that every target a rule names is
 configured) and touches no network; the clients connect when first called.
+
+The stages get their ports from here; tests and the dev stack replace any of them (or
+the clients behind them) with ``Overrides``: for one runtime, made the functions' with
+:func:`install_runtime`, or for every runtime the process builds from the environment
+with :func:`use_overrides`.
 """
 
 from __future__ import annotations
@@ -19,15 +24,24 @@ import requests
 from pydantic import SecretStr
 
 from shared.app.configuration import load_configuration, validate_targets
+from shared.app.overrides import Overrides
 from shared.app.queue_function import QueueFunction
-from shared.domain.clock import Clock, utc_now
-from shared.domain.ports import DeviceSource, MembershipTarget
+from shared.domain.clock import utc_now
+from shared.domain.ports import (
+    DeviceSource,
+    MembershipTarget,
+    OutcomeStore,
+    ProgressStore,
+    RequestSender,
+    StatusMessageSource,
+)
 from shared.domain.rules import RuleSet, load_rules
 from shared.errors import ConfigurationError
 from shared.export.exporter import Exporter, ExportOptions
 from shared.export.site_database import SiteDatabaseClient
-from shared.export.watermark import WatermarkStore
-from shared.platform.http import BearerClient, new_session, trust_store
+from shared.export.watermark import SiteWatermark
+from shared.export.watermark_store import WatermarkStore
+from shared.platform.http import new_session, trust_store
 from shared.platform.probes import Probes
 from shared.platform.redaction import (
     connection_string_secrets,
@@ -38,28 +52,34 @@ from shared.platform.redaction import (
 from shared.platform.settings import Settings
 from shared.platform.storage import StorageAccount
 from shared.platform.tokens import AppTokens, DelegatedTokens
-from shared.queue.local_host import QueueProcessor
+from shared.queue.local_host import LocalQueueHost
 from shared.queue.options import QueueOptions
 from shared.queue.poison import PoisonQueue
 from shared.queue.sender import RemediationQueue
 from shared.remediation.audit_log import AuditLog, audit_table_name
-from shared.remediation.guard import AddLimiter, add_limit_table_name
+from shared.remediation.guard import BlastRadiusGuard, guard_table_name
 from shared.remediation.held import HeldRequests
 from shared.remediation.remediator import Remediator
 from shared.targets.adminservice import AdminServiceClient
 from shared.targets.adminservice_membership import AdminServiceMembership, CollectionRefresher
-from shared.targets.webservice import ConfigMgrWebServiceTarget, RestWebServiceTarget, rest_errors
+from shared.targets.configmgr_webservice import ConfigMgrWebServiceTarget
+from shared.targets.rest_webservice import RestWebServiceTarget
 
 
 class Runtime:
-    """Settings, rules and the clients built from them."""
+    """Settings, rules and the clients built from them (or given in ``overrides``)."""
 
     def __init__(
-        self, settings: Settings, rules: RuleSet | None = None, *, clock: Clock = utc_now
+        self,
+        settings: Settings,
+        rules: RuleSet | None = None,
+        *,
+        overrides: Overrides | None = None,
     ) -> None:
         self.settings = settings
-        #: Every "now" of the remediation (tests replace it before first use).
-        self.clock = clock
+        self.overrides = overrides if overrides is not None else Overrides()
+        #: Every "now" of the pipeline (tests may replace it before first use).
+        self.clock = self.overrides.clock or utc_now
         self.rules = rules if rules is not None else load_rules(settings.rules_path)
         validate_targets(settings, self.rules)
         register_secrets(settings)
@@ -67,11 +87,14 @@ class Runtime:
         self.probes = Probes()
 
     @classmethod
-    def from_environment(cls, values: Mapping[str, str] | None = None) -> Runtime:
+    def from_environment(
+        cls, values: Mapping[str, str] | None = None, *, overrides: Overrides | None = None
+    ) -> Runtime:
         """Settings from ``values`` or the environment, and the rules file they name;
-        one ConfigurationError names every problem (shared.app.configuration)."""
+        one ConfigurationError names every problem (shared.app.configuration).
+        ``overrides`` default to the process's (:func:`use_overrides`)."""
         settings, rules = load_configuration(values)
-        return cls(settings, rules)
+        return cls(settings, rules, overrides=overrides if overrides is not None else _overrides)
 
     @cached_property
     def storage(self) -> StorageAccount:
@@ -101,15 +124,41 @@ class Runtime:
             start_time_utc=self.settings.export_start_time,
         )
 
+    @property
+    def status_source(self) -> StatusMessageSource:
+        """Where the exporter reads status messages: the site database."""
+        override = self.overrides.status_source
+        return self.site_database if override is None else override
+
+    @property
+    def progress_store(self) -> ProgressStore[SiteWatermark]:
+        """Where the exporter keeps its progress: the watermark store."""
+        override = self.overrides.progress_store
+        return self.watermarks if override is None else override
+
+    @property
+    def request_sender(self) -> RequestSender:
+        """Where the exporter, the remediator and ``held`` send requests: the queue."""
+        override = self.overrides.request_sender
+        return self.queue if override is None else override
+
+    @property
+    def outcome_store(self) -> OutcomeStore:
+        """Where the remediator and ``held`` record outcomes: the audit log."""
+        override = self.overrides.outcome_store
+        return self.audit if override is None else override
+
     @cached_property
     def exporter(self) -> Exporter:
         """The export run of the timer function and of ``cmremediate export``."""
-        return Exporter(
-            database=self.site_database,
-            queue=self.queue,
-            watermarks=self.watermarks,
+        build = self.overrides.exporter or Exporter
+        return build(
+            status_source=self.status_source,
+            request_sender=self.request_sender,
+            progress_store=self.progress_store,
             rules=self.rules,
             options=self.export_options(),
+            clock=self.clock,
         )
 
     @cached_property
@@ -119,8 +168,8 @@ class Runtime:
 
     @cached_property
     def http(self) -> requests.Session:
-        """The HTTPS session of MSAL and the AdminService client."""
-        return new_session(self.trust_store)
+        """The HTTPS session of MSAL, the AdminService and the web services."""
+        return (self.overrides.http or new_session)(self.trust_store)
 
     @cached_property
     def adminservice(self) -> AdminServiceClient:
@@ -132,23 +181,28 @@ class Runtime:
             )
         if not (s.adminservice_username and s.adminservice_password):
             raise ConfigurationError("ADMINSERVICE_USERNAME and ADMINSERVICE_PASSWORD are required")
-        tokens = DelegatedTokens(
-            authority_host=s.entra_authority_host,
-            tenant_id=s.entra_tenant_id,
-            client_id=s.entra_client_id,
-            username=s.adminservice_username,
-            password=s.adminservice_password.get_secret_value(),
-            scope=s.adminservice_scope,
-            session=self.http,
-            client_secret=(
-                s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
-            ),
-        )
-        return AdminServiceClient(s.adminservice_url, tokens, self.http)
+        tokens = self.overrides.delegated_tokens
+        if tokens is None:
+            tokens = DelegatedTokens(
+                authority_host=s.entra_authority_host,
+                tenant_id=s.entra_tenant_id,
+                client_id=s.entra_client_id,
+                username=s.adminservice_username,
+                password=s.adminservice_password.get_secret_value(),
+                scope=s.adminservice_scope,
+                session=self.http,
+                client_secret=(
+                    s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
+                ),
+            )
+        build = self.overrides.adminservice or AdminServiceClient
+        return build(s.adminservice_url, tokens, self.http)
 
     @cached_property
     def device_source(self) -> DeviceSource:
         """Where machine names become ResourceIDs (IDENTITY_SOURCE)."""
+        if self.overrides.device_source is not None:
+            return self.overrides.device_source
         if self.settings.identity_source == "adminservice":
             return self.adminservice
         return self.site_database
@@ -156,11 +210,14 @@ class Runtime:
     @cached_property
     def audit(self) -> AuditLog:
         """The audit trail of outcomes."""
-        return AuditLog(self.storage.table(audit_table_name(self.settings.remediation_queue)))
+        table = self.storage.table(audit_table_name(self.settings.remediation_queue))
+        return AuditLog(table, clock=self.clock)
 
     @cached_property
-    def targets(self) -> dict[str, MembershipTarget]:
+    def targets(self) -> Mapping[str, MembershipTarget]:
         """The membership targets the rules use."""
+        if self.overrides.targets is not None:
+            return self.overrides.targets
         targets: dict[str, MembershipTarget] = {}
         if any(r.target == "adminservice" for r in self.rules.rules):
             refresher = CollectionRefresher(
@@ -181,54 +238,56 @@ class Runtime:
                 s.webservice_url, s.webservice_secret.get_secret_value(), self.http
             )
         assert s.webservice_scope and s.entra_tenant_id and s.entra_client_id
-        tokens = AppTokens(
-            authority_host=s.entra_authority_host,
-            tenant_id=s.entra_tenant_id,
-            client_id=s.entra_client_id,
-            scope=s.webservice_scope,
-            session=self.http,
-            client_secret=(
-                s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
-            ),
-            certificate_path=s.entra_client_certificate_path,
-        )
-        return RestWebServiceTarget(
-            s.webservice_url, BearerClient(self.http, tokens, rest_errors())
-        )
+        tokens = self.overrides.app_tokens
+        if tokens is None:
+            tokens = AppTokens(
+                authority_host=s.entra_authority_host,
+                tenant_id=s.entra_tenant_id,
+                client_id=s.entra_client_id,
+                scope=s.webservice_scope,
+                session=self.http,
+                client_secret=(
+                    s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
+                ),
+                certificate_path=s.entra_client_certificate_path,
+            )
+        return RestWebServiceTarget(s.webservice_url, self.http, tokens)
 
     @cached_property
-    def add_limiter(self) -> AddLimiter:
-        """The blast-radius guard's per-collection window of adds."""
-        return AddLimiter(
-            self.storage.table(add_limit_table_name(self.settings.remediation_queue)),
+    def guard(self) -> BlastRadiusGuard:
+        """The blast-radius guard: its per-collection window of adds."""
+        return BlastRadiusGuard(
+            self.storage.table(guard_table_name(self.settings.remediation_queue)),
             self.settings.max_adds_per_collection_per_hour,
         )
 
     @cached_property
     def held(self) -> HeldRequests:
         """Adds the guard held, for `cmremediate held`."""
-        return HeldRequests(self.audit, self.queue)
+        return HeldRequests(self.outcome_store, self.request_sender)
 
     @cached_property
     def remediator(self) -> Remediator:
         """The queue function's handler, and ``cmremediate process``'s."""
+        guard = self.overrides.guard
         return Remediator(
             rules=self.rules,
             devices=self.device_source,
             targets=self.targets,
-            audit=self.audit,
-            retry_queue=self.queue,
+            outcomes=self.outcome_store,
+            retry_sender=self.request_sender,
             resolve_retry=timedelta(hours=self.settings.resolve_retry_hours),
             resolve_retry_delay_seconds=self.settings.resolve_retry_delay_seconds,
-            add_limiter=self.add_limiter,
+            guard=self.guard if guard is None else guard,
             dry_run=self.settings.dry_run,
             clock=self.clock,
         )
 
     @cached_property
-    def processor(self) -> QueueProcessor:
-        """The host's receive → handle → delete/poison loop, for the CLI and the demo."""
-        return QueueProcessor(
+    def local_host(self) -> LocalQueueHost:
+        """The CLI's stand-in for the Functions host (``cmremediate process``): the
+        host's receive → handle → delete/poison loop, in this process."""
+        return LocalQueueHost(
             self.storage.queue(self.settings.remediation_queue, raw=True),
             self.poison,
             self.remediator,
@@ -288,10 +347,12 @@ def quiet_sdk_logs() -> None:
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+_overrides = Overrides()
 
 
 def get_runtime() -> Runtime:
-    """The process-wide runtime, built on first use from the environment.
+    """The process-wide runtime, built on first use from the environment (with the
+    process's overrides, see :func:`use_overrides`).
 
     A bad configuration raises its ConfigurationError on every call, checked afresh each
     time (no network): each timer or queue invocation fails naming the problems, and the
@@ -300,15 +361,48 @@ def get_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            quiet_sdk_logs()
+            (_overrides.sdk_logs or quiet_sdk_logs)()
             _runtime = Runtime.from_environment()
         return _runtime
 
 
-def reset_runtime() -> None:
-    """Forget the process-wide runtime (tests change the environment between apps)."""
+def install_runtime(runtime: Runtime) -> None:
+    """Make ``runtime`` the process-wide runtime until :func:`reset_runtime` (the one
+    before is closed). For tests and the dev stack: a runtime built with ``Overrides``,
+    where the functions will use it."""
     global _runtime
     with _lock:
-        if _runtime is not None:
-            _runtime.close()
-        _runtime = None
+        if _runtime is not runtime:
+            _forget_runtime()
+        (runtime.overrides.sdk_logs or quiet_sdk_logs)()
+        _runtime = runtime
+
+
+def reset_runtime() -> None:
+    """Forget the process-wide runtime (tests change the environment between apps)."""
+    with _lock:
+        _forget_runtime()
+
+
+def use_overrides(overrides: Overrides) -> None:
+    """From now on, build every runtime from the environment (``get_runtime()``'s, the
+    CLI's) with ``overrides``; ``Overrides()`` for none. The process-wide runtime is
+    closed and forgotten, so the next ``get_runtime()`` builds with them. For tests and
+    the dev stack, which put fakes or tuned clients where the functions will use them."""
+    global _overrides
+    with _lock:
+        _forget_runtime()
+        _overrides = overrides
+
+
+def process_overrides() -> Overrides:
+    """The overrides :func:`use_overrides` set for this process (none at first)."""
+    return _overrides
+
+
+def _forget_runtime() -> None:
+    """Close and forget the process-wide runtime; the caller holds ``_lock``."""
+    global _runtime
+    if _runtime is not None:
+        _runtime.close()
+    _runtime = None

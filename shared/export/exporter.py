@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.domain.clock import Clock, utc_now
+from shared.domain.ports import ProgressStore, RequestSender, SiteLease, StatusMessageSource
 from shared.domain.requests import RemediationRequest
 from shared.domain.rules import RuleSet
 from shared.domain.status_messages import StatusMessage
-from shared.export.site_database import SiteDatabaseClient
-from shared.export.watermark import Scan, SiteLock, SiteWatermark, WatermarkStore
-from shared.queue.sender import RemediationQueue
+from shared.export.watermark import Scan, SiteWatermark
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class ExportReport:
 @dataclass
 class _SiteRun:
     site_code: str
-    lock: SiteLock
+    lease: SiteLease
     state: SiteWatermark
     etag: str | None
     pages: Iterator[list[StatusMessage]]
@@ -91,16 +90,16 @@ class Exporter:
     def __init__(
         self,
         *,
-        database: SiteDatabaseClient,
-        queue: RemediationQueue,
-        watermarks: WatermarkStore,
+        status_source: StatusMessageSource,
+        request_sender: RequestSender,
+        progress_store: ProgressStore[SiteWatermark],
         rules: RuleSet,
         options: ExportOptions,
         clock: Clock = utc_now,
     ) -> None:
-        self._database = database
-        self._queue = queue
-        self._watermarks = watermarks
+        self._source = status_source
+        self._sender = request_sender
+        self._progress = progress_store
         self._rules = rules
         self._options = options
         self._clock = clock
@@ -141,7 +140,7 @@ class Exporter:
             raise
         finally:
             for run in runs:
-                run.lock.release()
+                run.lease.release()
         report.ended_utc = self._clock()
         log.info(
             "export finished: read=%d enqueued=%d sites=%s bounded=%s",
@@ -154,17 +153,17 @@ class Exporter:
 
     def _open_sites(self, report: ExportReport) -> list[_SiteRun]:
         runs: list[_SiteRun] = []
-        for summary in self._database.sites():
+        for summary in self._source.sites():
             site = summary.site_code
-            lock = self._watermarks.lock(site)
-            if lock is None:
+            lease = self._progress.lock(site)
+            if lease is None:
                 log.warning("site=%s: another export run holds this site; skipped this time", site)
                 report.sites[site] = SiteReport(site_code=site, busy=True)
                 continue
             try:
-                state, etag = self._watermarks.load(site)
+                state, etag = self._progress.load(site)
             except BaseException:
-                lock.release()
+                lease.release()
                 raise
             if state is None:
                 state = SiteWatermark(site_code=site, start_time_utc=self._options.start_time_utc)
@@ -181,7 +180,7 @@ class Exporter:
                 high_record_id=state.high_record_id,
             )
             report.sites[site] = site_report
-            pages = self._database.iter_pages(
+            pages = self._source.iter_pages(
                 site,
                 after_record_id=state.floor_record_id,
                 page_size=self._options.page_size,
@@ -190,7 +189,7 @@ class Exporter:
             runs.append(
                 _SiteRun(
                     site,
-                    lock,
+                    lease,
                     state,
                     etag,
                     pages,
@@ -237,7 +236,7 @@ class Exporter:
         if dry_run:
             report.requests.extend(requests)
         else:
-            self._queue.send(requests)
+            self._sender.send(requests)
         for request in requests:
             log.info(
                 "%s site=%s record=%d machine=%r collection=%s rule=%s action=%s",
@@ -267,11 +266,11 @@ class Exporter:
         every match again. Redeliveries are harmless (the audit keeps the first outcome).
         With ``update_watermark`` the rows read count as examined for the timer's runs."""
         report = ExportReport(started_utc=self._clock(), dry_run=dry_run)
-        sites = [site_code] if site_code else [s.site_code for s in self._database.sites()]
+        sites = [site_code] if site_code else [s.site_code for s in self._source.sites()]
         for site in sites:
             site_report = report.sites.setdefault(site, SiteReport(site_code=site))
             read: list[int] = []
-            for page in self._database.iter_pages(
+            for page in self._source.iter_pages(
                 site,
                 after_record_id=after_record_id,
                 page_size=self._options.page_size,
@@ -283,12 +282,12 @@ class Exporter:
                     progress(report)
             site_report.complete = True
             if update_watermark and not dry_run and read:
-                state, etag = self._watermarks.load(site)
+                state, etag = self._progress.load(site)
                 state = state or SiteWatermark(
                     site_code=site, start_time_utc=self._options.start_time_utc
                 )
                 state.mark_examined(read)
-                state, _ = self._watermarks.save_merged(state, etag, self._options.overlap)
+                state, _ = self._progress.save_merged(state, etag, self._options.overlap)
                 site_report.floor_record_id = state.floor_record_id
                 site_report.high_record_id = state.high_record_id
         report.ended_utc = self._clock()
@@ -302,12 +301,10 @@ class Exporter:
         return report
 
     def _save(self, run: _SiteRun) -> None:
-        if not run.lock.renew():
+        if not run.lease.renew():
             log.warning("site=%s: lost the site lease; continuing, writes stay safe", run.site_code)
         run.state.updated_utc = self._clock()
-        run.state, run.etag = self._watermarks.save_merged(
-            run.state, run.etag, self._options.overlap
-        )
+        run.state, run.etag = self._progress.save_merged(run.state, run.etag, self._options.overlap)
         run.last_save = time.monotonic()
 
     def _save_progress_after_failure(self, run: _SiteRun) -> None:

@@ -12,10 +12,10 @@ import contextlib
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 import pyodbc
@@ -28,7 +28,7 @@ from shared.domain.status_messages import (
     sql_equal,
 )
 from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
-from shared.platform.retry import RetryPolicy
+from shared.platform.retry import RetryPolicy, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,28 @@ def _text(error: pyodbc.Error) -> str:
     return str(error.args[1] if len(error.args) > 1 else error).strip()
 
 
+def _diagnose(error: pyodbc.Error) -> tuple[str, str, bool]:
+    """The SQLSTATE (or what the message shows it to be), the driver's text, and
+    whether another attempt on a new connection may get past it."""
+    state = _sqlstate(error)
+    detail = _text(error)
+    lost = False
+    if _LOGIN_REFUSED.search(detail):
+        state = "28000"
+    elif _CERTIFICATE.search(detail):
+        state = "TLS"
+    else:
+        lost = bool(_CONNECTION_LOST.search(detail))
+    return state, detail, lost or state.startswith(_TRANSIENT_PREFIXES) or not state
+
+
+def _transient(error: Exception) -> str | None:
+    if not isinstance(error, pyodbc.Error):
+        return None
+    state, _, transient = _diagnose(error)
+    return f"SQLSTATE {state or 'none'}" if transient else None
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -148,7 +170,7 @@ class SiteDatabaseClient:
         login_timeout_seconds: int = 15,
         query_timeout_seconds: int = 120,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Sleep | None = None,
     ) -> None:
         self._connection_string = connection_string
         self._login_timeout = login_timeout_seconds
@@ -202,53 +224,41 @@ class SiteDatabaseClient:
         return self._connection
 
     def _query(self, sql: str, params: Sequence[object], what: str) -> list[Any]:
-        """Run one read with reconnect-and-retry on transient failures."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with self._lock:
-                    cursor = self._connect().cursor()
-                    try:
-                        cursor.execute(sql, *params)
-                        return list(cursor.fetchall())
-                    finally:
-                        cursor.close()
-            except pyodbc.Error as error:
-                state = _sqlstate(error)
-                detail = _text(error)
-                lost = False
-                if _LOGIN_REFUSED.search(detail):
-                    state = "28000"
-                elif _CERTIFICATE.search(detail):
-                    state = "TLS"
-                else:
-                    lost = bool(_CONNECTION_LOST.search(detail))
-                with self._lock:
-                    self._drop_connection()
-                transient = lost or state.startswith(_TRANSIENT_PREFIXES) or not state
-                if not transient:
-                    hint = _HINTS.get(state, "check SITE_DB_CONNECTION and the SQL login")
-                    raise SiteDatabaseRefused(
-                        f"site database refused {what} (SQLSTATE {state}: {detail}); {hint}"
-                    ) from None
-                if attempt >= self._retry.attempts:
-                    raise SiteDatabaseUnavailable(
-                        f"site database unavailable for {what} after {attempt} attempts "
-                        f"(SQLSTATE {state or 'none'}: {detail}); check that the SQL "
-                        "Server is up and reachable from the function app (VNet, firewall, "
-                        "static port in Server=host,port)"
-                    ) from None
-                delay = self._retry.backoff(attempt)
-                log.warning(
-                    "site database: %s failed (SQLSTATE %s), retry %d/%d in %.1fs",
-                    what,
-                    state or "none",
-                    attempt,
-                    self._retry.attempts - 1,
-                    delay,
-                )
-                self._sleep(delay)
+        """Run one read, on a new connection after a transient failure."""
+        try:
+            return self._retry.call(
+                partial(self._execute, sql, params),
+                transient=_transient,
+                what=f"site database: {what}",
+                sleep=self._sleep,
+            )
+        except pyodbc.Error as error:
+            state, detail, transient = _diagnose(error)
+            if transient:
+                raise SiteDatabaseUnavailable(
+                    f"site database unavailable for {what} after {self._retry.attempts} "
+                    f"attempts (SQLSTATE {state or 'none'}: {detail}); check that the SQL "
+                    "Server is up and reachable from the function app (VNet, firewall, "
+                    "static port in Server=host,port)"
+                ) from None
+            hint = _HINTS.get(state, "check SITE_DB_CONNECTION and the SQL login")
+            raise SiteDatabaseRefused(
+                f"site database refused {what} (SQLSTATE {state}: {detail}); {hint}"
+            ) from None
+
+    def _execute(self, sql: str, params: Sequence[object]) -> list[Any]:
+        try:
+            with self._lock:
+                cursor = self._connect().cursor()
+                try:
+                    cursor.execute(sql, *params)
+                    return list(cursor.fetchall())
+                finally:
+                    cursor.close()
+        except pyodbc.Error:
+            with self._lock:
+                self._drop_connection()
+            raise
 
     def ping(self) -> None:
         """Read every view the app reads: proves login, permissions and the views."""

@@ -1,4 +1,4 @@
-"""Export progress per site, kept in the storage account with optimistic concurrency.
+"""Export progress per site: what has been examined, and how far it is safe to skip.
 
 Why not a plain ``RecordID > watermark``: nothing documents that site database rows
 commit in RecordID order, so a row can become visible after a higher RecordID was
@@ -14,35 +14,19 @@ exported. Each site therefore keeps
 A row that commits within ``EXPORT_OVERLAP_MINUTES`` of getting its RecordID is
 therefore exported exactly once, however the runs fall. docs/export.md has the proof.
 
-The state is a JSON blob per site. Writes are conditional on the ETag; on a conflict
-the writer reloads, merges (every field only grows) and writes again, so two
-overlapping runs can neither move a watermark backwards nor lose a row. A blob lease
-per site keeps a second run from doing the same work at the same time.
+Two versions of a site's state merge without moving anything back
+(:meth:`SiteWatermark.merge`). This module is the state alone, without storage:
+shared.export.watermark_store keeps it in the storage account.
 """
 
 from __future__ import annotations
 
 import bisect
-import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
-from azure.storage.blob import BlobLeaseClient, ContainerClient
 from pydantic import BaseModel, ConfigDict, Field
-
-from shared.errors import StorageError
-from shared.platform.storage import create_missing
-
-log = logging.getLogger(__name__)
 
 #: Keep the history of scans bounded even if the floor cannot move for a long time.
 MAX_SCANS: Final = 200
@@ -126,137 +110,3 @@ class SiteWatermark(BaseModel):
         )
         merged.compact(overlap)
         return merged
-
-
-class WatermarkConflict(StorageError):
-    """Someone else wrote the state since it was read (the ETag no longer matches)."""
-
-
-class SiteLock:
-    """A blob lease that keeps two runs from exporting the same site at once."""
-
-    def __init__(self, lease: BlobLeaseClient, site_code: str) -> None:
-        self._lease = lease
-        self.site_code = site_code
-
-    def renew(self) -> bool:
-        """Extend the lease; False if it was lost (another run may now hold it)."""
-        try:
-            self._lease.renew()
-            return True
-        except AzureError:
-            return False
-
-    def release(self) -> None:
-        """Give the site back; a lost lease is not an error here."""
-        try:
-            self._lease.release()
-        except AzureError:
-            log.debug("site=%s: lease already gone at release", self.site_code)
-
-
-class WatermarkStore:
-    """Loads and saves :class:`SiteWatermark` blobs with ETag-conditional writes."""
-
-    def __init__(self, container: ContainerClient, *, lease_seconds: int = 60) -> None:
-        self._container = container
-        self._lease_seconds = lease_seconds
-        self._ready = False
-
-    def _ensure_container(self) -> None:
-        if self._ready:
-            return
-        create_missing(
-            self._container.create_container,
-            f"blob container {self._container.container_name!r}",
-            "Storage Blob Data Owner",
-        )
-        self._ready = True
-
-    @staticmethod
-    def _state_blob(site_code: str) -> str:
-        return f"export/{site_code}.json"
-
-    def load(self, site_code: str) -> tuple[SiteWatermark | None, str | None]:
-        """The saved state of a site and its ETag, or (None, None) if it has none."""
-        self._ensure_container()
-        blob = self._container.get_blob_client(self._state_blob(site_code))
-        try:
-            download = blob.download_blob()
-            data = download.readall()
-        except ResourceNotFoundError:
-            return None, None
-        except AzureError as error:
-            raise StorageError(f"site={site_code}: cannot read export state: {error}") from None
-        state = SiteWatermark.model_validate_json(data)
-        return state, str(download.properties.etag)
-
-    def save(self, state: SiteWatermark, etag: str | None) -> str:
-        """Write the state if nobody wrote it since ``etag`` (None: only if it is new)."""
-        self._ensure_container()
-        blob = self._container.get_blob_client(self._state_blob(state.site_code))
-        body = state.model_dump_json()
-        try:
-            if etag is None:
-                result = blob.upload_blob(body, overwrite=False)
-            else:
-                result = blob.upload_blob(
-                    body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-        except (ResourceModifiedError, ResourceExistsError):
-            raise WatermarkConflict(
-                f"site={state.site_code}: export state changed meanwhile"
-            ) from None
-        except HttpResponseError as error:
-            if error.status_code in (409, 412):
-                raise WatermarkConflict(
-                    f"site={state.site_code}: export state changed meanwhile"
-                ) from None
-            raise StorageError(
-                f"site={state.site_code}: cannot save export state: {error}"
-            ) from None
-        except AzureError as error:
-            raise StorageError(
-                f"site={state.site_code}: cannot save export state: {error}"
-            ) from None
-        return str(result["etag"])
-
-    def save_merged(
-        self, state: SiteWatermark, etag: str | None, overlap: timedelta, *, attempts: int = 10
-    ) -> tuple[SiteWatermark, str]:
-        """Save; on a conflict merge with what is stored and try again."""
-        for _ in range(attempts):
-            try:
-                return state, self.save(state, etag)
-            except WatermarkConflict:
-                stored, etag = self.load(state.site_code)
-                if stored is not None:
-                    log.info(
-                        "site=%s: export state was written by another run; merging",
-                        state.site_code,
-                    )
-                    state = state.merge(stored, overlap)
-        raise StorageError(
-            f"site={state.site_code}: export state kept changing during {attempts} attempts to "
-            "save it; is another exporter running in a tight loop?"
-        )
-
-    def lock(self, site_code: str) -> SiteLock | None:
-        """Lease the site for this run, or None if another run holds it."""
-        self._ensure_container()
-        blob = self._container.get_blob_client(f"export/{site_code}.lock")
-        try:
-            blob.upload_blob(b"", overwrite=False)
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as error:
-            if error.status_code != 412:  # a leased lock blob refuses the write: fine
-                raise StorageError(f"site={site_code}: cannot create lock blob: {error}") from None
-        lease = BlobLeaseClient(blob)
-        try:
-            lease.acquire(lease_duration=self._lease_seconds)
-        except HttpResponseError as error:
-            if error.status_code == 409:
-                return None
-            raise StorageError(f"site={site_code}: cannot lease lock blob: {error}") from None
-        return SiteLock(lease, site_code)

@@ -1,7 +1,27 @@
-"""HTTPS for every outbound call: verified TLS, explicit timeouts, our own trust store.
+"""HTTPS for every outbound call, and the one pipeline every remote HTTP service uses.
 
 TLS verification cannot be switched off. TLS_CA_BUNDLE *adds* CA certificates (a
 site's self-signed SMS Provider certificate, a private CA) to the system store.
+
+:class:`HttpPipeline` is the only place HTTP calls are retried: the AdminService, the
+REST web service and the SOAP ConfigMgr WebService all go through it. Its rules, which
+docs/reliability.md promises:
+
+- Every call has a (connect, read) timeout, :data:`DEFAULT_TIMEOUT` unless the client
+  gives another.
+- Retried with the backoff and jitter of :class:`RetryPolicy` (5 attempts unless the
+  client gives another policy): a dropped connection or a timeout; 429, 502, 503 and
+  504 for any method (the server did nothing); any other 5xx of a GET (reading again
+  is harmless). A Retry-After in seconds replaces the backoff, capped at
+  ``RetryPolicy.max_retry_after_seconds``.
+- A 401 gets one fresh token from the service's token provider, when it has one, and
+  the call again; that retry does not count as an attempt.
+- Not retried, a typed error naming what to check instead: a TLS certificate that is
+  not trusted, a 401 (again), a 403, and a 5xx of a POST that may have changed
+  something (the caller re-checks). A SOAP service's 500 is its answer: it carries the
+  fault the caller reads.
+- One warning per retry names the service, the method and the URL (without user
+  information, registered secrets redacted); never a header or a body.
 """
 
 from __future__ import annotations
@@ -11,15 +31,17 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import certifi
 import requests
 
 from shared.errors import ConfigurationError, ServiceRefused, ServiceUnavailable
+from shared.platform.redaction import secrets
 from shared.platform.retry import RetryPolicy
 from shared.platform.tokens import TokenProvider
 
@@ -91,113 +113,155 @@ def odata_error(response: requests.Response) -> str:
         return response.text[:200]
 
 
-def retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: requests.Response) -> float | None:
     try:
         return float(response.headers["Retry-After"])
     except (KeyError, ValueError):
         return None  # absent, or an HTTP date: our own backoff applies
 
 
+def _loggable_url(url: str) -> str:
+    """``url`` as a log line may show it: no user information, registered secrets
+    (a key in the query string) redacted."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return secrets.redact(urlunsplit(parts._replace(netloc=host, fragment="")))
+
+
 @dataclass(frozen=True)
-class ServiceErrors:
-    """How one remote service names its failures and what to tell the operator."""
+class RemoteService:
+    """One remote service as the pipeline calls it: its name in messages, its typed
+    errors, and what the operator should check for each kind of failure."""
 
     name: str
     unavailable: type[ServiceUnavailable]
     refused: type[ServiceRefused]
+    #: When no attempt was answered.
     url_hint: str
+    #: After a 401 (with a token provider: to a fresh token).
     auth_hint: str
+    #: After a 403.
     forbidden_hint: str
+    #: ``json``: answers in JSON, whose errors are worth quoting; a failed POST raises.
+    #: ``soap``: SOAP 1.1 behind IIS: a fault is a 500 whose envelope the caller reads,
+    #: and an error page is not worth quoting.
+    protocol: Literal["json", "soap"] = "json"
 
 
-class BearerClient:
-    """HTTPS calls with a bearer token: timeouts; retries with backoff and jitter on
-    429/5xx and dropped connections, honouring Retry-After; on 401 one fresh token,
-    then a clear error. TLS is always verified."""
+class HttpPipeline:
+    """Calls to one remote service: timeouts, retries, token refresh, logging and
+    typed errors as the module docstring describes. TLS is always verified."""
 
     def __init__(
         self,
         session: requests.Session,
-        tokens: TokenProvider,
-        errors: ServiceErrors,
+        service: RemoteService,
         *,
+        tokens: TokenProvider | None = None,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._session = session
+        self._service = service
         self._tokens = tokens
-        self._errors = errors
-        self._retry = retry or RetryPolicy(attempts=5, initial_backoff_seconds=1.0)
+        self._retry = retry or RetryPolicy(attempts=5)
         self._timeout = timeout
         self._sleep = sleep
 
     def request(
-        self, method: str, url: str, *, what: str, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        body: dict[str, Any] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """The response to a call that was neither throttled, failing nor unauthorised."""
-        e = self._errors
+        """The answer to ``method url`` (``body`` as JSON, or ``data`` as is) that was
+        neither throttled, failing, unauthorised nor forbidden; ``what`` names the call
+        in errors and logs."""
+        s = self._service
         fresh_token = False
         attempt = 0
         while True:
             attempt += 1
-            headers = {
-                "Authorization": f"Bearer {self._tokens.token(fresh=fresh_token)}",
-                "Accept": "application/json",
-            }
             try:
                 response = self._session.request(
-                    method, url, headers=headers, json=body, timeout=self._timeout
+                    method,
+                    url,
+                    headers=self._headers(headers, fresh_token=fresh_token),
+                    json=body,
+                    data=data,
+                    timeout=self._timeout,
                 )
             except (requests.ConnectionError, requests.Timeout) as error:
                 if isinstance(error, requests.exceptions.SSLError):
-                    raise e.refused(
-                        f"{e.name} TLS certificate was refused for {what}: {error}; if it is "
+                    raise s.refused(
+                        f"{s.name} TLS certificate was refused for {what}: {error}; if it is "
                         "signed by a private CA (or is the site's self-signed certificate), "
                         "put that CA in TLS_CA_BUNDLE",
                         status=0,
                     ) from None
                 if attempt >= self._retry.attempts:
-                    raise e.unavailable(
-                        f"{e.name} unreachable for {what} after {attempt} attempts "
-                        f"({type(error).__name__}); {e.url_hint}"
+                    raise s.unavailable(
+                        f"{s.name} unreachable for {what} after {attempt} attempts "
+                        f"({type(error).__name__}); {s.url_hint}"
                     ) from None
-                self._wait(attempt, None, what, type(error).__name__)
+                self._wait(attempt, None, method, url, what, type(error).__name__)
                 continue
             status = response.status_code
-            if status == 401:
-                if not fresh_token:
-                    fresh_token = True  # the cached token may have expired early
-                    attempt -= 1
-                    continue
-                raise e.refused(
-                    f"{e.name} rejected a fresh token for {what} ({odata_error(response)}): "
-                    f"{e.auth_hint}",
-                    status=401,
-                )
-            if status == 403:
-                raise e.refused(
-                    f"{e.name} refused {what} (403 {odata_error(response)}): {e.forbidden_hint}",
-                    status=403,
-                )
+            if status == 401 and self._tokens is not None and not fresh_token:
+                fresh_token = True  # the cached token may have expired early
+                attempt -= 1
+                continue
+            if status in (401, 403):
+                raise self._refusal(response, what, fresh_token=fresh_token)
             if status in _RETRY_ALWAYS or (status >= 500 and method == "GET"):
                 if attempt >= self._retry.attempts:
-                    raise e.unavailable(
-                        f"{e.name} answered {status} for {what} {attempt} times; "
+                    raise s.unavailable(
+                        f"{s.name} answered {status} for {what} {attempt} times; "
                         "it will be tried again later"
                     )
-                self._wait(attempt, retry_after(response), what, str(status))
+                self._wait(attempt, _retry_after(response), method, url, what, str(status))
                 continue
-            if status >= 500:
+            if status >= 500 and s.protocol == "json":
                 # A failed POST may or may not have changed something: the caller re-checks.
-                raise e.unavailable(f"{e.name} failed {what} ({status} {odata_error(response)})")
+                raise s.unavailable(f"{s.name} failed {what} ({status} {odata_error(response)})")
             return response
 
-    def _wait(self, attempt: int, retry_after: float | None, what: str, why: str) -> None:
+    def _headers(self, extra: Mapping[str, str] | None, *, fresh_token: bool) -> dict[str, str]:
+        headers = dict(extra or {})
+        if self._service.protocol == "json":
+            headers["Accept"] = "application/json"
+        if self._tokens is not None:
+            headers["Authorization"] = f"Bearer {self._tokens.token(fresh=fresh_token)}"
+        return headers
+
+    def _refusal(
+        self, response: requests.Response, what: str, *, fresh_token: bool
+    ) -> ServiceRefused:
+        s = self._service
+        status = response.status_code
+        error = odata_error(response) if s.protocol == "json" else ""
+        detail = f" ({error})" if error else ""
+        if status == 401 and fresh_token:
+            return s.refused(
+                f"{s.name} rejected a fresh token for {what}{detail}: {s.auth_hint}", status=status
+            )
+        hint = s.auth_hint if status == 401 else s.forbidden_hint
+        return s.refused(f"{s.name} refused {what} with {status}{detail}: {hint}", status=status)
+
+    def _wait(
+        self, attempt: int, retry_after: float | None, method: str, url: str, what: str, why: str
+    ) -> None:
         delay = self._retry.backoff(attempt, retry_after)
         log.warning(
-            "%s: %s got %s; retry %d/%d in %.1fs",
-            self._errors.name,
+            "%s: %s %s (%s) got %s; retry %d/%d in %.1fs",
+            self._service.name,
+            method,
+            _loggable_url(url),
             what,
             why,
             attempt,

@@ -1,4 +1,5 @@
-"""The storage account: one place that turns settings into Azure SDK clients.
+"""The storage account: one place that turns settings into Azure SDK clients, and Azure
+SDK errors into a StorageError that tells the operator what to check (storage_errors).
 
 Works with a connection string (local, Azurite) or with the identity-based
 ``AzureWebJobsStorage__*`` settings and a managed identity (Azure).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final, Literal
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
@@ -113,45 +114,57 @@ class StorageAccount:
         )
 
 
-def create_missing(create: Callable[[], object], what: str, role: str) -> None:
-    """Create a queue, container or table unless it exists; a refusal names the role
-    to check."""
+#: The storage services the app uses.
+Service = Literal["queue", "blob", "table"]
+#: The role each storage service needs, named in every error so the operator knows
+#: what to check.
+_ROLES: Final[dict[Service, str]] = {
+    "queue": "Storage Queue Data Contributor",
+    "blob": "Storage Blob Data Owner",
+    "table": "Storage Table Data Contributor",
+}
+
+
+def storage_error(what: str, error: BaseException, service: Service) -> StorageError:
+    """The typed error for a storage call the SDK's own retries did not ride out: what
+    failed, why, and what the operator should check."""
+    return StorageError(
+        f"cannot {what}: {type(error).__name__}: {error}; check AzureWebJobsStorage, that "
+        f"the storage account is reachable, and the identity's {_ROLES[service]} role"
+    )
+
+
+@contextlib.contextmanager
+def storage_errors(
+    what: str, service: Service, *, let_through: tuple[type[AzureError], ...] = ()
+) -> Iterator[None]:
+    """Turn Azure SDK errors into :func:`storage_error`; ``let_through`` are the ones the
+    caller handles itself (a conflict it retries, a row that is not there)."""
     try:
-        create()
-    except ResourceExistsError:
-        pass
+        yield
+    except let_through:
+        raise
     except AzureError as error:
-        raise StorageError(
-            f"cannot create {what}: {error}; check AzureWebJobsStorage and the identity's "
-            f"{role} role"
-        ) from None
+        raise storage_error(what, error, service) from None
+
+
+def create_missing(create: Callable[[], object], what: str, service: Service) -> None:
+    """Create a queue, container or table unless it exists."""
+    with storage_errors(f"create {what}", service), contextlib.suppress(ResourceExistsError):
+        create()
 
 
 def ensure_table(table: TableClient, purpose: str) -> None:
-    """Create the table unless it exists; a refusal names the role to check."""
-    create_missing(
-        table.create_table,
-        f"the {purpose} table {table.table_name!r}",
-        "Storage Table Data Contributor",
-    )
+    """Create the table unless it exists."""
+    create_missing(table.create_table, f"the {purpose} table {table.table_name!r}", "table")
 
 
 def approximate_depth(queue: QueueClient) -> int:
     """Approximately how many messages a queue holds, invisible ones included (0 when
     it does not exist)."""
+    what = f"read the length of queue {queue.queue_name!r}"
     try:
-        return int(queue.get_queue_properties().approximate_message_count or 0)
+        with storage_errors(what, "queue", let_through=(ResourceNotFoundError,)):
+            return int(queue.get_queue_properties().approximate_message_count or 0)
     except ResourceNotFoundError:
         return 0
-
-
-@contextlib.contextmanager
-def queue_errors(what: str) -> Iterator[None]:
-    """Queue failures the SDK's retries did not ride out, as a typed error."""
-    try:
-        yield
-    except AzureError as error:
-        raise StorageError(
-            f"cannot {what}: {type(error).__name__}: {error}; check AzureWebJobsStorage "
-            "and the identity's Storage Queue Data Contributor role"
-        ) from None

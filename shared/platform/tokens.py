@@ -25,7 +25,7 @@ import msal
 import msal.exceptions
 import requests
 
-from shared.errors import CmRemediateError
+from shared.errors import TokenEndpointUnavailable, TokenError
 from shared.platform.redaction import secrets
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,6 @@ _HINTS = {
     7000218: "the app registration is confidential: give ENTRA_CLIENT_SECRET or a certificate, "
     "or allow public client flows",
 }
-
-
-class TokenError(CmRemediateError):
-    """Entra ID refused to issue a token; retrying will not help."""
-
-
-class TokenEndpointUnavailable(CmRemediateError):
-    """Entra ID (or the network to it) did not answer; worth retrying later."""
 
 
 class TokenProvider(Protocol):

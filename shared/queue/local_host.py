@@ -1,6 +1,8 @@
-"""Draining the remediation queue outside the Functions host, with the host's semantics.
+"""The command line's stand-in for the Functions host: drains the remediation queue in
+this process, with the host's semantics (production never runs it; there the host
+hands each delivery to ``shared.app.queue_function``).
 
-Used by the demo and the command line. Like the queue trigger: a message is deleted
+Used by ``cmremediate process``. Like the queue trigger: a message is deleted
 only when handling returns; a failure leaves it to reappear after the visibility
 timeout; after ``maxDequeueCount`` failed attempts (host.json) it moves to
 ``<queue>-poison``.
@@ -15,12 +17,12 @@ from dataclasses import dataclass, field
 
 from azure.storage.queue import QueueClient, QueueMessage
 
+from shared.domain.ports import MessageHandler
 from shared.errors import CmRemediateError, QueueMessageError
-from shared.platform.storage import queue_errors
+from shared.platform.storage import storage_errors
 from shared.queue.encoding import from_queue_text
 from shared.queue.options import QueueOptions
 from shared.queue.poison import PoisonQueue
-from shared.remediation.remediator import Remediator
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +38,20 @@ class ProcessReport:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
-class QueueProcessor:
-    """Receives, hands to the remediator, deletes or poisons: the host's loop."""
+class LocalQueueHost:
+    """The Functions host's queue loop, run locally: receives a batch, hands each
+    message to the handler (the remediator), deletes or poisons it."""
 
     def __init__(
         self,
         queue: QueueClient,
         poison: PoisonQueue,
-        remediator: Remediator,
+        handler: MessageHandler,
         options: QueueOptions,
     ) -> None:
         self._queue = queue
         self._poison = poison
-        self._remediator = remediator
+        self._handler = handler
         self._options = options
 
     def drain(
@@ -64,7 +67,7 @@ class QueueProcessor:
             wanted = self._options.batch_size
             if max_messages is not None:
                 wanted = min(wanted, max_messages - report.processed - report.failed)
-            with queue_errors(f"receive from {self._queue.queue_name}"):
+            with storage_errors(f"receive from {self._queue.queue_name}", "queue"):
                 batch = list(
                     self._queue.receive_messages(
                         messages_per_page=wanted,
@@ -78,7 +81,7 @@ class QueueProcessor:
                 self._one(message, report)
                 if progress is not None:
                     progress(report)
-            self._remediator.flush()
+            self._handler.run_deferred()
         return report
 
     def _one(self, message: QueueMessage, report: ProcessReport) -> None:
@@ -92,12 +95,14 @@ class QueueProcessor:
                 raise QueueMessageError(
                     "the message is not base64: was it sent without TextBase64EncodePolicy?"
                 )
-            outcome = self._remediator.handle(text, message_id=message_id)
+            outcome = self._handler.handle(text, message_id=message_id)
         except CmRemediateError as error:
             report.failed += 1
             if dequeue_count >= self._options.max_dequeue_count:
                 self._poison.park(stored)
-                with queue_errors(f"delete message {message_id} (now in {self._poison.name})"):
+                with storage_errors(
+                    f"delete message {message_id} (now in {self._poison.name})", "queue"
+                ):
                     self._queue.delete_message(message)
                 report.poisoned += 1
                 log.error(
@@ -117,7 +122,7 @@ class QueueProcessor:
                 )
             return
         # Not deleted means delivered again later: the audit row makes that harmless.
-        with queue_errors(f"delete message {message_id}"):
+        with storage_errors(f"delete message {message_id}", "queue"):
             self._queue.delete_message(message)
         report.processed += 1
         if outcome is None:

@@ -11,7 +11,7 @@ from azure.storage.queue import QueueClient, QueueMessage
 
 from shared.domain.requests import RemediationRequest, decode
 from shared.errors import CmRemediateError, QueueMessageError
-from shared.platform.storage import queue_errors
+from shared.platform.storage import storage_errors
 from shared.queue.encoding import from_queue_text, to_queue_text
 from shared.queue.sender import NEVER_EXPIRE
 
@@ -58,7 +58,7 @@ class PoisonQueue:
 
     def peek(self) -> list[PoisonMessage]:
         """Up to 32 messages (the service's peek limit), oldest first, untouched."""
-        with queue_errors(f"peek into {self._poison.queue_name}"):
+        with storage_errors(f"peek into {self._poison.queue_name}", "queue"):
             return [self._wrap(m) for m in self._poison_peek()]
 
     def _take(self, message_id: str | None) -> list[QueueMessage]:
@@ -83,7 +83,7 @@ class PoisonQueue:
 
     def show(self, message_id: str) -> PoisonMessage:
         """One message by ID (it stays in the poison queue, visible)."""
-        with queue_errors(f"read {self._poison.queue_name}"):
+        with storage_errors(f"read {self._poison.queue_name}", "queue"):
             return self._show(message_id)
 
     def _show(self, message_id: str) -> PoisonMessage:
@@ -110,14 +110,14 @@ class PoisonQueue:
     def park(self, stored: str) -> None:
         """Put a message, as it is stored on a queue, on the poison queue never to
         expire: the host's own copy would expire after the service's default seven days."""
-        with queue_errors(f"park a message in {self.name}"):
+        with storage_errors(f"park a message in {self.name}", "queue"):
             with contextlib.suppress(ResourceExistsError):
                 self._poison.create_queue()
             self._poison.send_message(stored, time_to_live=NEVER_EXPIRE)
 
     def requeue(self, message_id: str | None = None) -> int:
         """Move one message (by ID) or all of them back to the remediation queue."""
-        with queue_errors(f"requeue from {self._poison.queue_name}"):
+        with storage_errors(f"requeue from {self._poison.queue_name}", "queue"):
             return self._requeue(message_id)
 
     def _requeue(self, message_id: str | None) -> int:

@@ -6,12 +6,10 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from azure.core.exceptions import AzureError
 from azure.storage.queue import QueueClient
 
 from shared.domain.requests import RemediationRequest
-from shared.errors import StorageError
-from shared.platform.storage import create_missing
+from shared.platform.storage import create_missing, storage_error, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +35,7 @@ class RemediationQueue:
         """Create the queue if it is missing (once per instance)."""
         if self._exists:
             return
-        create_missing(
-            self._client.create_queue, f"queue {self.name!r}", "Storage Queue Data Contributor"
-        )
+        create_missing(self._client.create_queue, f"queue {self.name!r}", "queue")
         self._exists = True
 
     def _send_one(self, request: RemediationRequest) -> None:
@@ -61,26 +57,25 @@ class RemediationQueue:
                 failures.append((request, error))
         if failures:
             request, error = failures[0]
-            raise StorageError(
-                f"could not enqueue {len(failures)} of {len(requests)} messages on "
-                f"{self.name!r} (first: site={request.site_code} record={request.record_id} "
-                f"collection={request.collection_id}: {type(error).__name__}: {error}); "
-                "check AzureWebJobsStorage and that the storage account is reachable"
+            raise storage_error(
+                f"enqueue {len(failures)} of {len(requests)} messages on {self.name!r} (first: "
+                f"site={request.site_code} record={request.record_id} "
+                f"collection={request.collection_id})",
+                error,
+                "queue",
             )
 
     def send_later(self, request: RemediationRequest, delay_seconds: int) -> None:
         """Put the request back on the queue, invisible for ``delay_seconds``."""
         self.ensure_exists()
-        try:
+        with storage_errors(
+            f"requeue site={request.site_code} record={request.record_id} "
+            f"machine={request.machine_name!r} collection={request.collection_id} for a later try",
+            "queue",
+        ):
             self._client.send_message(
                 request.to_json(), visibility_timeout=delay_seconds, time_to_live=NEVER_EXPIRE
             )
-        except AzureError as error:
-            raise StorageError(
-                f"site={request.site_code} record={request.record_id} "
-                f"machine={request.machine_name!r} collection={request.collection_id}: "
-                f"could not requeue for a later try: {error}"
-            ) from None
 
     def close(self) -> None:
         """Stop the sender threads and close the client."""

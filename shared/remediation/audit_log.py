@@ -11,11 +11,9 @@ then replaced, once and ETag-conditionally, by the outcome of the released add.
 from __future__ import annotations
 
 import hashlib
-import logging
+import itertools
 import re
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from azure.core import MatchConditions
@@ -27,13 +25,13 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
+from shared.domain.clock import Clock, utc_now
 from shared.domain.outcomes import HELD, Outcome, OutcomeKind
 from shared.domain.requests import RemediationRequest
 from shared.errors import StorageError
 from shared.platform.redaction import secrets
-from shared.platform.storage import ensure_table
-
-log = logging.getLogger(__name__)
+from shared.platform.retry import RetryPolicy, Sleep, any_of
+from shared.platform.storage import ensure_table, storage_error, storage_errors
 
 #: Partition of messages that could not even be parsed (no site code to file them under).
 UNPARSED_PARTITION: Final = "unparsed"
@@ -43,6 +41,9 @@ def audit_table_name(queue_name: str) -> str:
     """The audit table beside a queue: table names allow letters and digits only."""
     return (re.sub(r"[^A-Za-z0-9]", "", queue_name) + "audit")[:63]
 
+
+#: A held row changed since it was read (released, or settled by another delivery).
+_CHANGED: Final = (ResourceModifiedError,)
 
 #: Well under a table property's 32K UTF-16 units, whatever a rejected message held.
 _TEXT_LIMIT: Final = 4096
@@ -86,9 +87,15 @@ class AuditLog:
     """Creates outcome rows and reads them back. Create once, reuse."""
 
     def __init__(
-        self, table: TableClient, *, attempts: int = 4, sleep: Callable[[float], None] = time.sleep
+        self,
+        table: TableClient,
+        *,
+        attempts: int = 4,
+        sleep: Sleep | None = None,
+        clock: Clock = utc_now,
     ) -> None:
         self._table = table
+        self._clock = clock
         self._ready = False
         self._attempts = attempts
         self._sleep = sleep
@@ -100,12 +107,11 @@ class AuditLog:
 
     def _get(self, partition: str, row: str) -> TableEntity | None:
         self._ensure_table()
-        try:
-            return self._table.get_entity(partition, row)
-        except ResourceNotFoundError:
-            return None
-        except AzureError as error:
-            raise StorageError(f"cannot read the audit table: {error}") from None
+        with storage_errors("read the audit table", "table"):
+            try:
+                return self._table.get_entity(partition, row)
+            except ResourceNotFoundError:
+                return None
 
     def find(self, request: RemediationRequest, *, dry_run: bool = False) -> Outcome | None:
         """The outcome already recorded for this request, if any."""
@@ -126,7 +132,7 @@ class AuditLog:
         entity: dict[str, Any] = {
             "PartitionKey": partition,
             "RowKey": row,
-            "RecordedUtc": datetime.now(UTC),
+            "RecordedUtc": self._clock(),
             "SiteCode": request.site_code,
             "RecordId": str(request.record_id),  # beyond Int64 in some tools: keep as text
             "StatusMessageUtc": request.time_utc,
@@ -159,7 +165,8 @@ class AuditLog:
         """Replace a held row with its final outcome; whichever outcome stands is
         returned (another delivery or operator may have settled it first)."""
         partition, row = _keys(request.site_code, request.record_id, request.rule, dry_run)
-        for _ in range(self._attempts):
+
+        def attempt() -> Outcome:
             found = self._get(partition, row)
             if found is None:
                 return self.record(request, kind, reason, resource_id=resource_id, dry_run=dry_run)
@@ -172,26 +179,32 @@ class AuditLog:
                 "Reason": _bounded(reason),
                 "HeldUtc": current["RecordedUtc"],
                 "HeldReason": current.get("Reason", ""),
-                "RecordedUtc": datetime.now(UTC),
+                "RecordedUtc": self._clock(),
             }
             entity.pop("Request", None)
             if resource_id is not None:
                 entity["ResourceId"] = resource_id
             if decided_by is not None:
                 entity["DecidedBy"] = decided_by
-            try:
+            # Changed under us (released, or settled): the retry looks again.
+            with storage_errors("write the audit table", "table", let_through=_CHANGED):
                 self._table.update_entity(
                     entity,
                     mode=UpdateMode.REPLACE,
                     etag=found.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
                 )
-                return _from_entity(entity, new=True)
-            except ResourceModifiedError:
-                continue  # changed under us (released, or settled): look again
-            except AzureError as error:
-                raise StorageError(f"cannot write the audit table: {error}") from None
-        raise StorageError("the held row kept changing; the message will be retried")
+            return _from_entity(entity, new=True)
+
+        try:
+            return RetryPolicy.for_conflicts(self._attempts).call(
+                attempt,
+                transient=any_of(*_CHANGED),
+                what="audit table: settling a held row",
+                sleep=self._sleep,
+            )
+        except _CHANGED:
+            raise StorageError("the held row kept changing; the message will be retried") from None
 
     def mark_released(self, outcome: Outcome, released_by: str) -> bool:
         """Mark a held row released; False when it is no longer held."""
@@ -205,7 +218,7 @@ class AuditLog:
                 {
                     "PartitionKey": partition,
                     "RowKey": row,
-                    "ReleasedUtc": datetime.now(UTC),
+                    "ReleasedUtc": self._clock(),
                     "DecidedBy": released_by,
                 },
                 mode=UpdateMode.MERGE,
@@ -215,18 +228,16 @@ class AuditLog:
         except (ResourceNotFoundError, ResourceModifiedError):
             return False
         except AzureError as error:
-            raise StorageError(f"cannot write the audit table: {error}") from None
+            raise storage_error("write the audit table", error, "table") from None
         return True
 
     def held(self) -> list[tuple[Outcome, RemediationRequest]]:
         """Every request waiting for an operator, oldest first, with the request."""
         self._ensure_table()
-        try:
+        with storage_errors("read the audit table", "table"):
             entities = list(
                 self._table.query_entities("Outcome eq @held", parameters={"held": HELD})
             )
-        except AzureError as error:
-            raise StorageError(f"cannot read the audit table: {error}") from None
         found = [
             (_from_entity(dict(e), new=False), RemediationRequest.model_validate_json(e["Request"]))
             for e in entities
@@ -239,7 +250,7 @@ class AuditLog:
         entity: dict[str, Any] = {
             "PartitionKey": UNPARSED_PARTITION,
             "RowKey": re.sub(r"[/\\#?\x00-\x1f\x7f]", "_", row),
-            "RecordedUtc": datetime.now(UTC),
+            "RecordedUtc": self._clock(),
             "Outcome": "rejected-input",
             "Reason": _bounded(reason),
             # A bounded, printable excerpt, so an operator can tell what arrived.
@@ -252,27 +263,24 @@ class AuditLog:
         """Create the row. The change it describes has already happened, so a failed
         write is tried again here (a redelivery could only say ``already-member``)."""
         self._ensure_table()
-        for attempt in range(1, self._attempts + 1):
+        tries = itertools.count(1)
+
+        def attempt() -> Outcome:
+            retried = next(tries) > 1
             try:
                 self._table.create_entity(entity)
                 return _from_entity(entity, new=True)
             except ResourceExistsError:
                 existing = self._get(entity["PartitionKey"], entity["RowKey"])
                 if existing is None:
-                    continue  # gone again in between: create it after all
+                    raise  # gone again in between: the retry creates it after all
                 # On a retry the row may be our own earlier attempt that did land.
-                return _from_entity(dict(existing), new=attempt > 1)
-            except AzureError as error:
-                if attempt == self._attempts:
-                    raise StorageError(f"cannot write the audit table: {error}") from None
-                log.warning(
-                    "audit table write failed (%s); retry %d/%d",
-                    type(error).__name__,
-                    attempt,
-                    self._attempts - 1,
-                )
-                self._sleep(attempt)
-        raise AssertionError("unreachable")
+                return _from_entity(dict(existing), new=retried)
+
+        with storage_errors("write the audit table", "table"):
+            return RetryPolicy(attempts=self._attempts).call(
+                attempt, transient=any_of(AzureError), what="audit table write", sleep=self._sleep
+            )
 
     def query(
         self,
@@ -291,14 +299,12 @@ class AuditLog:
         if since:
             clauses.append("RecordedUtc ge @since")
             parameters["since"] = since
-        try:
+        with storage_errors("read the audit table", "table"):
             if clauses:
                 entities = self._table.query_entities(" and ".join(clauses), parameters=parameters)
             else:
                 entities = self._table.list_entities()
             outcomes = [_from_entity(dict(e), new=False) for e in entities]
-        except AzureError as error:
-            raise StorageError(f"cannot read the audit table: {error}") from None
         if machine_name:
             # Machine names compare case-insensitively, which the table service cannot.
             wanted = machine_name.casefold()

@@ -14,10 +14,8 @@ window), and gives it back when the add turned out not to be needed.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,19 +23,18 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    AzureError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.domain.clock import Clock
+from shared.domain.ports import Guard
 from shared.domain.requests import RemediationRequest
-from shared.errors import StorageError
-from shared.platform.retry import RetryPolicy
-from shared.platform.storage import ensure_table
-
-log = logging.getLogger(__name__)
+from shared.errors import AddHeld, StorageError
+from shared.platform.retry import RetryPolicy, Sleep, any_of
+from shared.platform.storage import ensure_table, storage_errors
 
 WINDOW = timedelta(hours=1)
 #: The most adds a window can hold: the row stays well under the 1 MiB entity limit.
@@ -47,11 +44,14 @@ _ENTRY = struct.Struct(">6sq")  # request key, epoch second the add was let thro
 _CHUNK_BYTES = 60_000  # a binary property holds at most 64 KiB
 _ROW = "window"
 #: Conflicts only mean another instance wrote first: retry soon, many times.
-_CONFLICTS = RetryPolicy(attempts=30, initial_backoff_seconds=0.02, max_backoff_seconds=0.5)
+_CONFLICTS = RetryPolicy.for_conflicts(30)
+#: How a conditional write of the window row says another instance wrote first.
+_CONFLICT_ERRORS = (ResourceExistsError, ResourceModifiedError)
 
 
-def add_limit_table_name(queue_name: str) -> str:
+def guard_table_name(queue_name: str) -> str:
     """The guard's table beside a queue: table names allow letters and digits only."""
+    # "addlimit": the guard's first name, kept because deployed tables carry it.
     return (re.sub(r"[^A-Za-z0-9]", "", queue_name) + "addlimit")[:63]
 
 
@@ -74,15 +74,53 @@ class Decision:
     first_hold: bool = False
 
 
-class AddLimiter:
-    """Counts adds per collection in a sliding hour. Create once, reuse."""
+class GuardSlot:
+    """The guard as a target meets it, right before a real add (a MembershipChange's
+    ``before_add``): takes a slot or raises AddHeld, keeping the decision for the
+    remediator; gives the slot back when the add then does not happen. Without a guard
+    (none configured, or a released add) every add goes ahead."""
+
+    def __init__(
+        self,
+        guard: Guard[Decision] | None,
+        request: RemediationRequest,
+        clock: Clock,
+        *,
+        dry_run: bool,
+    ) -> None:
+        self._guard = guard
+        self._request = request
+        self._clock = clock
+        self._dry_run = dry_run
+        self._reserved = False
+        #: The guard's decision, once it was asked.
+        self.decision: Decision | None = None
+
+    def __call__(self) -> None:
+        if self._guard is None:
+            return
+        self.decision = self._guard.reserve(self._request, self._clock(), dry_run=self._dry_run)
+        if not self.decision.allowed:
+            raise AddHeld()
+        self._reserved = True
+
+    def give_back(self) -> None:
+        """The add did not happen: it does not count against the collection."""
+        if self._reserved and self._guard is not None:
+            self._guard.give_back(self._request, self._clock(), dry_run=self._dry_run)
+            self._reserved = False
+
+
+class BlastRadiusGuard:
+    """Counts adds per collection in a sliding hour, in a table row per collection.
+    Create once, reuse."""
 
     def __init__(
         self,
         table: TableClient,
         limit: int,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Sleep | None = None,
     ) -> None:
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIMIT}")
@@ -143,18 +181,17 @@ class AddLimiter:
 
     def _ensure_table(self) -> None:
         if not self._ready:
-            ensure_table(self._table, "add-limit")
+            ensure_table(self._table, "blast-radius guard")
             self._ready = True
 
     def _load(self, partition: str, now: datetime) -> tuple[dict[bytes, int], bool, Any]:
         """The window's entries (expired ones dropped), the holding flag, and the ETag."""
         self._ensure_table()
-        try:
-            entity = self._table.get_entity(partition, _ROW)
-        except ResourceNotFoundError:
-            return {}, False, None
-        except AzureError as error:
-            raise StorageError(f"cannot read the add-limit table: {error}") from None
+        with storage_errors("read the blast-radius guard table", "table"):
+            try:
+                entity = self._table.get_entity(partition, _ROW)
+            except ResourceNotFoundError:
+                return {}, False, None
         blob = b"".join(bytes(entity[f"Adds{i}"]) for i in range(int(entity.get("Chunks", 0))))
         oldest_kept = int((now - WINDOW).timestamp())
         entries = {key: second for key, second in _ENTRY.iter_unpack(blob) if second > oldest_kept}
@@ -169,7 +206,8 @@ class AddLimiter:
     ) -> Decision:
         """Read, change and write back the collection's row; start over on a conflict."""
         partition = self._partition(collection_id, dry_run)
-        for attempt in range(1, _CONFLICTS.attempts + 1):
+
+        def attempt() -> Decision:
             entries, holding, etag = self._load(partition, now)
             write, new_holding, decision = change(entries, holding)
             if not write:
@@ -184,7 +222,10 @@ class AddLimiter:
                 "Holding": new_holding,
                 **{f"Adds{i}": chunk for i, chunk in enumerate(chunks)},
             }
-            try:
+            # Another instance changed the window first: the retry reads it again.
+            with storage_errors(
+                "write the blast-radius guard table", "table", let_through=_CONFLICT_ERRORS
+            ):
                 if etag is None:
                     self._table.create_entity(entity)
                 else:
@@ -194,13 +235,17 @@ class AddLimiter:
                         etag=etag,
                         match_condition=MatchConditions.IfNotModified,
                     )
-                return decision
-            except (ResourceExistsError, ResourceModifiedError):
-                # Another instance changed the window first: read it again.
-                self._sleep(_CONFLICTS.backoff(attempt))
-            except AzureError as error:
-                raise StorageError(f"cannot write the add-limit table: {error}") from None
-        raise StorageError(
-            f"collection={collection_id}: the add-limit row kept changing under "
-            f"{_CONFLICTS.attempts} attempts; the message will be retried"
-        )
+            return decision
+
+        try:
+            return _CONFLICTS.call(
+                attempt,
+                transient=any_of(*_CONFLICT_ERRORS),
+                what=f"collection={collection_id}: writing the guard row",
+                sleep=self._sleep,
+            )
+        except _CONFLICT_ERRORS:
+            raise StorageError(
+                f"collection={collection_id}: the guard row kept changing under "
+                f"{_CONFLICTS.attempts} attempts; the message will be retried"
+            ) from None

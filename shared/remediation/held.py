@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.domain.outcomes import Outcome
+from shared.domain.ports import OutcomeStore, RequestSender
 from shared.domain.requests import RemediationRequest
-from shared.queue.sender import RemediationQueue
-from shared.remediation.audit_log import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +61,16 @@ class HeldReport:
 class HeldRequests:
     """The operator's side of the blast-radius guard."""
 
-    def __init__(self, audit: AuditLog, queue: RemediationQueue) -> None:
-        self._audit = audit
-        self._queue = queue
+    def __init__(self, outcomes: OutcomeStore, sender: RequestSender) -> None:
+        self._outcomes = outcomes
+        self._sender = sender
 
     def pending(self, collection_id: str | None = None) -> list[HeldRequest]:
         """Held requests, oldest first, optionally for one collection."""
         wanted = collection_id.upper() if collection_id else None
         return [
             HeldRequest(outcome, request)
-            for outcome, request in self._audit.held()
+            for outcome, request in self._outcomes.held()
             if wanted is None or request.collection_id == wanted
         ]
 
@@ -97,8 +96,8 @@ class HeldRequests:
             if held.outcome.dry_run:
                 skipped.append(held.id)
                 continue
-            if held.outcome.released or self._audit.mark_released(held.outcome, by):
-                self._queue.send([held.request])
+            if held.outcome.released or self._outcomes.mark_released(held.outcome, by):
+                self._sender.send([held.request])
                 done.append(held.id)
                 _log_decision(held, "released", by)
             else:
@@ -112,7 +111,7 @@ class HeldRequests:
         chosen, not_held = self._select(ids, collection_id)
         done: list[str] = []
         for held in chosen:
-            outcome = self._audit.settle(
+            outcome = self._outcomes.settle(
                 held.request,
                 "discarded",
                 f"held add discarded by {by}",

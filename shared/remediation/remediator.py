@@ -21,24 +21,22 @@ it to the poison queue, from where it can be requeued. Nothing completes silentl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from shared.domain.clock import Clock, utc_now
 from shared.domain.devices import choose, netbios_problem
 from shared.domain.membership import MembershipChange
 from shared.domain.outcomes import HELD, Outcome, OutcomeKind
-from shared.domain.ports import DeviceSource, MembershipTarget
+from shared.domain.ports import DeviceSource, Guard, MembershipTarget, OutcomeStore, RequestSender
 from shared.domain.requests import RemediationRequest, decode
 from shared.domain.rules import RuleSet
 from shared.domain.status_messages import INSERTION_STRING_MAX_LENGTH
-from shared.errors import CmRemediateError, QueueMessageError, TargetRefused
-from shared.queue.sender import RemediationQueue
-from shared.remediation.audit_log import AuditLog
-from shared.remediation.guard import AddLimiter, Decision
+from shared.errors import AddHeld, CmRemediateError, QueueMessageError, TargetRefused
+from shared.remediation.guard import Decision, GuardSlot
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 _ROUTINE = frozenset({"added", "already-member", "removed", "not-member", HELD})
 
@@ -50,43 +48,6 @@ def _fields(request: RemediationRequest) -> str:
     )
 
 
-class AddHeld(CmRemediateError):
-    """The blast-radius guard says no to this add for now."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__("held by the blast-radius guard")
-        self.decision = decision
-
-
-class _Gate:
-    """The guard as a target meets it, right before a real add: takes a slot or raises
-    AddHeld; gives the slot back when the add then does not happen. Without a limiter
-    (no guard, or a released add) every add goes ahead."""
-
-    def __init__(
-        self, limiter: AddLimiter | None, request: RemediationRequest, clock: Clock, dry_run: bool
-    ) -> None:
-        self._limiter = limiter
-        self._request = request
-        self._clock = clock
-        self._dry_run = dry_run
-        self._reserved = False
-
-    def __call__(self) -> None:
-        if self._limiter is None:
-            return
-        decision = self._limiter.reserve(self._request, self._clock(), dry_run=self._dry_run)
-        if not decision.allowed:
-            raise AddHeld(decision)
-        self._reserved = True
-
-    def give_back(self) -> None:
-        """The add did not happen: it does not count against the collection."""
-        if self._reserved and self._limiter is not None:
-            self._limiter.give_back(self._request, self._clock(), dry_run=self._dry_run)
-            self._reserved = False
-
-
 class Remediator:
     """Handles remediation requests. Create once per process, reuse for every message."""
 
@@ -96,22 +57,22 @@ class Remediator:
         rules: RuleSet,
         devices: DeviceSource,
         targets: Mapping[str, MembershipTarget],
-        audit: AuditLog,
-        retry_queue: RemediationQueue,
+        outcomes: OutcomeStore,
+        retry_sender: RequestSender,
         resolve_retry: timedelta,
         resolve_retry_delay_seconds: int,
-        add_limiter: AddLimiter | None = None,
+        guard: Guard[Decision] | None = None,
         dry_run: bool = False,
-        clock: Clock = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._rules = rules
         self._devices = devices
         self._targets = targets
-        self._audit = audit
-        self._retry_queue = retry_queue
+        self._outcomes = outcomes
+        self._retry_sender = retry_sender
         self._resolve_retry = resolve_retry
         self._retry_delay = resolve_retry_delay_seconds
-        self._limiter = add_limiter
+        self._guard = guard
         self._dry_run = dry_run
         self._clock = clock
 
@@ -123,7 +84,7 @@ class Remediator:
         try:
             request = decode(raw)
         except QueueMessageError as error:
-            outcome = self._audit.record_unparsed(raw, message_id, str(error))
+            outcome = self._outcomes.record_unparsed(raw, message_id, str(error))
             log.warning("queue message %s rejected-input: %s", message_id or "-", error)
             return outcome
 
@@ -134,7 +95,7 @@ class Remediator:
             raise
 
     def _decide(self, request: RemediationRequest) -> Outcome | None:
-        existing = self._audit.find(request, dry_run=self._dry_run)
+        existing = self._outcomes.find(request, dry_run=self._dry_run)
         if existing is not None and not existing.released:
             waiting = " (waiting for `cmremediate held release`)" if existing.kind == HELD else ""
             log.info(
@@ -166,7 +127,7 @@ class Remediator:
                 else self._clock()
             )
             if self._clock() < give_up_at:
-                self._retry_queue.send_later(request, self._retry_delay)
+                self._retry_sender.send_later(request, self._retry_delay)
                 log.info(
                     "%s: %s; trying again in %ds (until %s)",
                     _fields(request),
@@ -184,19 +145,22 @@ class Remediator:
             )
 
         resource_id = resolution.resource_id
-        gate = _Gate(None if released else self._limiter, request, self._clock, self._dry_run)
-        change = MembershipChange(request, resource_id, resolution.named_records, before_add=gate)
+        slot = GuardSlot(
+            None if released else self._guard, request, self._clock, dry_run=self._dry_run
+        )
+        change = MembershipChange(request, resource_id, resolution.named_records, before_add=slot)
         try:
             kind, reason = self._targets[request.target].apply(change, dry_run=self._dry_run)
-        except AddHeld as held:
-            return self._hold(request, held.decision, resource_id)
+        except AddHeld:
+            assert slot.decision is not None  # only the slot raises AddHeld
+            return self._hold(request, slot.decision, resource_id)
         except TargetRefused as error:
-            gate.give_back()
+            slot.give_back()
             return self._record(
                 request, "target-refused", str(error), resource_id=resource_id, settle=released
             )
         if kind != "added":
-            gate.give_back()
+            slot.give_back()
         return self._record(
             request,
             kind,
@@ -206,7 +170,7 @@ class Remediator:
         )
 
     def _hold(self, request: RemediationRequest, decision: Decision, resource_id: int) -> Outcome:
-        assert self._limiter is not None
+        assert self._guard is not None
         collection = request.collection_id
         resumes = decision.next_slot_utc.isoformat() if decision.next_slot_utc else "-"
         if decision.first_hold:
@@ -221,7 +185,7 @@ class Remediator:
                 _fields(request),
                 decision.adds_in_window,
                 collection,
-                self._limiter.limit,
+                self._guard.limit,
                 collection,
                 collection,
                 collection,
@@ -231,15 +195,16 @@ class Remediator:
             request,
             HELD,
             f"{decision.adds_in_window} adds to {collection} in the last hour reached "
-            f"MAX_ADDS_PER_COLLECTION_PER_HOUR={self._limiter.limit}; held for "
+            f"MAX_ADDS_PER_COLLECTION_PER_HOUR={self._guard.limit}; held for "
             "`cmremediate held release`",
             resource_id=resource_id,
         )
 
-    def flush(self) -> None:
-        """End of a batch: deferred work of the targets (collection refreshes)."""
+    def run_deferred(self) -> None:
+        """The targets' deferred work that is due (collection refreshes, at most one
+        per collection and minute); a host calls it between messages."""
         for target in self._targets.values():
-            target.flush()
+            target.run_deferred()
 
     def _input_problem(self, request: RemediationRequest) -> str | None:
         """Why this request must not be acted on, or None."""
@@ -277,7 +242,7 @@ class Remediator:
         resource_id: int | None = None,
         settle: bool = False,
     ) -> Outcome:
-        write = self._audit.settle if settle else self._audit.record
+        write = self._outcomes.settle if settle else self._outcomes.record
         outcome = write(request, kind, reason, resource_id=resource_id, dry_run=self._dry_run)
         # A held add is reported once, loudly, by _hold; every other one is routine.
         level = logging.INFO if kind in _ROUTINE else logging.WARNING

@@ -1,13 +1,12 @@
 """The ConfigMgr AdminService (OData v4 over HTTPS, Entra ID bearer token).
 
-One client per process. Every value in a filter is an escaped OData literal; every
-call has a timeout; 429/5xx and dropped connections are retried with backoff and
-jitter, honouring Retry-After; a 401 gets one fresh token, then a clear error.
+One client per process. Every value in a filter is an escaped OData literal. Every
+call goes through :class:`shared.platform.http.HttpPipeline`: timeouts, retries of
+429/5xx and dropped connections honouring Retry-After, one fresh token after a 401.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -17,27 +16,17 @@ from urllib.parse import quote
 import requests
 
 from shared.domain.devices import DeviceRecord, flag, is_text
-from shared.errors import ServiceRefused, ServiceUnavailable
-from shared.platform.http import DEFAULT_TIMEOUT, BearerClient, ServiceErrors, odata_error
+from shared.errors import AdminServiceRefused, AdminServiceUnavailable
+from shared.platform.http import DEFAULT_TIMEOUT, HttpPipeline, RemoteService, odata_error
 from shared.platform.retry import RetryPolicy
 from shared.platform.tokens import TokenProvider
-
-log = logging.getLogger(__name__)
 
 _DEVICE_PROPERTIES = (
     "ResourceId,Name,NetbiosName,Client,Active,Obsolete,Decommissioned,CreationDate"
 )
 
 
-class AdminServiceUnavailable(ServiceUnavailable):
-    """Throttled, failing or unreachable after every retry: try the message again later."""
-
-
-class AdminServiceRefused(ServiceRefused):
-    """The AdminService answered no; retrying the same request will not help."""
-
-
-_ERRORS = ServiceErrors(
+_SERVICE = RemoteService(
     name="AdminService",
     unavailable=AdminServiceUnavailable,
     refused=AdminServiceRefused,
@@ -78,8 +67,8 @@ class AdminServiceClient:
     ) -> None:
         self._base = base_url if base_url.endswith("/") else base_url + "/"
         self._tokens = tokens
-        self._http = BearerClient(
-            session, tokens, _ERRORS, retry=retry, timeout=timeout, sleep=sleep
+        self._http = HttpPipeline(
+            session, _SERVICE, tokens=tokens, retry=retry, timeout=timeout, sleep=sleep
         )
 
     @property

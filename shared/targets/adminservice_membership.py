@@ -2,7 +2,7 @@
 
 A device already in the collection is a success (``already-member``), never a second
 rule; removing a device that has no direct rule is ``not-member``. Refreshing a
-collection is batched: at most once per collection per batch, never once per device.
+collection is deferred: at most once per collection per minute, never once per device.
 """
 
 from __future__ import annotations
@@ -13,14 +13,20 @@ import time
 from collections.abc import Callable
 
 from shared.domain.membership import ChangeResult, MembershipChange
-from shared.errors import CmRemediateError, ServiceRefused, ServiceUnavailable, TargetRefused
+from shared.errors import (
+    AdminServiceRefused,
+    AdminServiceUnavailable,
+    CmRemediateError,
+    ServiceRefused,
+    TargetRefused,
+)
 from shared.targets.adminservice import AdminServiceClient
 
 log = logging.getLogger(__name__)
 
 
 class CollectionRefresher:
-    """Requests a collection evaluation at most once per collection per batch window."""
+    """Requests a collection evaluation at most once per collection per window."""
 
     def __init__(
         self,
@@ -126,9 +132,11 @@ class AdminServiceMembership:
             change.before_add()
             if dry_run:
                 return "added", "dry run: would add a direct rule"
+            # Only the AdminService's own answers may hide a landed add: a token that
+            # could not be had (TokenEndpointUnavailable) stopped the call unsent.
             try:
                 self._client.add_direct_rule(collection_id, resource_id, machine_name)
-            except (ServiceUnavailable, ServiceRefused) as error:
+            except (AdminServiceUnavailable, AdminServiceRefused) as error:
                 self._failed(error, collection_id, resource_id, rule_wanted=True)
                 return "added", f"direct rule added (the service also answered: {error})"
             self._refresher.changed(collection_id)
@@ -145,12 +153,12 @@ class AdminServiceMembership:
                 return "removed", "dry run: would delete the direct rule"
             try:
                 self._client.delete_direct_rule(collection_id, resource_id, machine_name)
-            except (ServiceUnavailable, ServiceRefused) as error:
+            except (AdminServiceUnavailable, AdminServiceRefused) as error:
                 self._failed(error, collection_id, resource_id, rule_wanted=False)
                 return "removed", f"direct rule deleted (the service also answered: {error})"
             self._refresher.changed(collection_id)
             return "removed", "direct rule deleted"
 
-    def flush(self) -> None:
-        """Request the evaluations that are due."""
+    def run_deferred(self) -> None:
+        """Request the collection evaluations that are due."""
         self._refresher.flush()

@@ -117,8 +117,10 @@ def test_only_the_triggers_import_azure_functions():
     importers = {
         str(path.relative_to(REPO))
         for path in [*_sources("shared", "cmremediate_cli"), REPO / "function_app.py"]
-        if any(name == "azure.functions" or name.startswith("azure.functions.")
-               for name in _imports(path))
+        if any(
+            name == "azure.functions" or name.startswith("azure.functions.")
+            for name in _imports(path)
+        )
     }
     assert importers == {"function_app.py"}
 
@@ -131,8 +133,11 @@ def test_only_the_retry_helper_and_the_http_pipeline_wait_to_retry():
         for node in ast.walk(tree):
             called = node.func if isinstance(node, ast.Call) else None
             name = (
-                called.attr if isinstance(called, ast.Attribute)
-                else called.id if isinstance(called, ast.Name) else None
+                called.attr
+                if isinstance(called, ast.Attribute)
+                else called.id
+                if isinstance(called, ast.Name)
+                else None
             )
             if name == "sleep":
                 sleeping.add(str(path.relative_to(REPO)))
@@ -176,3 +181,28 @@ def test_requirements_list_exactly_what_the_function_app_imports():
         if line.strip() and not line.startswith("#")
     }
     assert listed == imported
+
+
+def test_every_exception_lives_in_errors_and_its_tree():
+    """shared/errors.py holds every exception class, each drawn in the module's tree."""
+    import shared.errors
+
+    elsewhere = set()
+    for path in _sources("shared"):
+        if path.name == "errors.py" and path.parent.name == "shared":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                (isinstance(base, ast.Name) and base.id.endswith(("Error", "Exception")))
+                or (isinstance(base, ast.Name) and base.id in vars(shared.errors))
+                for base in node.bases
+            ):
+                elsewhere.add(f"{path.relative_to(REPO)}:{node.name}")
+    assert elsewhere == set()
+    classes = {
+        name
+        for name, value in vars(shared.errors).items()
+        if isinstance(value, type) and issubclass(value, Exception)
+    }
+    drawn = set(re.findall(r"[├└]── (\w+)", shared.errors.__doc__ or "")) | {"CmRemediateError"}
+    assert classes == drawn

@@ -11,7 +11,7 @@ import pytest
 from devstack.datagen import M365_RULES, GeneratedStatusMessage, generate_workload
 from shared.domain.clock import utc_now
 from shared.errors import StorageError
-from shared.export.watermark import WatermarkStore
+from shared.export.watermark_store import WatermarkStore
 
 pytestmark = pytest.mark.stack
 

@@ -36,7 +36,7 @@ import requests
 from azure.storage.queue import QueueClient
 
 from devstack.adminservice import AdminServiceSimulator
-from devstack.app_runtime import ExportProgress, RecordingExporter, install_exporter
+from devstack.app_runtime import ExportProgress, RecordingExporter, recording_exporter
 from devstack.azurite import Azurite
 from devstack.datagen import M365_RULES, Workload, generate_workload
 from devstack.entra import EntraSimulator
@@ -44,11 +44,14 @@ from devstack.functions_host import FunctionsHost
 from devstack.queue_host import DrainReport, QueueTriggerListener
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
-from shared.app.runtime import Runtime, get_runtime, reset_runtime
+from shared.app.overrides import Overrides
+from shared.app.runtime import Runtime, get_runtime, install_runtime, reset_runtime
 from shared.domain.outcomes import Outcome
-from shared.export.exporter import ExportReport
+from shared.domain.ports import ProgressStore, StatusMessageSource
+from shared.export.exporter import Exporter, ExportReport
 from shared.export.site_database import SiteDatabaseClient
-from shared.export.watermark import WatermarkStore
+from shared.export.watermark import SiteWatermark
+from shared.export.watermark_store import WatermarkStore
 from shared.platform.http import DEFAULT_TIMEOUT
 from shared.platform.retry import RetryPolicy
 from shared.platform.storage import approximate_depth
@@ -145,6 +148,35 @@ class AdminClientTuning:
         )
 
 
+@dataclass
+class ExporterTuning:
+    """How the scenario's runtime builds the exporter the timer function runs, on its
+    first export: a recorder with small pages, whose site database client, watermark
+    store and ExportOptions a scenario may replace until then."""
+
+    database: SiteDatabaseClient | None = None
+    watermarks: WatermarkStore | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    built: RecordingExporter | None = None
+
+    def build(
+        self,
+        *,
+        status_source: StatusMessageSource,
+        progress_store: ProgressStore[SiteWatermark],
+        **ports: Any,
+    ) -> Exporter:
+        make = recording_exporter(page_size=PAGE_SIZE, **self.options)
+        exporter = make(
+            status_source=self.database or status_source,
+            progress_store=self.watermarks or progress_store,
+            **ports,
+        )
+        assert isinstance(exporter, RecordingExporter)
+        self.built = exporter
+        return exporter
+
+
 # -- one scenario ------------------------------------------------------------------------
 
 
@@ -225,6 +257,7 @@ class Scenario:
     host: FunctionsHost
     monkeypatch: pytest.MonkeyPatch
     tally: FunctionTally = field(default_factory=FunctionTally)
+    exporter_tuning: ExporterTuning = field(default_factory=ExporterTuning)
     started: float = field(default_factory=time.monotonic)
     _queues: dict[str, QueueClient] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
@@ -250,14 +283,16 @@ class Scenario:
 
     def app_runtime(self, **overrides: str) -> Runtime:
         """Put the app settings in the environment, as the host does for a new worker,
-        and return the runtime the functions build from them (a fresh one), tuned for
-        the suite: small export pages, and what the queue function does tallied.
-        The AdminService client is tuned by :class:`AdminClientTuning`."""
+        and return the runtime the functions use, built from them (a fresh one) and
+        tuned for the suite: the AdminService client by :class:`AdminClientTuning`,
+        the exporter by :class:`ExporterTuning`, what the queue function does tallied."""
         for name, value in self.settings_values(**overrides).items():
             self.monkeypatch.setenv(name, value)
-        reset_runtime()
-        runtime = get_runtime()
-        self.install_exporter(runtime)
+        self.exporter_tuning = ExporterTuning()
+        runtime = Runtime.from_environment(
+            overrides=Overrides(adminservice=self.tuning.build, exporter=self.exporter_tuning.build)
+        )
+        install_runtime(runtime)
         remediator, poison = runtime.remediator, runtime.poison
         handle, park = remediator.handle, poison.park
 
@@ -282,19 +317,22 @@ class Scenario:
         watermarks: WatermarkStore | None = None,
         **options: Any,
     ) -> RecordingExporter:
-        """The exporter the timer function runs: the runtime's, with small pages;
-        ``database`` and ``watermarks`` replace the runtime's clients (a client with a
-        hook, a shorter lease)."""
-        return install_exporter(
-            runtime, page_size=PAGE_SIZE, database=database, watermarks=watermarks, **options
-        )
+        """The exporter the timer function runs, built now: the runtime's, with small
+        pages; ``database`` and ``watermarks`` replace the runtime's clients (a client
+        with a hook, a shorter lease), ``options`` fields of its ExportOptions."""
+        tuning = self.exporter_tuning
+        assert tuning.built is None, "the exporter is tuned before its first export"
+        tuning.database, tuning.watermarks, tuning.options = database, watermarks, options
+        exporter = runtime.exporter
+        assert isinstance(exporter, RecordingExporter)
+        return exporter
 
     def export(self, *, progress: ExportProgress | None = None) -> ExportReport:
         """One tick of ``export_status_messages``, invoked by the worker; the report of
         the run it made. ``progress`` hears about every page of this run. Raises
         :class:`InvocationFailed` (``"<Type>: <message>"`` as the host logs it) when
         the function failed."""
-        exporter = get_runtime().__dict__.get("exporter")
+        exporter = get_runtime().exporter
         assert isinstance(exporter, RecordingExporter), "app_runtime() tunes the exporter"
         exporter.progress = progress
         runs = len(exporter.reports)
@@ -413,11 +451,9 @@ class Scenario:
 
 
 @pytest.fixture
-def admin_tuning(monkeypatch: pytest.MonkeyPatch) -> AdminClientTuning:
-    """Runtimes built in this test get the tuned AdminService client."""
-    tuning = AdminClientTuning()
-    monkeypatch.setattr("shared.app.runtime.AdminServiceClient", tuning.build)
-    return tuning
+def admin_tuning() -> AdminClientTuning:
+    """How this test's runtimes build their AdminService client."""
+    return AdminClientTuning()
 
 
 _scenario_numbers = iter(range(1, 100))

@@ -17,10 +17,12 @@ import os
 import sys
 from typing import Any, Final, NoReturn
 
-from devstack.app_runtime import install_exporter
+from devstack.app_runtime import recording_runtime
 from devstack.functions_host import REPO, FunctionsHost
-from shared.app.runtime import get_runtime
-from shared.export.watermark import WatermarkStore
+from shared.app.overrides import Overrides
+from shared.export.watermark_store import WatermarkStore
+from shared.platform.settings import load_settings
+from shared.platform.storage import StorageAccount
 
 #: The exit status of the simulated kill.
 KILLED: Final = 86
@@ -29,9 +31,9 @@ KILLED: Final = 86
 def main(argv: list[str]) -> int:
     lease_seconds, page_size = int(argv[0]), int(argv[1])
     with FunctionsHost(REPO) as host:
-        runtime = get_runtime()  # the runtime this process's functions use
+        settings = load_settings(None)  # the app settings this process's functions use
         watermarks = WatermarkStore(
-            runtime.storage.container(runtime.settings.state_container),
+            StorageAccount(settings).container(settings.state_container),
             lease_seconds=lease_seconds,
         )
 
@@ -40,8 +42,8 @@ def main(argv: list[str]) -> int:
 
         watermarks.save_merged = killed  # type: ignore[method-assign]
         # No checkpoint between pages: the first save is the one after every enqueue.
-        install_exporter(
-            runtime, page_size=page_size, watermarks=watermarks, checkpoint_seconds=3600
+        recording_runtime(
+            Overrides(progress_store=watermarks), page_size=page_size, checkpoint_seconds=3600
         )
         invocation = host.call_timer("export_status_messages")
     if not invocation.ok:

@@ -1,6 +1,6 @@
 """What a child process that models a second app instance (``crash_export``,
 ``overlap_export``) tells the test about its export. The instance itself is tuned with
-``devstack.app_runtime.install_exporter``, as in the pytest process."""
+``devstack.app_runtime.recording_runtime``, as in the pytest process."""
 
 from __future__ import annotations
 

@@ -14,9 +14,8 @@ import json
 import sys
 from typing import Any, Final
 
-from devstack.app_runtime import install_exporter
+from devstack.app_runtime import recording_runtime
 from devstack.functions_host import REPO, FunctionsHost
-from shared.app.runtime import get_runtime
 from tests.faults.instance import report_summary
 
 #: What the child prints once its host is up and its runtime tuned.
@@ -26,8 +25,8 @@ READY: Final = "ready"
 def main(argv: list[str]) -> int:
     page_size = int(argv[0])
     with FunctionsHost(REPO) as host:
-        runtime = get_runtime()  # the runtime this process's functions use
-        exporter = install_exporter(runtime, page_size=page_size)
+        # The runtime this process's functions use.
+        _, exporter = recording_runtime(page_size=page_size)
         print(READY, flush=True)
         sys.stdin.readline()  # the test says go
         invocation = host.call_timer("export_status_messages")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from shared.export.exporter import ExportReport
-from shared.export.watermark import WatermarkStore
+from shared.export.watermark_store import WatermarkStore
 from shared.platform.retry import RetryPolicy
 from tests.conftest import InvocationFailed
 from tests.faults.conftest import PAGE_SIZE, REPO, Scenario, Trigger

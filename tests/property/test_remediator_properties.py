@@ -28,7 +28,8 @@ from devstack.adminservice import AdminServiceSimulator, TokenSigner
 from devstack.functions_host import FunctionsHost, Invocation
 from devstack.queue_host import QueueTriggerListener
 from devstack.tls import LocalCA
-from shared.app.runtime import Runtime, get_runtime, reset_runtime
+from shared.app.overrides import Overrides
+from shared.app.runtime import Runtime, get_runtime, process_overrides, reset_runtime, use_overrides
 from shared.domain.requests import RemediationRequest, decode
 from shared.errors import QueueMessageError
 from shared.platform.retry import RetryPolicy
@@ -97,7 +98,6 @@ class App:
     listener: QueueTriggerListener
     queue: QueueClient
     simulator: AdminServiceSimulator
-    token_signer: TokenSigner
     audit: AuditLog
     audit_table: TableClient
     monkeypatch: pytest.MonkeyPatch
@@ -112,22 +112,7 @@ class App:
             self.monkeypatch.setenv("IDENTITY_SOURCE", source)
             reset_runtime()
             self.source = source
-        runtime = get_runtime()
-        if "remediator" not in runtime.__dict__:
-            # Not built from settings: tokens come from the test's own signer (Entra ID
-            # is not what these properties are about).
-            runtime.__dict__["adminservice"] = AdminServiceClient(
-                self.simulator.cmg_url,
-                StaticTokens(self.token_signer),
-                runtime.http,
-                retry=RetryPolicy(attempts=1),
-            )
-            runtime.clock = lambda: NOW
-            # No pauses between the audit table's own retries (a refused write is
-            # refused each time); the table is the one the runtime names.
-            table = runtime.storage.table(audit_table_name(runtime.settings.remediation_queue))
-            runtime.__dict__["audit"] = AuditLog(table, sleep=lambda _: None)
-        return runtime
+        return get_runtime()
 
     def deliver(self, text: str, message_id: str) -> Invocation:
         """One delivery of a decoded message to ``apply_remediation``, through the
@@ -193,28 +178,34 @@ def app(
     )
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    reset_runtime()
     connection = stack.azurite.connection_string
     table = TableClient.from_connection_string(connection, audit_table_name(stack.queue_name))
+    # No pauses between the audit table's own retries (a refused write is refused each
+    # time); the table is the one the runtime names.
+    audit = AuditLog(table, sleep=lambda _: None)
+    before = process_overrides()
+    # Every runtime the functions build: tokens come from the test's own signer (Entra
+    # ID is not what these properties are about).
+    use_overrides(
+        Overrides(
+            clock=lambda: NOW,
+            delegated_tokens=StaticTokens(token_signer),
+            adminservice=lambda url, tokens, session: AdminServiceClient(
+                url, tokens, session, retry=RetryPolicy(attempts=1)
+            ),
+            outcome_store=audit,
+        )
+    )
     functions = FunctionApp(functions_host)
     listener = functions.listener()
     queue = stack.raw_queue()
     try:
-        yield App(
-            functions,
-            listener,
-            queue,
-            simulator,
-            token_signer,
-            AuditLog(table, sleep=lambda _: None),
-            table,
-            monkeypatch,
-        )
+        yield App(functions, listener, queue, simulator, audit, table, monkeypatch)
     finally:
         listener.close()
         queue.close()
         table.close()
-        reset_runtime()
+        use_overrides(before)
 
 
 # -- the generated messages -----------------------------------------------------------------

@@ -15,13 +15,14 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import azure_functions_runtime
 import pytest
+import requests
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient
@@ -36,6 +37,7 @@ from devstack.functions_host import HttpResult, Invocation
 from devstack.queue_host import DrainReport, QueueTriggerListener
 from shared.errors import ConfigurationError
 from shared.platform.connection_strings import parse_odbc
+from shared.platform.http import new_session
 from shared.platform.retry import RetryPolicy
 from shared.platform.settings import load_settings
 from shared.queue.options import QueueOptions
@@ -197,9 +199,11 @@ def debug_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedLogs]:
     monkeypatch.setattr(cmremediate_cli.console, "quiet_sdk_logs", everything)
     # The function app quietens the Azure SDK whenever it builds its runtime; the
     # operator here turns everything up instead.
-    monkeypatch.setattr(shared.app.runtime, "quiet_sdk_logs", everything)
+    before = shared.app.runtime.process_overrides()
+    shared.app.runtime.use_overrides(replace(before, sdk_logs=everything))
     everything()
     yield capture
+    shared.app.runtime.use_overrides(before)
     root.setLevel(saved_root[0])
     root.handlers[:] = saved_root[1]
     for name, level in saved.items():
@@ -207,23 +211,25 @@ def debug_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedLogs]:
 
 
 @pytest.fixture
-def issued_tokens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def issued_tokens() -> Iterator[list[str]]:
     """Every access and refresh token Entra ID hands any runtime, read off the wire."""
     issued: list[str] = []
-    real = shared.app.runtime.new_session
 
     def grab(response: Any, *args: Any, **kwargs: Any) -> None:
         if response.url.endswith("/oauth2/v2.0/token") and response.ok:
             document = response.json()
             issued.extend(document[k] for k in ("access_token", "refresh_token") if k in document)
 
-    def session(verify: Path) -> Any:
-        made = real(verify)
+    def session(verify: Path) -> requests.Session:
+        made = new_session(verify)
         made.hooks["response"].append(grab)
         return made
 
-    monkeypatch.setattr(shared.app.runtime, "new_session", session)
-    return issued
+    # Every runtime built from the environment: the functions' and the CLI's.
+    before = shared.app.runtime.process_overrides()
+    shared.app.runtime.use_overrides(replace(before, http=session))
+    yield issued
+    shared.app.runtime.use_overrides(before)
 
 
 @pytest.fixture
@@ -250,7 +256,6 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
         return RetryPolicy(attempts=2, initial_backoff_seconds=0.01, max_backoff_seconds=0.05)
 
     monkeypatch.setattr("shared.platform.http.RetryPolicy", quick)
-    monkeypatch.setattr("shared.targets.webservice.RetryPolicy", quick)
 
 
 @dataclass

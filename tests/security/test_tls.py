@@ -21,6 +21,7 @@ from devstack.configmgr_webservice import ConfigMgrWebServiceSimulator
 from devstack.entra import EntraSimulator
 from devstack.rest_webservice import RestWebServiceSimulator
 from devstack.tls import LocalCA
+from shared.app.overrides import Overrides
 from shared.app.runtime import Runtime, reset_runtime
 from shared.domain.membership import MembershipChange
 from shared.domain.requests import RemediationRequest
@@ -116,9 +117,6 @@ class FixedTokens:
     """Stands in for MSAL where a check is about the service, not the token: the
     token is never sent, because the TLS handshake fails first."""
 
-    def __init__(self, **_: object) -> None:
-        pass
-
     def token(self, *, fresh: bool = False) -> str:
         return "never-sent"
 
@@ -174,33 +172,29 @@ def clients(
     ]
 
 
-def outcome(
-    client: Client,
-    overrides: dict[str, str],
-    impostors: Impostors,
-    monkeypatch: pytest.MonkeyPatch,
-) -> str:
+def outcome(client: Client, overrides: dict[str, str], impostors: Impostors) -> str:
     """How the client ended: "settings" (the settings refused the values), "refused"
     (it refused the impostor's certificate) or "unusable" (it gave up before connecting,
     e.g. MSAL on a tenant ID that is a file path). It never reached an impostor."""
     before = impostors.served()
+    stand_ins = (
+        Overrides()
+        if client.real_tokens
+        else Overrides(delegated_tokens=FixedTokens(), app_tokens=FixedTokens())
+    )
     try:
-        runtime = Runtime(load_settings({**client.settings, **overrides}))
+        runtime = Runtime(load_settings({**client.settings, **overrides}), overrides=stand_ins)
     except ConfigurationError:
         return "settings"
     try:
-        with monkeypatch.context() as patch:
-            if not client.real_tokens:
-                patch.setattr("shared.app.runtime.DelegatedTokens", FixedTokens)
-                patch.setattr("shared.app.runtime.AppTokens", FixedTokens)
-            try:
-                client.call(runtime)
-            except ConfigurationError:
-                result = "settings"
-            except CmRemediateError as error:
-                result = "refused" if REFUSED in str(error) else "unusable"
-            else:
-                result = "accepted"
+        try:
+            client.call(runtime)
+        except ConfigurationError:
+            result = "settings"
+        except CmRemediateError as error:
+            result = "refused" if REFUSED in str(error) else "unusable"
+        else:
+            result = "accepted"
     finally:
         runtime.close()
     assert result != "accepted", f"{client.name} accepted an impostor with {overrides}"
@@ -216,7 +210,7 @@ def aliases() -> list[str]:
     return names
 
 
-def test_no_setting_switches_tls_off(stack, entra, impostors, attacker, tmp_path, monkeypatch):
+def test_no_setting_switches_tls_off(stack, entra, impostors, attacker, tmp_path):
     """Every setting, with every 'off' value and the attacker's CA bundle."""
     targets = clients(stack, entra, impostors, tmp_path)
     results: dict[str, dict[str, int]] = {}
@@ -225,7 +219,7 @@ def test_no_setting_switches_tls_off(stack, entra, impostors, attacker, tmp_path
             if alias == "TLS_CA_BUNDLE" and value == str(attacker.bundle_path):
                 continue  # adds trust on purpose: test_tls_ca_bundle_adds_trust_only
             for client in targets:
-                seen = outcome(client, {alias: value}, impostors, monkeypatch)
+                seen = outcome(client, {alias: value}, impostors)
                 results.setdefault(alias, {}).setdefault(seen, 0)
                 results[alias][seen] += 1
     assert set(results) == set(aliases())
@@ -264,12 +258,12 @@ def test_environment_cannot_switch_tls_off_or_redirect_it(
             with monkeypatch.context() as patch:
                 patch.setenv(name, value)
                 for client in targets:
-                    assert outcome(client, {}, impostors, monkeypatch) == "refused", (name, value)
+                    assert outcome(client, {}, impostors) == "refused", (name, value)
     with monkeypatch.context() as patch:
         for name, values in variables.items():
             patch.setenv(name, values[-1])
         for client in targets:
-            assert outcome(client, {}, impostors, monkeypatch) == "refused", "all at once"
+            assert outcome(client, {}, impostors) == "refused", "all at once"
         # The real servers still answer: no proxy in the way, our trust store in force.
         runtime = Runtime(
             load_settings(
@@ -287,7 +281,7 @@ def test_environment_cannot_switch_tls_off_or_redirect_it(
             runtime.close()
 
 
-def test_tls_ca_bundle_adds_trust_only(stack, entra, tmp_path, monkeypatch):
+def test_tls_ca_bundle_adds_trust_only(stack, entra, tmp_path):
     """TLS_CA_BUNDLE is the one setting meant to trust a CA; the host name is still
     checked, so a certificate of that CA for another name is refused."""
     (tmp_path / "wrong-name-ca").mkdir()
@@ -296,7 +290,7 @@ def test_tls_ca_bundle_adds_trust_only(stack, entra, tmp_path, monkeypatch):
     try:
         trusting = {"TLS_CA_BUNDLE": str(wrong_name.bundle_path)}
         for client in clients(stack, entra, servers, tmp_path):
-            assert outcome(client, trusting, servers, monkeypatch) == "refused", client.name
+            assert outcome(client, trusting, servers) == "refused", client.name
     finally:
         servers.stop()
 

@@ -10,7 +10,7 @@ import pytest
 
 from shared.domain.requests import RemediationRequest
 from shared.platform.storage import StorageAccount
-from shared.remediation.guard import AddLimiter
+from shared.remediation.guard import BlastRadiusGuard
 from tests.helpers import make_request
 
 pytestmark = pytest.mark.stack
@@ -31,7 +31,7 @@ def table(stack):
 
 
 def test_a_large_window_spans_several_properties(table):
-    limiter = AddLimiter(table, 8000)
+    limiter = BlastRadiusGuard(table, 8000)
     count = 7000  # 98 KB of entries: more than one binary property holds
     second = int(NOW.timestamp())
 
@@ -51,7 +51,7 @@ def test_a_large_window_spans_several_properties(table):
 
 
 def test_two_limiters_never_both_take_the_last_slot(table):
-    limiters = [AddLimiter(table, 5), AddLimiter(table, 5)]
+    limiters = [BlastRadiusGuard(table, 5), BlastRadiusGuard(table, 5)]
 
     def take(n: int) -> bool:
         return limiters[n % 2].reserve(request(n + 1), NOW, dry_run=False).allowed
@@ -63,7 +63,7 @@ def test_two_limiters_never_both_take_the_last_slot(table):
 
 
 def test_first_hold_is_reported_once_per_episode(table):
-    limiter = AddLimiter(table, 1)
+    limiter = BlastRadiusGuard(table, 1)
     assert limiter.reserve(request(1), NOW, dry_run=False).allowed
     holds = [limiter.reserve(request(n), NOW, dry_run=False) for n in (2, 3, 4)]
     assert [h.first_hold for h in holds] == [True, False, False]
@@ -74,7 +74,7 @@ def test_first_hold_is_reported_once_per_episode(table):
 
 
 def test_a_slot_given_back_is_free_again_and_dry_runs_count_apart(table):
-    limiter = AddLimiter(table, 1)
+    limiter = BlastRadiusGuard(table, 1)
     assert limiter.reserve(request(1), NOW, dry_run=False).allowed
     assert limiter.reserve(request(1), NOW, dry_run=False).allowed  # the same request again
     assert limiter.reserve(request(1), NOW, dry_run=True).allowed

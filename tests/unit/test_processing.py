@@ -7,7 +7,7 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 
 from shared.errors import CmRemediateError, StorageError
-from shared.queue.local_host import QueueProcessor
+from shared.queue.local_host import LocalQueueHost
 from shared.queue.options import QueueOptions
 from shared.queue.poison import PoisonQueue
 
@@ -20,10 +20,10 @@ class DownQueue:
 
 
 def test_an_unreachable_queue_is_a_storage_error():
-    processor = QueueProcessor(
+    processor = LocalQueueHost(
         DownQueue(),  # type: ignore[arg-type]
         PoisonQueue(DownQueue(), DownQueue()),  # type: ignore[arg-type]
-        remediator=None,  # type: ignore[arg-type]
+        handler=None,  # type: ignore[arg-type]
         options=QueueOptions(),
     )
     with pytest.raises(StorageError) as caught:
