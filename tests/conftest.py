@@ -20,10 +20,18 @@ from devstack.functions_host import FunctionsHost, HttpResult, Invocation, Queue
 from devstack.queue_host import QueueTriggerListener
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
-from shared.app.runtime import Runtime, quiet_sdk_logs, reset_runtime
+from shared.app.runtime import (
+    Runtime,
+    process_overrides,
+    quiet_sdk_logs,
+    reset_runtime,
+    use_overrides,
+)
+from shared.domain.ports import ProgressStore, SiteLease
 from shared.domain.requests import RemediationRequest, decode
 from shared.domain.rules import RuleSet
 from shared.export.exporter import Exporter
+from shared.export.watermark import SiteWatermark
 from shared.platform.settings import load_settings
 from shared.queue.options import QueueOptions
 from tests.helpers import UNREACHABLE_ADMINSERVICE
@@ -51,6 +59,27 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
 def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
     """The CA of every suite's HTTPS simulators; the app trusts its bundle."""
     return LocalCA(tmp_path_factory.mktemp("ca"))
+
+
+class StoreWrapper:
+    """A test's progress store: the real one, with some behaviour replaced by a subclass."""
+
+    def __init__(self, store: ProgressStore[SiteWatermark]) -> None:
+        self.store = store
+
+    def lock(self, site_code: str) -> SiteLease | None:
+        """The real site lease."""
+        return self.store.lock(site_code)
+
+    def load(self, site_code: str) -> tuple[SiteWatermark | None, str | None]:
+        """The saved state."""
+        return self.store.load(site_code)
+
+    def save_merged(
+        self, state: SiteWatermark, etag: str | None, overlap: timedelta
+    ) -> tuple[SiteWatermark, str]:
+        """The real ETag-merging save."""
+        return self.store.save_merged(state, etag, overlap)
 
 
 @dataclass
@@ -83,9 +112,11 @@ class Stack:
         *,
         clock: Callable[[], datetime] | None = None,
         runtime: Runtime | None = None,
+        progress_store: ProgressStore[SiteWatermark] | None = None,
         **options: Any,
     ) -> Exporter:
-        """An exporter on a (new) runtime, with ExportOptions overridden by ``options``."""
+        """An exporter on a (new) runtime, with ExportOptions overridden by ``options``
+        (and another progress store, a test's wrapper of the real one)."""
         runtime = runtime or self.runtime()
         kwargs: dict[str, Any] = {}
         if clock is not None:
@@ -93,7 +124,7 @@ class Stack:
         return Exporter(
             status_source=runtime.status_source,
             request_sender=runtime.request_sender,
-            progress_store=runtime.progress_store,
+            progress_store=progress_store or runtime.progress_store,
             rules=runtime.rules,
             options=replace(runtime.export_options(), **options),
             **kwargs,
@@ -243,3 +274,18 @@ def app_environment(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 def app(app_environment: None, functions_host: FunctionsHost) -> FunctionApp:
     """The functions, through the worker, on this test's stack."""
     return FunctionApp(functions_host)
+
+
+@pytest.fixture
+def runtime_overrides() -> Iterator[Callable[..., None]]:
+    """``runtime_overrides(field=value, ...)``: every runtime built from the environment
+    from then on (the functions' and the command line's) uses these ``Overrides``
+    fields too; the process's overrides are restored after the test. Request it before
+    a fixture that builds the functions' runtime."""
+    before = process_overrides()
+
+    def apply(**fields: Any) -> None:
+        use_overrides(replace(process_overrides(), **fields))
+
+    yield apply
+    use_overrides(before)

@@ -29,6 +29,7 @@ from shared.domain.ports import (
 from shared.domain.rules import RuleSet
 from shared.export.exporter import Exporter, ExportOptions
 from shared.export.watermark import SiteWatermark
+from shared.platform.retry import RetryPolicy
 from shared.platform.tokens import TokenProvider
 from shared.remediation.guard import Decision
 from shared.targets.adminservice import AdminServiceClient
@@ -69,6 +70,12 @@ class Overrides:
     #: The app's own tokens for the REST web service.
     app_tokens: TokenProvider | None = None
     adminservice: AdminServiceFactory | None = None
+    #: How the HTTP services (AdminService, web services) retry; None: 5 attempts.
+    http_retry: RetryPolicy | None = None
+    #: How the site database reader retries; None: its own policy.
+    site_db_retry: RetryPolicy | None = None
+    #: How often the Azure SDK retries a storage call; None: ``STORAGE_RETRIES``.
+    storage_retries: int | None = None
     #: The exporter's ports.
     status_source: StatusMessageSource | None = None
     progress_store: ProgressStore[SiteWatermark] | None = None

@@ -50,7 +50,7 @@ from shared.platform.redaction import (
     url_secrets,
 )
 from shared.platform.settings import Settings
-from shared.platform.storage import StorageAccount
+from shared.platform.storage import STORAGE_RETRIES, StorageAccount
 from shared.platform.tokens import AppTokens, DelegatedTokens
 from shared.queue.local_host import LocalQueueHost
 from shared.queue.options import QueueOptions
@@ -99,12 +99,17 @@ class Runtime:
     @cached_property
     def storage(self) -> StorageAccount:
         """The storage account behind AzureWebJobsStorage."""
-        return StorageAccount(self.settings)
+        retries = self.overrides.storage_retries
+        return StorageAccount(
+            self.settings, retries=STORAGE_RETRIES if retries is None else retries
+        )
 
     @cached_property
     def site_database(self) -> SiteDatabaseClient:
         """The site database reader."""
-        return SiteDatabaseClient(self.settings.site_db_connection.get_secret_value())
+        return SiteDatabaseClient(
+            self.settings.site_db_connection.get_secret_value(), retry=self.overrides.site_db_retry
+        )
 
     @cached_property
     def queue(self) -> RemediationQueue:
@@ -195,8 +200,11 @@ class Runtime:
                     s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
                 ),
             )
-        build = self.overrides.adminservice or AdminServiceClient
-        return build(s.adminservice_url, tokens, self.http)
+        if self.overrides.adminservice is not None:
+            return self.overrides.adminservice(s.adminservice_url, tokens, self.http)
+        return AdminServiceClient(
+            s.adminservice_url, tokens, self.http, retry=self.overrides.http_retry
+        )
 
     @cached_property
     def device_source(self) -> DeviceSource:
@@ -235,7 +243,10 @@ class Runtime:
         if s.webservice_kind == "configmgr-webservice":
             assert s.webservice_secret is not None
             return ConfigMgrWebServiceTarget(
-                s.webservice_url, s.webservice_secret.get_secret_value(), self.http
+                s.webservice_url,
+                s.webservice_secret.get_secret_value(),
+                self.http,
+                retry=self.overrides.http_retry,
             )
         assert s.webservice_scope and s.entra_tenant_id and s.entra_client_id
         tokens = self.overrides.app_tokens
@@ -251,7 +262,9 @@ class Runtime:
                 ),
                 certificate_path=s.entra_client_certificate_path,
             )
-        return RestWebServiceTarget(s.webservice_url, self.http, tokens)
+        return RestWebServiceTarget(
+            s.webservice_url, self.http, tokens, retry=self.overrides.http_retry
+        )
 
     @cached_property
     def guard(self) -> BlastRadiusGuard:

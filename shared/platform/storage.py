@@ -30,17 +30,16 @@ CONNECTION_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 60
 
 
-def _retry() -> ExponentialRetry:
-    return ExponentialRetry(
-        initial_backoff=1, increment_base=3, retry_total=5, random_jitter_range=2
-    )
+#: How often the Azure SDK retries a storage call (exponential backoff from 1 s).
+STORAGE_RETRIES = 5
 
 
 class StorageAccount:
     """Builds the queue, blob and table clients of the account in AzureWebJobsStorage."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, retries: int = STORAGE_RETRIES) -> None:
         self._settings = settings
+        self._retries = retries
         self._credential: TokenCredential | None = None
         if settings.storage_connection is None:
             from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
@@ -55,7 +54,12 @@ class StorageAccount:
         return {
             "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
             "read_timeout": READ_TIMEOUT_SECONDS,
-            "retry_policy": _retry(),
+            "retry_policy": ExponentialRetry(
+                initial_backoff=1,
+                increment_base=3,
+                retry_total=self._retries,
+                random_jitter_range=2,
+            ),
             # Like every other client here: REQUESTS_CA_BUNDLE or proxy variables (app
             # settings are environment variables) must not replace the trust store.
             "use_env_settings": False,

@@ -17,6 +17,7 @@ import requests
 from shared.domain.membership import ChangeResult, MembershipChange
 from shared.errors import TargetRefused, WebServiceRefused, WebServiceUnavailable
 from shared.platform.http import HttpPipeline, RemoteService
+from shared.platform.retry import RetryPolicy
 
 NAMESPACE: Final = "http://www.scconfigmgr.com"
 _SOAP: Final = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -56,10 +57,12 @@ def _envelope(secret: str, resource_name: str, collection_id: str) -> str:
 class ConfigMgrWebServiceTarget:
     """``AddCMComputerToCollection`` of the community ConfigMgr WebService."""
 
-    def __init__(self, url: str, secret: str, session: requests.Session) -> None:
+    def __init__(
+        self, url: str, secret: str, session: requests.Session, *, retry: RetryPolicy | None = None
+    ) -> None:
         self._url = url
         self._secret = secret
-        self._http = HttpPipeline(session, _SERVICE)
+        self._http = HttpPipeline(session, _SERVICE, retry=retry)
 
     def apply(self, change: MembershipChange, *, dry_run: bool) -> tuple[ChangeResult, str]:
         """Add through the web service, after the checks that keep its LIKE harmless."""

@@ -10,6 +10,7 @@ import requests
 from shared.domain.membership import ChangeResult, MembershipChange
 from shared.errors import TargetRefused, WebServiceRefused, WebServiceUnavailable
 from shared.platform.http import HttpPipeline, RemoteService
+from shared.platform.retry import RetryPolicy
 from shared.platform.tokens import TokenProvider
 
 _SERVICE: Final = RemoteService(
@@ -25,9 +26,16 @@ _SERVICE: Final = RemoteService(
 class RestWebServiceTarget:
     """A JSON POST per change, with an app-only token."""
 
-    def __init__(self, url: str, session: requests.Session, tokens: TokenProvider) -> None:
+    def __init__(
+        self,
+        url: str,
+        session: requests.Session,
+        tokens: TokenProvider,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self._url = url
-        self._http = HttpPipeline(session, _SERVICE, tokens=tokens)
+        self._http = HttpPipeline(session, _SERVICE, tokens=tokens, retry=retry)
 
     def apply(self, change: MembershipChange, *, dry_run: bool) -> tuple[ChangeResult, str]:
         """POST the change; the answer's ``result`` says what happened."""

@@ -11,7 +11,7 @@ import pytest
 from devstack.datagen import M365_RULES, GeneratedStatusMessage, generate_workload
 from shared.domain.clock import utc_now
 from shared.errors import StorageError
-from shared.export.watermark_store import WatermarkStore
+from tests.conftest import StoreWrapper
 
 pytestmark = pytest.mark.stack
 
@@ -224,17 +224,17 @@ def test_dry_run_sends_and_saves_nothing(stack):
     assert keys(stack.drain()) == expected
 
 
-def test_crash_between_enqueue_and_checkpoint_resends_and_never_loses(stack, monkeypatch):
+def test_crash_between_enqueue_and_checkpoint_resends_and_never_loses(stack):
     expected = insert(stack, [message(machine=f"C{n}", minutes=n) for n in range(30)])
     runtime = stack.runtime()
 
-    def storage_down(*args, **kwargs):
-        raise StorageError("simulated: storage unavailable while checkpointing")
+    class StorageDownAtCheckpoint(StoreWrapper):
+        def save_merged(self, state, etag, overlap):
+            raise StorageError("simulated: storage unavailable while checkpointing")
 
-    with monkeypatch.context() as patch:
-        patch.setattr(WatermarkStore, "save", storage_down)
-        with pytest.raises(StorageError):
-            stack.exporter(runtime=runtime).run()
+    crashing = StorageDownAtCheckpoint(runtime.progress_store)
+    with pytest.raises(StorageError):
+        stack.exporter(runtime=runtime, progress_store=crashing).run()
     sent_before_crash = keys(stack.drain())
     assert sent_before_crash == expected  # enqueued, not checkpointed
 
@@ -269,7 +269,7 @@ def test_overlapping_runs_skip_nothing_and_send_once(stack):
     assert keys(stack.drain()) == expected
 
 
-def test_overlapping_writers_never_move_a_watermark_back(stack, monkeypatch):
+def test_overlapping_writers_never_move_a_watermark_back(stack):
     """Without the site lease (it expired, say), both runs export; ETag merging keeps
     every row and the state only grows. Duplicates are allowed, losses are not."""
     expected = insert(stack, [message(machine=f"M{n}", minutes=n) for n in range(300)])
@@ -284,8 +284,17 @@ def test_overlapping_writers_never_move_a_watermark_back(stack, monkeypatch):
         def release(self):
             pass
 
-    monkeypatch.setattr(WatermarkStore, "lock", lambda self, site: AlwaysGranted(site))
-    exporters = [stack.exporter(page_size=20, checkpoint_seconds=0) for _ in range(2)]
+    class NoLease(StoreWrapper):
+        def lock(self, site_code):
+            return AlwaysGranted(site_code)
+
+    runtimes = [stack.runtime() for _ in range(2)]
+    exporters = [
+        stack.exporter(
+            runtime=r, progress_store=NoLease(r.progress_store), page_size=20, checkpoint_seconds=0
+        )
+        for r in runtimes
+    ]
     barrier = threading.Barrier(2)
     threads = [threading.Thread(target=lambda e=e: (barrier.wait(), e.run())) for e in exporters]
     for t in threads:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,15 @@ from devstack.adminservice import AdminServiceSimulator
 from devstack.entra import EntraSimulator
 from devstack.functions_host import FunctionsHost
 from devstack.tls import LocalCA
-from shared.app.runtime import Runtime, get_runtime, reset_runtime
+from shared.app.runtime import (
+    Runtime,
+    install_runtime,
+    process_overrides,
+    reset_runtime,
+)
 from shared.domain.outcomes import Outcome
 from shared.domain.requests import RemediationRequest
+from shared.platform.retry import RetryPolicy
 from tests.conftest import FunctionApp, InvocationFailed, Stack
 from tests.helpers import own_loopback
 from tests.remediation import scenario
@@ -171,9 +177,7 @@ def make_remediation(
         for name, value in {**remediation_settings, **overrides}.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("AzureWebJobsScriptRoot", str(REPO))
-        reset_runtime()
-        runtime = get_runtime()
-        runtime.clock = lambda: scenario.FIXED_NOW
+        runtime = install_fixed_clock_runtime()
         return Remediation(stack, entra, adminservice, FunctionApp(functions_host), runtime)
 
     yield make
@@ -186,3 +190,19 @@ def remediation(
 ) -> Remediation:
     """The remediation app on the fixture scenario (``indirect`` params: extra settings)."""
     return make_remediation(**getattr(request, "param", {}))
+
+
+def install_fixed_clock_runtime() -> Runtime:
+    """A runtime from the environment on the scenario's fixed clock, installed as the one
+    the functions use."""
+    runtime = Runtime.from_environment(
+        overrides=replace(process_overrides(), clock=lambda: scenario.FIXED_NOW)
+    )
+    install_runtime(runtime)
+    return runtime
+
+
+@pytest.fixture
+def one_http_attempt(runtime_overrides: Callable[..., None]) -> None:
+    """The AdminService and web services fail at their first error, without backoff."""
+    runtime_overrides(http_retry=RetryPolicy(attempts=1))

@@ -8,6 +8,7 @@ import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -96,11 +97,12 @@ def test_a_concurrent_flood_across_instances_still_stops_at_the_limit(make_remed
     bodies = _flood(first, 24)
 
     # Two runtimes share nothing but storage, like two function app instances.
-    from shared.app.runtime import Runtime
+    from shared.app.runtime import Runtime, process_overrides
     from shared.platform.settings import load_settings
 
-    second = Runtime(load_settings(None))
-    second.clock = first.runtime.clock
+    second = Runtime(
+        load_settings(None), overrides=replace(process_overrides(), clock=first.runtime.clock)
+    )
     try:
 
         def handle(pair: tuple[int, dict]) -> str | None:

@@ -89,12 +89,9 @@ def test_run_once_status_and_outcomes(cli_env):
     assert "ambiguous" in readable and "PC-AMBIG01" in readable
 
 
-def test_failures_go_to_poison_and_come_back(cli_env, monkeypatch):
+def test_failures_go_to_poison_and_come_back(cli_env, runtime_overrides):
     remediation, settings = cli_env
-    monkeypatch.setattr(
-        "shared.platform.http.RetryPolicy",
-        lambda **_: RetryPolicy(attempts=2, max_backoff_seconds=0.05),
-    )
+    runtime_overrides(http_retry=RetryPolicy(attempts=2, max_backoff_seconds=0.05))
     assert run("export", "--settings", settings).exit_code == 0
     remediation.adminservice.storm(503, count=10_000)
     first = json.loads(run("process", "--settings", settings, "--json").stdout)
@@ -166,17 +163,10 @@ def _break(settings: str, **values: str) -> str:
     ],
 )
 def test_check_names_each_broken_dependency_with_a_hint(
-    cli_env, monkeypatch, broken, failing, hint
+    cli_env, runtime_overrides, broken, failing, hint
 ):
     _, settings = cli_env
-    monkeypatch.setattr(
-        "shared.export.site_database.RetryPolicy",
-        lambda **_: __import__("shared.platform.retry").retry.RetryPolicy(attempts=1),
-    )
-    monkeypatch.setattr(
-        "shared.platform.http.RetryPolicy",
-        lambda **_: __import__("shared.platform.retry").retry.RetryPolicy(attempts=1),
-    )
+    runtime_overrides(site_db_retry=RetryPolicy(attempts=1), http_retry=RetryPolicy(attempts=1))
     result = run("check", "--settings", _break(settings, **broken))
     assert result.exit_code == 1
     line = next(line for line in result.output.splitlines() if f"FAIL {failing}" in line)
@@ -184,7 +174,7 @@ def test_check_names_each_broken_dependency_with_a_hint(
     assert hint in result.output
 
 
-def test_check_names_broken_storage(cli_env, monkeypatch):
+def test_check_names_broken_storage(cli_env, runtime_overrides):
     _, settings = cli_env
     broken = _break(
         settings,
@@ -194,10 +184,7 @@ def test_check_names_broken_storage(cli_env, monkeypatch):
             "TableEndpoint=http://127.0.0.1:9/devstoreaccount1"
         ),
     )
-    monkeypatch.setattr(
-        "shared.platform.storage._retry",
-        lambda: __import__("azure.storage.queue", fromlist=["x"]).ExponentialRetry(retry_total=0),
-    )
+    runtime_overrides(storage_retries=0)
     result = run("check", "--settings", broken)
     assert result.exit_code == 1
     for failing, role in (

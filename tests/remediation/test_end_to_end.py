@@ -11,6 +11,7 @@ import pytest
 from devstack.datagen import M365_RULES, generate_workload
 from devstack.tls import LocalCA
 from shared.domain.devices import netbios_problem
+from tests.remediation.conftest import install_fixed_clock_runtime
 
 pytestmark = pytest.mark.stack
 
@@ -34,11 +35,7 @@ def workload_remediation(remediation, monkeypatch, local_ca: LocalCA):
 
 def test_status_messages_end_in_the_expected_collections(workload_remediation):
     remediation, workload = workload_remediation
-    from shared.app.runtime import get_runtime, reset_runtime
-
-    reset_runtime()
-    runtime = get_runtime()
-    runtime.clock = remediation.runtime.clock
+    runtime = install_fixed_clock_runtime()
     remediation.runtime = runtime
     for collection_id in RULE_COLLECTION.values():
         remediation.adminservice.set_direct_members(collection_id, ())

@@ -57,18 +57,16 @@ def assert_ledger(remediation, names):
 
 
 @pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    """The client's backoff waits for real; keep the storms short (same attempts)."""
-
-    def quick(attempts=4, **_):
-        return RetryPolicy(
-            attempts=attempts,
+def fast_retries(runtime_overrides):
+    """The client's backoff waits for real; keep the storms short (the same 5 attempts)."""
+    runtime_overrides(
+        http_retry=RetryPolicy(
+            attempts=5,
             initial_backoff_seconds=0.01,
             max_backoff_seconds=0.05,
             max_retry_after_seconds=0.2,
         )
-
-    monkeypatch.setattr("shared.platform.http.RetryPolicy", quick)
+    )
 
 
 def test_503_storm_then_recovery(remediation):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.platform.retry import RetryPolicy
-
 pytestmark = pytest.mark.stack
 
 
@@ -48,8 +46,7 @@ def test_poison_and_held_adds_need_attention_but_stay_200(remediation):
     assert "1 add(s) to PS100123 held" in notes[1]
 
 
-def test_a_dependency_down_answers_503_naming_it(remediation, monkeypatch):
-    monkeypatch.setattr("shared.platform.http.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
+def test_a_dependency_down_answers_503_naming_it(one_http_attempt, remediation):
     remediation.adminservice.set_down(True)
     try:
         response = call_health(remediation)

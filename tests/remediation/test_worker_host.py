@@ -12,10 +12,9 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from shared.app.runtime import get_runtime, reset_runtime
-from shared.platform.retry import RetryPolicy
+from shared.app.runtime import reset_runtime
 from tests.remediation import scenario
-from tests.remediation.conftest import body_of, fixture
+from tests.remediation.conftest import body_of, fixture, install_fixed_clock_runtime
 
 pytestmark = pytest.mark.stack
 
@@ -55,9 +54,7 @@ def test_a_bad_setting_poisons_nothing_is_lost_and_requeue_completes(make_remedi
     assert remediation.adminservice.calls == []
 
     monkeypatch.setenv("ADMINSERVICE_PASSWORD", scenario.SERVICE_PASSWORD)
-    reset_runtime()
-    runtime = get_runtime()
-    runtime.clock = lambda: scenario.FIXED_NOW
+    runtime = install_fixed_clock_runtime()
     remediation.runtime = runtime
     assert runtime.poison.requeue() == len(ADDS)
     with remediation.app.listener() as listener:
@@ -95,10 +92,9 @@ def test_deliveries_run_side_by_side_within_the_hosts_bound(remediation):
     assert len({i.invocation_id for i in report.invocations}) == 60
 
 
-def test_a_failing_last_attempt_is_parked_where_it_does_not_expire(remediation, monkeypatch):
+def test_a_failing_last_attempt_is_parked_where_it_does_not_expire(one_http_attempt, remediation):
     """The host's own poison copy expires after seven days; the function parks the
     message itself on the host's last attempt, never to expire, and nothing is lost."""
-    monkeypatch.setattr("shared.platform.http.RetryPolicy", lambda **_: RetryPolicy(attempts=1))
     remediation.adminservice.set_down(True)
     enqueue(remediation, [body_of(fixture("01-add"))])
     with remediation.app.listener(visibility_timeout_seconds=0) as listener:

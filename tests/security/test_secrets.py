@@ -249,13 +249,11 @@ def worker_responses(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+def fast_retries(runtime_overrides: Callable[..., None]) -> None:
     """A target that is down fails after two quick tries instead of minutes of backoff."""
-
-    def quick(attempts: int = 2, **_: object) -> RetryPolicy:
-        return RetryPolicy(attempts=2, initial_backoff_seconds=0.01, max_backoff_seconds=0.05)
-
-    monkeypatch.setattr("shared.platform.http.RetryPolicy", quick)
+    runtime_overrides(
+        http_retry=RetryPolicy(attempts=2, initial_backoff_seconds=0.01, max_backoff_seconds=0.05)
+    )
 
 
 @dataclass
