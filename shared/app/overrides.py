@@ -63,6 +63,9 @@ class Overrides:
 
     #: Every "now" of the pipeline: exporter, remediator, audit log, guard.
     clock: Clock | None = None
+    #: The clock of pauses (a refused sign-in's, collection refreshes'); None:
+    #: ``time.monotonic``.
+    monotonic: Callable[[], float] | None = None
     #: The HTTPS session of MSAL, the AdminService and the web services.
     http: SessionFactory | None = None
     #: The service account's tokens for the AdminService.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
@@ -80,6 +81,8 @@ class Runtime:
         self.overrides = overrides if overrides is not None else Overrides()
         #: Every "now" of the pipeline (tests may replace it before first use).
         self.clock = self.overrides.clock or utc_now
+        #: Measures pauses and windows (never dates anything).
+        self.monotonic = self.overrides.monotonic or time.monotonic
         self.rules = rules if rules is not None else load_rules(settings.rules_path)
         validate_targets(settings, self.rules)
         register_secrets(settings)
@@ -176,6 +179,11 @@ class Runtime:
         """The HTTPS session of MSAL, the AdminService and the web services."""
         return (self.overrides.http or new_session)(self.trust_store)
 
+    def _entra_client_secret(self) -> str | None:
+        """The app registration's secret, when it has one (MSAL wants it in plain text)."""
+        secret = self.settings.entra_client_secret
+        return secret.get_secret_value() if secret is not None else None
+
     @cached_property
     def adminservice(self) -> AdminServiceClient:
         """The AdminService client, with the service account's delegated tokens."""
@@ -196,9 +204,8 @@ class Runtime:
                 password=s.adminservice_password.get_secret_value(),
                 scope=s.adminservice_scope,
                 session=self.http,
-                client_secret=(
-                    s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
-                ),
+                client_secret=self._entra_client_secret(),
+                monotonic=self.monotonic,
             )
         if self.overrides.adminservice is not None:
             return self.overrides.adminservice(s.adminservice_url, tokens, self.http)
@@ -231,6 +238,7 @@ class Runtime:
             refresher = CollectionRefresher(
                 self.adminservice.request_refresh,
                 enabled=self.settings.adminservice_request_refresh,
+                clock=self.monotonic,
             )
             targets["adminservice"] = AdminServiceMembership(self.adminservice, refresher)
         if any(r.target == "webservice" for r in self.rules.rules):
@@ -257,10 +265,9 @@ class Runtime:
                 client_id=s.entra_client_id,
                 scope=s.webservice_scope,
                 session=self.http,
-                client_secret=(
-                    s.entra_client_secret.get_secret_value() if s.entra_client_secret else None
-                ),
+                client_secret=self._entra_client_secret(),
                 certificate_path=s.entra_client_certificate_path,
+                monotonic=self.monotonic,
             )
         return RestWebServiceTarget(
             s.webservice_url, self.http, tokens, retry=self.overrides.http_retry

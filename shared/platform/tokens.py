@@ -177,6 +177,7 @@ class DelegatedTokens(_MsalTokens):
         scope: str,
         session: requests.Session,
         client_secret: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         options = _msal_options(authority_host, tenant_id, session)
 
@@ -187,7 +188,7 @@ class DelegatedTokens(_MsalTokens):
                 )
             return msal.PublicClientApplication(client_id, **options)
 
-        super().__init__(f"the service account {username}", scope, factory)
+        super().__init__(f"the service account {username}", scope, factory, monotonic=monotonic)
         self._username = username
         self._password = password
 
@@ -237,6 +238,7 @@ class AppTokens(_MsalTokens):
         session: requests.Session,
         client_secret: str | None = None,
         certificate_path: Path | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if client_secret:
             credential: Any = client_secret
@@ -253,6 +255,7 @@ class AppTokens(_MsalTokens):
             lambda: msal.ConfidentialClientApplication(
                 client_id, client_credential=credential, **options
             ),
+            monotonic=monotonic,
         )
 
     def token(self, *, fresh: bool = False) -> str:

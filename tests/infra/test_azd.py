@@ -64,13 +64,18 @@ def funcignored(path: str) -> bool:
         "infra/main.bicep",
         "tests/infra/test_azd.py",
         "local.settings.json",
+        "cmremediate_cli/main.py",  # the operator's tool: typer and rich are not deployed
+        "devstack/functions_host.py",
     ],
 )
 def test_the_package_leaves_out_secrets_and_tools(path: str) -> None:
     assert funcignored(path), f"azd deploy would upload {path}"
 
 
-@pytest.mark.parametrize("path", ["function_app.py", "host.json", "requirements.txt", "rules.json"])
+@pytest.mark.parametrize(
+    "path",
+    ["function_app.py", "host.json", "requirements.txt", "rules.json", "shared/app/runtime.py"],
+)
 def test_the_package_keeps_the_app(path: str) -> None:
     assert not funcignored(path)
     assert (ROOT / path).is_file()

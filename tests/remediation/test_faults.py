@@ -3,6 +3,7 @@ outcome once the fault passes, and nothing is added twice."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +11,7 @@ import pytest
 
 from shared.domain.requests import RemediationRequest
 from shared.platform.retry import RetryPolicy
+from shared.platform.tokens import REFUSAL_PAUSE_SECONDS
 from tests.conftest import InvocationFailed
 from tests.remediation import scenario
 from tests.remediation.conftest import body_of, fixture
@@ -67,6 +69,28 @@ def fast_retries(runtime_overrides):
             max_retry_after_seconds=0.2,
         )
     )
+
+
+class Stopwatch:
+    """A monotonic clock a test can move forward."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass at once."""
+        self.ahead += seconds
+
+
+@pytest.fixture
+def pauses(runtime_overrides):
+    """The runtime's clock of pauses, for the test to move (request it before the app)."""
+    stopwatch = Stopwatch()
+    runtime_overrides(monotonic=stopwatch)
+    return stopwatch
 
 
 def test_503_storm_then_recovery(remediation):
@@ -151,7 +175,7 @@ def test_token_endpoint_errors_are_retryable_not_recorded(remediation):
 @pytest.mark.parametrize(
     "remediation", [{"ADMINSERVICE_PASSWORD": "wrong-password"}], indirect=True
 )
-def test_a_refused_password_is_not_tried_again_by_every_message(remediation, monkeypatch):
+def test_a_refused_password_is_not_tried_again_by_every_message(pauses, remediation):
     """Smart lockout counts every wrong password: one sign-in, then a pause."""
 
     def sign_ins():
@@ -171,7 +195,7 @@ def test_a_refused_password_is_not_tried_again_by_every_message(remediation, mon
     for name in ["01-add", "07-obsolete-and-active", "16-non-ascii-name"]:
         assert remediation.outcome(fixture(name)["body"]) is None  # retried later, not decided
 
-    monkeypatch.setattr("shared.platform.tokens.REFUSAL_PAUSE_SECONDS", 0.0)  # the pause is over
+    pauses.advance(REFUSAL_PAUSE_SECONDS)  # the pause is over
     with pytest.raises(InvocationFailed, match=r"^TokenError: ") as again:
         remediation.deliver(body_of(fixture("01-add")), message_id="locked-again")
     # asked again (MSAL itself may still answer from its 60 s cache of HTTP 400s)
