@@ -1,13 +1,17 @@
 """Export throughput and memory on the local stack.
 
-Usage: .venv/bin/python bench/export_throughput.py [--messages N] [--page-size N] [--no-worker]
+Usage: .venv/bin/python bench/export_throughput.py [--messages N] [--page-size N]
+    [--source sitedb|adminservice] [--latency-ms N] [--no-worker]
 
 Generates N status messages over two sites, runs one export and a second (nothing
 new), and prints messages read per second, queue messages sent per second, the size of
-the saved state and the peak memory of this process. Then (unless --no-worker) the
-same export again, onto a queue of its own, as Azure runs it: one tick of the export
-timer through Microsoft's Python worker library (a FunctionsHost), and the figure the
-host would log for that invocation.
+the saved state and the peak memory of this process. With ``--source adminservice``
+the export reads through the AdminService simulator (``--latency-ms`` added to every
+answer, as a cloud management gateway adds it) and the figures include the
+AdminService requests and response bytes per 1,000 exported status messages. Then
+(unless --no-worker) the same export again, onto a queue of its own, as Azure runs it:
+one tick of the export timer through Microsoft's Python worker library (a
+FunctionsHost), and the figure the host would log for that invocation.
 """
 
 from __future__ import annotations
@@ -17,22 +21,54 @@ import resource
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
+
+import requests
 
 from devstack.app_runtime import HOST_SETTINGS, app_settings, recording_runtime, succeeded
 from devstack.datagen import generate_workload
 from devstack.functions_host import REPO, FunctionsHost
 from devstack.stack import LocalStack
+from shared.app.overrides import Overrides
 from shared.app.runtime import Runtime, quiet_sdk_logs, reset_runtime
 from shared.export.exporter import Exporter, ExportReport
+from shared.platform.http import new_session
 from shared.platform.settings import load_settings
 
 
-def through_worker(stack: LocalStack, page_size: int) -> tuple[ExportReport, float, float]:
+class Traffic:
+    """Counts the requests to one base URL and the bytes of their answers."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.requests = 0
+        self.bytes = 0
+
+    def session(self, verify: Path) -> requests.Session:
+        """``new_session``, with a hook that counts (an ``Overrides.http`` factory)."""
+        session = new_session(verify)
+
+        def count(response: requests.Response, *args: object, **kwargs: object) -> None:
+            if response.url.startswith(self.base_url):
+                self.requests += 1
+                self.bytes += len(response.content)
+
+        session.hooks["response"].append(count)
+        return session
+
+
+def through_worker(
+    stack: LocalStack, page_size: int, source: str
+) -> tuple[ExportReport, float, float]:
     """One export timer tick through the worker, onto a fresh queue (so a fresh
     watermark): its report, the invocation's seconds as the host saw them, and the
     seconds of a second tick (nothing new)."""
     queue = f"benchw{uuid.uuid4().hex[:8]}"
-    settings = {**stack.settings_values(), **HOST_SETTINGS, "REMEDIATION_QUEUE": queue}
+    settings = {
+        **stack.settings_values(export_source=source),
+        **HOST_SETTINGS,
+        "REMEDIATION_QUEUE": queue,
+    }
     with app_settings(settings), FunctionsHost(REPO) as host:
         reset_runtime()
         try:
@@ -49,6 +85,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--source", choices=("sitedb", "adminservice"), default="sitedb")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="added to every AdminService answer"
+    )
     parser.add_argument(
         "--worker",
         action=argparse.BooleanOptionalAction,
@@ -64,8 +104,15 @@ def main() -> None:
         stack.site_db.load_workload(workload)
         load_seconds = time.perf_counter() - started
 
+        stack.adminservice.latency_seconds = args.latency_ms / 1000
         queue = f"bench{uuid.uuid4().hex[:8]}"
-        runtime = Runtime(load_settings(stack.settings_values(REMEDIATION_QUEUE=queue)))
+        traffic = Traffic(stack.adminservice.cmg_url)
+        runtime = Runtime(
+            load_settings(
+                stack.settings_values(export_source=args.source, REMEDIATION_QUEUE=queue)
+            ),
+            overrides=Overrides(http=traffic.session),
+        )
         exporter = Exporter(
             status_source=runtime.status_source,
             request_sender=runtime.request_sender,
@@ -77,6 +124,7 @@ def main() -> None:
         started = time.perf_counter()
         report = exporter.run()
         first = time.perf_counter() - started
+        first_requests, first_bytes = traffic.requests, traffic.bytes
         started = time.perf_counter()
         again = exporter.run()
         second = time.perf_counter() - started
@@ -86,7 +134,7 @@ def main() -> None:
             for state, _ in [runtime.watermarks.load(site)]
         }
         runtime.close()
-        worker = through_worker(stack, args.page_size) if args.worker else None
+        worker = through_worker(stack, args.page_size, args.source) if args.worker else None
 
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"status messages generated : {len(workload.messages)} (load {load_seconds:.2f}s)")
@@ -96,6 +144,13 @@ def main() -> None:
     )
     print(f"  read rate               : {report.read / first:,.0f} status messages/s")
     print(f"  enqueue rate            : {report.enqueued / first:,.0f} queue messages/s")
+    if args.source == "adminservice":
+        per = 1000 / max(report.read, 1)
+        print(
+            f"  AdminService            : {first_requests} requests, {first_bytes:,} response "
+            f"bytes ({first_requests * per:.1f} requests and {first_bytes * per / 1024:,.0f} "
+            f"KiB per 1,000 status messages read; {args.latency_ms:g} ms added per answer)"
+        )
     print(f"second run (nothing new)  : enqueued {again.enqueued} in {second:.2f}s")
     print(f"saved state per site      : {', '.join(f'{k} {v:,} bytes' for k, v in states.items())}")
     if worker is not None:

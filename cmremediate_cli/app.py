@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from cmremediate_cli.console import errors
 from shared.app.runtime import Runtime
-from shared.errors import CmRemediateError
-from shared.platform.settings import read_local_settings
+from shared.errors import CmRemediateError, ConfigurationError
 
 app = typer.Typer(
     name="cmremediate",
@@ -32,6 +33,24 @@ SettingsOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log every decision.")]
+
+
+def read_local_settings(path: Path) -> dict[str, str]:
+    """The ``Values`` of a Functions ``local.settings.json`` file, over the environment."""
+    try:
+        document: Any = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"{path}: settings file not found") from None
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(
+            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    values = document.get("Values") if isinstance(document, dict) else None
+    if not isinstance(values, dict):
+        raise ConfigurationError(f"{path}: expected an object with a 'Values' object")
+    merged = dict(os.environ)
+    merged.update({str(k): str(v) for k, v in values.items()})
+    return merged
 
 
 @contextmanager

@@ -65,12 +65,18 @@ def _short(text: str, width: int) -> str:
 
 
 def run_demo(
-    console: Console, *, ca: LocalCA | None = None, host: FunctionsHost | None = None
+    console: Console,
+    *,
+    ca: LocalCA | None = None,
+    host: FunctionsHost | None = None,
+    export_source: str = "sitedb",
 ) -> None:
     """Start the stack, load the scenario, export, remediate, show every decision.
 
     The functions run through ``host`` when given (a process holds one), else through
-    a Functions host the demo starts and stops."""
+    a Functions host the demo starts and stops. ``export_source="adminservice"`` reads
+    the status messages (and devices) through the AdminService, with no
+    SITE_DB_CONNECTION in the app's settings at all."""
     console.rule("cm-remediate demo")
     console.print("Starting the local stack...")
     with LocalStack(ca=ca) as stack:
@@ -80,7 +86,13 @@ def run_demo(
             f"  Azurite                 queue 127.0.0.1:{stack.azurite.queue_port}, "
             f"table 127.0.0.1:{stack.azurite.table_port}\n"
             f"  Entra ID simulator      {stack.entra.authority}\n"
-            f"  AdminService simulator  {stack.adminservice.cmg_url}"
+            f"  AdminService simulator  {stack.adminservice.cmg_url}\n"
+            f"The export reads status messages from "
+            + (
+                "the AdminService (SMS_StatMsgWithInsStrings); the app has no SQL connection."
+                if export_source == "adminservice"
+                else "the site database over SQL."
+            )
         )
         workload = m365_demo_scenario()
         record_ids = stack.load(workload)
@@ -91,7 +103,7 @@ def run_demo(
             f"{', '.join(workload.sites)}."
         )
         with (
-            app_settings({**stack.settings_values(), **HOST_SETTINGS}),
+            app_settings({**stack.settings_values(export_source=export_source), **HOST_SETTINGS}),
             functions_host(host) as functions,
         ):
             reset_runtime()
@@ -187,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     """Start the local stack with sample data, run the whole pipeline, show every outcome."""
     parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=main.__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="Log every decision.")
+    parser.add_argument(
+        "--export-source",
+        choices=("sitedb", "adminservice"),
+        default="sitedb",
+        help="where the export reads status messages (EXPORT_SOURCE)",
+    )
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
-    run_demo(console)
+    run_demo(console, export_source=args.export_source)
     return 0
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
 
-from devstack.adminservice import AdminServiceSimulator
+from devstack.adminservice import AdminServiceSimulator, StatusMessageReader
 from devstack.azurite import Azurite
 from devstack.datagen import M365_RULES, Workload
 from devstack.entra import EntraSimulator
@@ -67,6 +67,8 @@ class LocalStack(Service):
             issuer=self.entra.issuer_v1,  # the ConfigMgr server app gets v1.0 tokens
             admins=[SERVICE_ACCOUNT],
             collections=self._collections,
+            # The site database runs by now: status messages through the AdminService too.
+            status_messages=StatusMessageReader.for_site_database(self.site_db),
         ).start()
         return self
 
@@ -86,9 +88,11 @@ class LocalStack(Service):
         self.azurite.cleanup()
         self.site_db.stop()
 
-    def settings_values(self, **overrides: str) -> dict[str, str]:
-        """App settings that point cm-remediate at this stack."""
-        return {
+    def settings_values(self, *, export_source: str = "sitedb", **overrides: str) -> dict[str, str]:
+        """App settings that point cm-remediate at this stack; with
+        ``export_source="adminservice"`` the export (and identity) use the AdminService
+        and no SITE_DB_CONNECTION is given at all."""
+        values = {
             "SITE_DB_CONNECTION": self.site_db.reader_connection_string,
             "AzureWebJobsStorage": self.azurite.connection_string,
             "ADMINSERVICE_URL": self.adminservice.cmg_url,
@@ -98,5 +102,8 @@ class LocalStack(Service):
             "ADMINSERVICE_USERNAME": SERVICE_ACCOUNT,
             "ADMINSERVICE_PASSWORD": self._password,
             "TLS_CA_BUNDLE": str(self.ca.bundle_path),
-            **overrides,
         }
+        if export_source == "adminservice":
+            del values["SITE_DB_CONNECTION"]
+            values["EXPORT_SOURCE"] = "adminservice"
+        return {**values, **overrides}

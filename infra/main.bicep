@@ -176,12 +176,20 @@ param webServiceUrl string = ''
 @description('WEBSERVICE_SCOPE: scope of the app-only token for WEBSERVICE_KIND=rest; empty: not set.')
 param webServiceScope string = ''
 
-@description('IDENTITY_SOURCE: where machine names become ResourceIDs.')
+@description('EXPORT_SOURCE: where the export reads status messages: the site database over SQL (sitedb) or the SMS Provider through the AdminService (adminservice).')
 @allowed([
   'sitedb'
   'adminservice'
 ])
-param identitySource string = 'sitedb'
+param exportSource string = 'sitedb'
+
+@description('IDENTITY_SOURCE: where machine names become ResourceIDs; empty: the export source.')
+@allowed([
+  ''
+  'sitedb'
+  'adminservice'
+])
+param identitySource string = ''
 
 @description('RESOLVE_RETRY_HOURS: give up on an unknown device this long after its status message.')
 @minValue(1)
@@ -308,7 +316,7 @@ var alwaysSet = {
   ADMINSERVICE_REQUEST_REFRESH: adminServiceRequestRefresh ? 'true' : 'false'
   ENTRA_AUTHORITY_HOST: entraAuthorityHost
   ENTRA_TENANT_ID: entraTenantId
-  IDENTITY_SOURCE: identitySource
+  EXPORT_SOURCE: exportSource
   RESOLVE_RETRY_HOURS: string(resolveRetryHours)
   RESOLVE_RETRY_DELAY_SECONDS: string(resolveRetryDelaySeconds)
   MAX_ADDS_PER_COLLECTION_PER_HOUR: string(maxAddsPerCollectionPerHour)
@@ -318,6 +326,9 @@ var alwaysSet = {
 var setWhenGiven = union(
   empty(exportStartTime) ? {} : {
     EXPORT_START_TIME: exportStartTime
+  },
+  empty(identitySource) ? {} : {
+    IDENTITY_SOURCE: identitySource
   },
   empty(adminServiceUrl) ? {} : {
     ADMINSERVICE_URL: adminServiceUrl

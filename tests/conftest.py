@@ -16,6 +16,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from devstack.azurite import Azurite
+from devstack.entra import EntraSimulator
 from devstack.functions_host import FunctionsHost, HttpResult, Invocation, QueueDelivery
 from devstack.queue_host import QueueTriggerListener
 from devstack.sitedb import SiteDatabase
@@ -34,7 +35,7 @@ from shared.export.exporter import Exporter
 from shared.export.watermark import SiteWatermark
 from shared.platform.settings import load_settings
 from shared.queue.options import QueueOptions
-from tests.helpers import UNREACHABLE_ADMINSERVICE
+from tests.helpers import UNREACHABLE_ADMINSERVICE, own_loopback
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,16 +91,23 @@ class Stack:
     azurite: Azurite
     queue_name: str
     runtimes: list[Runtime] = field(default_factory=list)
+    #: Settings of the status message source (``export_source``); None removes one.
+    source_settings: dict[str, str | None] = field(default_factory=dict)
 
     def settings_values(self, **overrides: str) -> dict[str, str]:
         """App settings pointing at the stack, as the function app would get them."""
-        return {
+        values = {
             "SITE_DB_CONNECTION": self.site_db.reader_connection_string,
             "AzureWebJobsStorage": self.azurite.connection_string,
             "REMEDIATION_QUEUE": self.queue_name,
             **UNREACHABLE_ADMINSERVICE,
-            **overrides,
         }
+        for name, value in self.source_settings.items():
+            if value is None:
+                values.pop(name, None)
+            else:
+                values[name] = value
+        return {**values, **overrides}
 
     def runtime(self, rules: RuleSet | None = None, **overrides: str) -> Runtime:
         """A runtime built the way the app builds it; closed at teardown."""
@@ -289,3 +297,15 @@ def runtime_overrides() -> Iterator[Callable[..., None]]:
 
     yield apply
     use_overrides(before)
+
+
+@pytest.fixture(scope="session")
+def entra(local_ca: LocalCA) -> Iterator[EntraSimulator]:
+    """Entra ID with the scenario's service account, client app and ConfigMgr API."""
+    from tests.remediation import scenario
+
+    with EntraSimulator(local_ca, host=own_loopback(0)) as simulator:
+        simulator.add_user(scenario.SERVICE_ACCOUNT, scenario.SERVICE_PASSWORD)
+        simulator.add_client(scenario.CLIENT_ID, public=True)
+        simulator.add_api("https://ConfigMgrService", scopes=("user_impersonation",))
+        yield simulator

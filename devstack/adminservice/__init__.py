@@ -33,6 +33,21 @@ where it matters, so tests can run both answers):
   code reads it (``key_get_shape="value"``) or the bare entity (``"entity"``); an unknown
   key is 404 (``missing_key="404"``) or an empty ``value`` list (``"empty"``).
 - Every action answers 201 (AddMembershipRule's documented status, used for all).
+- The status message classes (``SMS_StatusMessage``, ``SMS_StatMsgWithInsStrings``,
+  ``SMS_StatMsgInsStrings``) and ``SMS_Site`` come from the site database stand-in,
+  committed rows only (``status_messages=StatusMessageReader...``; without it, an empty
+  ``value``). ``ResourceID`` is always null unless a test sets it per RecordID
+  (``set_status_message_resource_id``). ``Time`` carries the fraction of a second when
+  there is one (``2026-11-20T08:01:00.12Z``). ``SMS_Site`` lists one active primary site
+  per site code of a message or registered in the database, with constant other values.
+  A failing site database is a 500 ``Generic failure (0x80041001)``.
+- ``gt``, ``ge``, ``lt``, ``le`` and ``ne`` apply to numbers and dates only; strings and
+  booleans take ``eq`` (400 otherwise). Date literals are unquoted ISO 8601 with ``Z`` or
+  an offset; a fraction past microseconds is cut.
+- ``$orderby`` sorts nulls first (ascending), as SQL Server does, and breaks ties by the
+  key, ascending; without it, answers are in key order. Ordering by a string property
+  is a 400: the simulator cannot reproduce the SQL collation's order. ``$skip`` is
+  served. No answer is ever paged by the server (no ``@odata.nextLink``).
 
 Also decided here: all three base URLs take bearer tokens (the real ``/AdminService/``
 uses Windows authentication); membership follows the direct rules at once, or only after
@@ -55,17 +70,21 @@ The modules, from the wire inwards:
 - ``site``: the simulated devices and collections; ``entities``: the schema, its CSDL
   and the entities built from the records;
 - ``odata``: answer and error shapes, query options, action bodies; ``filter``: ``$filter``;
+  ``listing``: an entity-set GET's options as one request, answered in memory;
+- ``status_messages``: the status message classes and SMS_Site from the site database,
+  the selective parts of a query pushed down to SQL;
 - ``calls``: the call log; ``simulator``: ``AdminServiceSimulator``, which holds them all;
 - ``tokens``: ``TokenSigner`` and ``JwksServer``, for tests and standalone runs;
 - ``__main__``: ``python -m devstack.adminservice`` serves the M365 demo devices.
 """
 
 from devstack.adminservice.auth import DEFAULT_AUDIENCE, REQUIRED_SCOPE
-from devstack.adminservice.calls import Call
+from devstack.adminservice.calls import Call, StatusQuery
 from devstack.adminservice.filter import parse_filter
 from devstack.adminservice.odata import ODataError
 from devstack.adminservice.routes import ROUTES
 from devstack.adminservice.simulator import DEFAULT_CMG_ID, AdminServiceSimulator
+from devstack.adminservice.status_messages import StatusMessageReader
 from devstack.adminservice.tokens import JwksServer, TokenSigner
 
 __all__ = [
@@ -77,6 +96,8 @@ __all__ = [
     "Call",
     "JwksServer",
     "ODataError",
+    "StatusMessageReader",
+    "StatusQuery",
     "TokenSigner",
     "parse_filter",
 ]

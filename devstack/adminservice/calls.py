@@ -10,8 +10,33 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
+class StatusQuery(NamedTuple):
+    """What one status message query asked for (``MessageID eq`` values, ``SiteCode eq``
+    values and whether RecordID or Time is bounded, from the parts of the ``$filter``
+    every row must satisfy), and how many rows it read from the site database."""
+
+    entity_set: str
+    filter: str | None
+    orderby: str | None
+    top: int | None
+    skip: int
+    message_ids: frozenset[int]
+    site_codes: frozenset[str]
+    record_id_bound: bool
+    time_bound: bool
+    rows_read: int = 0
+
+    @property
+    def selective(self) -> bool:
+        """``MessageID eq`` (where the class has MessageID) and a RecordID bound or a
+        ``$top``: what every query of a large status message table must be."""
+        by_message = bool(self.message_ids) or self.entity_set == "SMS_StatMsgInsStrings"
+        return by_message and (self.record_id_bound or self.top is not None)
+
+
 class Call(NamedTuple):
-    """One request as the simulator saw it (status 0: reset on purpose)."""
+    """One request as the simulator saw it (status 0: reset on purpose); ``query`` for
+    the status message classes."""
 
     method: str
     path: str
@@ -20,6 +45,7 @@ class Call(NamedTuple):
     route: str | None = None
     collection_id: str | None = None
     resource_id: int | None = None
+    query: StatusQuery | None = None
 
 
 @dataclass(slots=True)
@@ -30,6 +56,7 @@ class _CallInfo:
     route: str | None = None
     collection_id: str | None = None
     resource_id: int | None = None
+    query: StatusQuery | None = None
 
 
 class CallLog:
@@ -47,7 +74,7 @@ class CallLog:
         with self._lock:
             self._calls.append(
                 Call(info.method, info.path, status, info.upn, info.route,
-                     info.collection_id, info.resource_id)
+                     info.collection_id, info.resource_id, info.query)
             )  # fmt: skip
 
     def record_bug(self, trace: str) -> None:

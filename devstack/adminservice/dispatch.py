@@ -107,4 +107,4 @@ class Dispatcher:
         assert route.entity_set is not None
         if route.collection_key is not None:
             return self._queries.collection(route.collection_key, options, context)
-        return self._queries.entity_set(route.entity_set, options, context)
+        return self._queries.entity_set(route.entity_set, options, context, info)

@@ -1,6 +1,7 @@
 """The AdminService schema the simulator serves: the entity types (WMI property name →
 EDM type), their keys and the bound actions, as data and as the CSDL ``$metadata``
-document; and the entities built from the simulated records."""
+document; and the entities built from the simulated records and from the site
+database's rows."""
 
 from __future__ import annotations
 
@@ -52,15 +53,63 @@ _COLLECTION_PROPERTIES: Final[dict[str, str]] = {
     "CollectionType": _INT32,
     "LimitToCollectionID": _STRING,
 }
+#: SMS_StatusMessage: the columns of ``v_StatusMessage`` the SMS Provider class shows.
+_STATUS_MESSAGE_PROPERTIES: Final[dict[str, str]] = {
+    "RecordID": _INT64,
+    "MessageID": _INT32,
+    "Severity": _INT32,
+    "MessageType": _INT32,
+    "MachineName": _STRING,
+    "SiteCode": _STRING,
+    "Time": _DATE,
+    "Component": _STRING,
+    "ModuleName": _STRING,
+    "ProcessID": _INT32,
+    "ThreadID": _INT32,
+    "Win32Error": _INT32,
+    "TopLevelSiteCode": _STRING,
+}
+_INSERTION_STRINGS: Final = tuple(f"InsString{number}" for number in range(1, 11))
+_STAT_MSG_WITH_INS_STRINGS_PROPERTIES: Final[dict[str, str]] = {
+    **_STATUS_MESSAGE_PROPERTIES,
+    **dict.fromkeys(_INSERTION_STRINGS, _STRING),
+    "ResourceID": _INT32,  # "may be NULL": no column in the stand-in, see status_messages
+}
+_INS_STRING_PROPERTIES: Final[dict[str, str]] = {
+    "RecordID": _INT64,
+    "InsStrIndex": _INT32,  # 0-based: 0 is InsertionString1
+    "InsStrValue": _STRING,
+}
+_SITE_PROPERTIES: Final[dict[str, str]] = {
+    "SiteCode": _STRING,
+    "SiteName": _STRING,
+    "Type": _INT32,
+    "Version": _STRING,
+    "Status": _INT32,
+}
+#: The entity sets read from the site database (``status_messages``), not from ``site``.
+_STATUS_MESSAGE_SETS: Final = (
+    "SMS_StatusMessage",
+    "SMS_StatMsgWithInsStrings",
+    "SMS_StatMsgInsStrings",
+)
 _ENTITY_SETS: Final[dict[str, dict[str, str]]] = {
     "SMS_R_System": _SYSTEM_PROPERTIES,
     "SMS_FullCollectionMembership": _MEMBERSHIP_PROPERTIES,
     "SMS_Collection": _COLLECTION_PROPERTIES,
+    "SMS_StatusMessage": _STATUS_MESSAGE_PROPERTIES,
+    "SMS_StatMsgWithInsStrings": _STAT_MSG_WITH_INS_STRINGS_PROPERTIES,
+    "SMS_StatMsgInsStrings": _INS_STRING_PROPERTIES,
+    "SMS_Site": _SITE_PROPERTIES,
 }
-_KEYS: Final = {
-    "SMS_R_System": "ResourceId",
-    "SMS_FullCollectionMembership": "ResourceID",
-    "SMS_Collection": "CollectionID",
+_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "SMS_R_System": ("ResourceId",),
+    "SMS_FullCollectionMembership": ("ResourceID",),
+    "SMS_Collection": ("CollectionID",),
+    "SMS_StatusMessage": ("RecordID",),
+    "SMS_StatMsgWithInsStrings": ("RecordID",),
+    "SMS_StatMsgInsStrings": ("RecordID", "InsStrIndex"),
+    "SMS_Site": ("SiteCode",),
 }
 
 Entity = dict[str, Any]
@@ -77,9 +126,15 @@ class _Collection:
     members: set[int] = field(default_factory=set)  # as last evaluated
 
 
-def _iso(value: datetime) -> str:
+def _iso(value: datetime, *, fraction: bool = False) -> str:
+    """``2026-11-20T08:01:00Z`` (a naive value is UTC); with ``fraction``, the fraction
+    of a second too when there is one, trailing zeros cut (``08:01:00.12Z``), as .NET
+    writes a DateTimeOffset."""
     aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if fraction and aware.microsecond:
+        text += f".{aware.microsecond:06d}".rstrip("0")
+    return text + "Z"
 
 
 def _system_entity(device: GeneratedDevice) -> Entity:
@@ -120,7 +175,8 @@ def _csdl() -> bytes:
     ]
     for entity_set, properties in _ENTITY_SETS.items():
         lines.append(f'<EntityType Name="{entity_set}">')
-        lines.append(f'<Key><PropertyRef Name="{_KEYS[entity_set]}"/></Key>')
+        refs = "".join(f'<PropertyRef Name="{key}"/>' for key in _KEYS[entity_set])
+        lines.append(f"<Key>{refs}</Key>")
         lines.extend(f'<Property Name="{n}" Type="{t}"/>' for n, t in properties.items())
         if entity_set == "SMS_Collection":
             lines.append(

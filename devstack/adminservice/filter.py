@@ -1,11 +1,18 @@
 """OData ``$filter``: a strict lexer and parser for the subset the project uses, so a
 badly escaped literal fails or matches nothing instead of matching everything; and the
-collection key literal, read by the same lexer."""
+collection key literal, read by the same lexer.
+
+A filter compiles to a tree of ``Comparison`` and ``Junction`` nodes: each node is the
+predicate itself (call it with an entity), and ``conjuncts`` lists what every match
+must satisfy, so a query can push those parts down to SQL."""
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, NoReturn
 
 from devstack.adminservice.entities import (
@@ -24,16 +31,22 @@ _INT64_MAX: Final = 2**63 - 1
 
 
 class _Token(NamedTuple):
-    kind: Literal["ident", "string", "int", "lparen", "rparen", "comma"]
+    kind: Literal["ident", "string", "int", "datetime", "lparen", "rparen", "comma"]
     value: Any
     pos: int
 
 
+# OData's dateTimeOffsetValue: unquoted, seconds and fraction optional, Z or an offset.
+_DATETIME: Final = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,12})?)?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
 _TOKEN_RE: Final = re.compile(
-    r"""
+    rf"""
     (?P<ws>[ \t]+)
     |(?P<string>'(?:[^']|'')*')
     |(?P<quote>')
+    |(?P<datetime>{_DATETIME})
     |(?P<int>-?[0-9]+)
     |(?P<ident>[A-Za-z_][A-Za-z0-9_]*)
     |(?P<lparen>\()
@@ -42,6 +55,24 @@ _TOKEN_RE: Final = re.compile(
     """,
     re.VERBOSE,
 )
+
+
+def _datetime_literal(raw: str, pos: int) -> datetime:
+    # A fraction past microseconds is cut: datetime holds no more, and the site
+    # database's datetime (3 ms) far less.
+    whole, dot, rest = raw.partition(".")
+    fraction = ""
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        fraction, whole = rest[:digits], whole + rest[digits:]
+    try:
+        value = datetime.fromisoformat(whole)
+    except ValueError:
+        raise ODataError(
+            400, f"The literal '{raw}' at position {pos} is not a valid Edm.DateTimeOffset."
+        ) from None
+    micro = int((fraction + "000000")[:6])
+    return value.astimezone(UTC) + timedelta(microseconds=micro)
 
 
 def _lex(text: str, what: str = "$filter") -> list[_Token]:
@@ -62,6 +93,8 @@ def _lex(text: str, what: str = "$filter") -> list[_Token]:
             )
         if kind == "string":
             tokens.append(_Token("string", raw[1:-1].replace("''", "'"), pos))
+        elif kind == "datetime":
+            tokens.append(_Token("datetime", _datetime_literal(raw, pos), pos))
         elif kind == "int":
             value = int(raw)
             if abs(value) > _INT64_MAX:
@@ -73,16 +106,99 @@ def _lex(text: str, what: str = "$filter") -> list[_Token]:
     return tokens
 
 
-_Predicate = Callable[[Entity], bool]
-_Literal = str | int | bool | None
-_KEYWORDS: Final = frozenset({"eq", "and", "or", "true", "false", "null", "not"})
-_UNSUPPORTED_OPERATORS: Final = frozenset({"ne", "gt", "ge", "lt", "le", "has", "in", "add", "sub"})
+# -- the compiled filter -------------------------------------------------------------------
+
+Operator = Literal["eq", "ne", "gt", "ge", "lt", "le"]
+_Literal = str | int | bool | datetime | None
+#: OData's names of the operators, as its error messages quote them.
+_OPERATOR_KINDS: Final[dict[str, str]] = {
+    "eq": "Equal",
+    "ne": "NotEqual",
+    "gt": "GreaterThan",
+    "ge": "GreaterThanOrEqual",
+    "lt": "LessThan",
+    "le": "LessThanOrEqual",
+}
+_COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+#: The types every operator applies to; strings and booleans take ``eq`` only.
+_ORDERED_TYPES: Final = frozenset({_INT32, _INT64, _DATE})
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """``property operator literal``; ``function`` is tolower/toupper on the property."""
+
+    name: str
+    operator: Operator
+    value: _Literal
+    edm_type: str
+    function: Callable[[str], str] | None = None
+
+    def __call__(self, entity: Entity) -> bool:
+        actual = entity.get(self.name)
+        if self.value is None:  # the parser allows only eq and ne with null
+            return (actual is None) == (self.operator == "eq")
+        if actual is None:  # null is unequal to a value and not ordered against it
+            return self.operator == "ne"
+        if isinstance(self.value, str):
+            # WQL compares strings case-insensitively, so a function on the property
+            # changes nothing but must still parse.
+            if not isinstance(actual, str):
+                return False
+            if self.function is not None:
+                actual = self.function(actual)
+            return bool(actual.casefold() == self.value.casefold())
+        if isinstance(self.value, datetime):
+            if not isinstance(actual, str):
+                return False
+            actual = datetime.fromisoformat(actual)
+        elif type(actual) is not type(self.value):
+            # bool is an int in Python: keep true from matching 1.
+            return self.operator == "ne"
+        return _COMPARE[self.operator](actual, self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Junction:
+    """``and`` (every part) or ``or`` (any part)."""
+
+    kind: Literal["and", "or"]
+    parts: tuple[Filter, ...]
+
+    def __call__(self, entity: Entity) -> bool:
+        if self.kind == "and":
+            return all(part(entity) for part in self.parts)
+        return any(part(entity) for part in self.parts)
+
+
+Filter = Comparison | Junction
+
+
+def conjuncts(node: Filter) -> list[Filter]:
+    """The parts every match satisfies: the node, or its ``and`` parts at any depth."""
+    if isinstance(node, Junction) and node.kind == "and":
+        return [leaf for part in node.parts for leaf in conjuncts(part)]
+    return [node]
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+_KEYWORDS: Final = frozenset({*_OPERATOR_KINDS, "and", "or", "true", "false", "null", "not"})
+_UNSUPPORTED_OPERATORS: Final = frozenset({"has", "in", "add", "sub", "mul", "div", "mod"})
 _STRING_FUNCTIONS: Final = {"tolower": str.lower, "toupper": str.upper}
 
 
 class _FilterParser:
-    """``or`` of ``and`` of ``(expr)`` or ``operand eq literal``; operand is a property or
-    ``tolower``/``toupper`` of one. Anything else is a 400, as the real parser answers."""
+    """``or`` of ``and`` of ``(expr)`` or ``operand operator literal``; operand is a
+    property or ``tolower``/``toupper`` of one. Anything else is a 400, as the real
+    parser answers."""
 
     def __init__(self, text: str, entity_set: str, properties: Mapping[str, str]) -> None:
         self.text = text
@@ -92,13 +208,13 @@ class _FilterParser:
         self.pos = 0
         self.depth = 0
 
-    def parse(self) -> _Predicate:
+    def parse(self) -> Filter:
         if not self.tokens:
             raise ODataError(400, "The $filter expression is empty.")
-        predicate = self._or()
+        node = self._or()
         if self.pos < len(self.tokens):
             self._syntax_error(self.tokens[self.pos])
-        return predicate
+        return node
 
     def _syntax_error(self, token: _Token | None, expected: str = "") -> NoReturn:
         where = f"at position {token.pos}" if token else "at the end"
@@ -123,23 +239,19 @@ class _FilterParser:
             return True
         return False
 
-    def _or(self) -> _Predicate:
+    def _or(self) -> Filter:
         parts = [self._and()]
         while self._keyword("or"):
             parts.append(self._and())
-        if len(parts) == 1:
-            return parts[0]
-        return lambda entity: any(part(entity) for part in parts)
+        return parts[0] if len(parts) == 1 else Junction("or", tuple(parts))
 
-    def _and(self) -> _Predicate:
+    def _and(self) -> Filter:
         parts = [self._primary()]
         while self._keyword("and"):
             parts.append(self._primary())
-        if len(parts) == 1:
-            return parts[0]
-        return lambda entity: all(part(entity) for part in parts)
+        return parts[0] if len(parts) == 1 else Junction("and", tuple(parts))
 
-    def _primary(self) -> _Predicate:
+    def _primary(self) -> Filter:
         token = self._peek()
         if token is not None and token.kind == "lparen":
             self.pos += 1
@@ -154,55 +266,42 @@ class _FilterParser:
             return inner
         return self._comparison()
 
-    def _comparison(self) -> _Predicate:
-        name, transform = self._operand()
-        operator = self._next("'eq'")
-        if operator.kind != "ident" or operator.value != "eq":
-            if operator.kind == "ident" and operator.value in _UNSUPPORTED_OPERATORS:
+    def _comparison(self) -> Comparison:
+        name, function = self._operand()
+        token = self._next("an operator")
+        if token.kind != "ident" or token.value not in _OPERATOR_KINDS:
+            if token.kind == "ident" and token.value in _UNSUPPORTED_OPERATORS:
                 raise ODataError(
-                    400, f"The operator '{operator.value}' is not supported by this service."
+                    400, f"The operator '{token.value}' is not supported by this service."
                 )
-            self._syntax_error(operator, "'eq'")
+            self._syntax_error(token, "'eq', 'ne', 'gt', 'ge', 'lt' or 'le'")
+        op: Operator = token.value
         literal = self._literal()
         edm_type = self.properties[name]
-        self._check_types(name, edm_type, transform is not None, literal)
-        if literal is None:
-            return lambda entity: entity.get(name) is None
-        if isinstance(literal, str):
-            # WQL compares strings case-insensitively, so a function on the property
-            # changes nothing but must still parse.
-            wanted = literal.casefold()
+        self._check_types(name, edm_type, function is not None, op, literal)
+        return Comparison(name, op, literal, edm_type, function)
 
-            def match_string(entity: Entity) -> bool:
-                value = entity.get(name)
-                if not isinstance(value, str):
-                    return False
-                if transform is not None:
-                    value = transform(value)
-                return value.casefold() == wanted
-
-            return match_string
-        expected = literal
-
-        def match_value(entity: Entity) -> bool:
-            value = entity.get(name)
-            # bool is an int in Python: keep true from matching 1.
-            return value is not None and type(value) is type(expected) and value == expected
-
-        return match_value
-
-    def _check_types(self, name: str, edm_type: str, function: bool, literal: _Literal) -> None:
-        if edm_type == _DATE:
-            raise ODataError(400, f"This service does not filter on the date property '{name}'.")
+    def _check_types(
+        self, name: str, edm_type: str, function: bool, op: Operator, literal: _Literal
+    ) -> None:
         if function and edm_type != _STRING:
             raise ODataError(
                 400, f"No function signature matches the argument '{name}' ({edm_type})."
             )
+        if op != "eq" and edm_type not in _ORDERED_TYPES:
+            raise ODataError(
+                400,
+                f"The operator '{op}' is not supported by this service on the property "
+                f"'{name}' ({edm_type}); it takes 'eq' only.",
+            )
         if literal is None:
+            if op not in ("eq", "ne"):
+                raise ODataError(400, f"The operator '{op}' cannot compare '{name}' with null.")
             return
         literal_type = (
             _BOOL if isinstance(literal, bool)
             else _STRING if isinstance(literal, str)
+            else _DATE if isinstance(literal, datetime)
             else _INT64
         )  # fmt: skip
         compatible = literal_type == edm_type or (
@@ -212,7 +311,7 @@ class _FilterParser:
             raise ODataError(
                 400,
                 "A binary operator with incompatible types was detected. Found operand types "
-                f"'{edm_type}' and '{literal_type}' for operator kind 'Equal'.",
+                f"'{edm_type}' and '{literal_type}' for operator kind '{_OPERATOR_KINDS[op]}'.",
             )
 
     def _operand(self) -> tuple[str, Callable[[str], str] | None]:
@@ -245,10 +344,9 @@ class _FilterParser:
 
     def _literal(self) -> _Literal:
         token = self._next("a literal")
-        if token.kind == "string":
-            return str(token.value)
-        if token.kind == "int":
-            return int(token.value)
+        if token.kind in ("string", "int", "datetime"):
+            value: str | int | datetime = token.value
+            return value
         if token.kind == "ident" and token.value in ("true", "false"):
             return bool(token.value == "true")
         if token.kind == "ident" and token.value == "null":
@@ -256,8 +354,9 @@ class _FilterParser:
         self._syntax_error(token, "a literal")
 
 
-def parse_filter(text: str, entity_set: str) -> Callable[[Entity], bool]:
-    """Compile an OData ``$filter`` for one of the simulated entity sets (400 on error)."""
+def parse_filter(text: str, entity_set: str) -> Filter:
+    """Compile an OData ``$filter`` for one of the simulated entity sets (400 on error);
+    the result is the predicate on an entity."""
     return _FilterParser(text, entity_set, _ENTITY_SETS[entity_set]).parse()
 
 

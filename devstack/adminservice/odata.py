@@ -11,6 +11,8 @@ from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
+from devstack.adminservice.entities import _STRING
+
 _JSON_TYPE: Final = (
     "application/json; odata.metadata=minimal; odata.streaming=true; "
     "IEEE754Compatible=false; charset=utf-8"
@@ -82,7 +84,7 @@ def _query_options(query: str) -> dict[str, str]:
     for name, value in pairs:
         if not name.startswith("$"):
             continue  # custom query options are allowed and ignored, as in OData
-        if name not in ("$filter", "$select", "$top", "$format"):
+        if name not in ("$filter", "$select", "$orderby", "$top", "$skip", "$format"):
             raise ODataError(400, f"The query parameter '{name}' is not supported.")
         if name in options:
             raise ODataError(
@@ -114,10 +116,48 @@ def _select(value: str | None, properties: Mapping[str, str], entity_set: str) -
     return list(dict.fromkeys(names))
 
 
-def _top(value: str) -> int:
+def _count(option: str, value: str) -> int:
+    """The value of ``$top`` or ``$skip``: a non-negative integer."""
     if not value.isascii() or not value.isdigit():
-        raise ODataError(400, f"Invalid value '{value}' for $top query option.")
+        raise ODataError(400, f"Invalid value '{value}' for {option} query option.")
     return int(value)
+
+
+#: One ``$orderby`` item: the property, and whether it is descending.
+OrderBy = tuple[tuple[str, bool], ...]
+
+
+def _orderby(value: str | None, properties: Mapping[str, str], entity_set: str) -> OrderBy:
+    """``Property [asc|desc]``, comma separated; strings are refused (see the package
+    docstring), as are unknown and repeated properties."""
+    if value is None:
+        return ()
+    order: list[tuple[str, bool]] = []
+    for item in value.split(","):
+        words = item.split()
+        if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1] not in ("asc", "desc")):
+            raise ODataError(
+                400, f"The $orderby item '{item.strip()}' is not 'Property [asc|desc]'."
+            )
+        name = words[0]
+        edm_type = properties.get(name)
+        if edm_type is None:
+            raise ODataError(
+                400,
+                f"Could not find a property named '{name}' on type "
+                f"'AdminService.{entity_set}' in $orderby.",
+            )
+        if edm_type == _STRING:
+            raise ODataError(
+                400,
+                f"This service does not order by the string property '{name}' in $orderby.",
+            )
+        if any(name == seen for seen, _ in order):
+            raise ODataError(
+                400, f"Duplicate property named '{name}' is not supported in $orderby."
+            )
+        order.append((name, words[-1] == "desc"))
+    return tuple(order)
 
 
 # -- action bodies -------------------------------------------------------------------------

@@ -1,44 +1,56 @@
-"""The GET answers: an entity set with ``$filter``, ``$select`` and ``$top``, and one
-collection by key in the shape chosen for it."""
+"""The GET answers: an entity set with its query options, from the simulated site or,
+for the status message classes and SMS_Site, from the site database; and one collection
+by key in the shape chosen for it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Literal
 
-from devstack.adminservice.entities import _COLLECTION_PROPERTIES, _ENTITY_SETS
-from devstack.adminservice.filter import parse_filter
-from devstack.adminservice.odata import ODataError, _Answer, _json_answer, _select, _top
+from devstack.adminservice.calls import _CallInfo
+from devstack.adminservice.entities import _COLLECTION_PROPERTIES, _STATUS_MESSAGE_SETS, Entity
+from devstack.adminservice.listing import Listing
+from devstack.adminservice.odata import ODataError, _Answer, _json_answer, _select
 from devstack.adminservice.site import Site
+from devstack.adminservice.status_messages import StatusMessageReader, describe
 
 
 class Queries:
-    """Answers the entity-set and keyed GETs from the site's records."""
+    """Answers the entity-set and keyed GETs; without a status message reader, the
+    status message classes and SMS_Site are empty."""
 
     def __init__(
         self,
         site: Site,
+        status_messages: StatusMessageReader | None,
         *,
         key_get_shape: Literal["value", "entity"],
         missing_key: Literal["404", "empty"],
     ) -> None:
         self._site = site
+        self._status_messages = status_messages
         self.key_get_shape = key_get_shape
         self.missing_key = missing_key
 
-    def entity_set(self, entity_set: str, options: Mapping[str, str], context: str) -> _Answer:
-        """``wmi/<entity set>`` with its query options."""
-        properties = _ENTITY_SETS[entity_set]
-        select = _select(options.get("$select"), properties, entity_set)
-        rows = self._site.entities(entity_set)
-        if "$filter" in options:
-            predicate = parse_filter(options["$filter"], entity_set)
-            rows = [row for row in rows if predicate(row)]
-        if "$top" in options:
-            rows = rows[: _top(options["$top"])]
-        if select is not None:
-            rows = [{name: row[name] for name in select} for row in rows]
-            context += f"#{entity_set}({','.join(select)})"
+    def entity_set(
+        self, entity_set: str, options: Mapping[str, str], context: str, info: _CallInfo
+    ) -> _Answer:
+        """``wmi/<entity set>`` with its query options (a status message query is
+        described in ``info`` for the call log)."""
+        listing = Listing.from_options(entity_set, options)
+        reader = self._status_messages
+        rows: list[Entity]
+        if entity_set in _STATUS_MESSAGE_SETS:
+            info.query = describe(listing, options)
+            rows, read = reader.query(listing) if reader is not None else ([], 0)
+            info.query = info.query._replace(rows_read=read)
+        elif entity_set == "SMS_Site":
+            rows = listing.answer(reader.sites() if reader is not None else [])
+        else:
+            rows = listing.answer(self._site.entities(entity_set))
+        rows = listing.project(rows)
+        if listing.select is not None:
+            context += f"#{entity_set}({','.join(listing.select)})"
         else:
             context += f"#{entity_set}"
         return _json_answer(200, {"@odata.context": context, "value": rows})

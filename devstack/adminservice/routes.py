@@ -7,18 +7,12 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from devstack.adminservice.entities import _ACTIONS
+from devstack.adminservice.entities import _ACTIONS, _ENTITY_SETS
 from devstack.adminservice.filter import _read_key
 from devstack.adminservice.odata import ODataError
 
 #: Route names, for per-route latency and faults and for ``Call.route``.
-ROUTES: Final = (
-    "metadata",
-    "SMS_R_System",
-    "SMS_FullCollectionMembership",
-    "SMS_Collection",
-    *_ACTIONS,
-)
+ROUTES: Final = ("metadata", *_ENTITY_SETS, *_ACTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +47,7 @@ def _route(rest: str) -> _Route | ODataError:
     """The route of the path below the base; an error is raised only after auth."""
     if rest in ("v1.0/$metadata", "wmi/$metadata"):
         return _Route("metadata", ("GET",))
-    if rest in ("wmi/SMS_R_System", "wmi/SMS_FullCollectionMembership", "wmi/SMS_Collection"):
+    if rest.startswith("wmi/") and rest[4:] in _ENTITY_SETS:
         name = rest[4:]
         return _Route(name, ("GET",), entity_set=name)
     prefix = "wmi/SMS_Collection"

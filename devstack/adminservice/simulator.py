@@ -13,13 +13,14 @@ from typing import Final, Literal, Self
 
 from devstack.adminservice.actions import Actions
 from devstack.adminservice.auth import DEFAULT_AUDIENCE, BearerAuth
-from devstack.adminservice.calls import Call, CallLog
+from devstack.adminservice.calls import Call, CallLog, StatusQuery
 from devstack.adminservice.dispatch import Dispatcher
 from devstack.adminservice.faults import FaultPlan, FaultStatus
 from devstack.adminservice.queries import Queries
 from devstack.adminservice.routes import _prefixes
 from devstack.adminservice.server import _AdminServer
 from devstack.adminservice.site import Site
+from devstack.adminservice.status_messages import StatusMessageReader
 from devstack.datagen import GeneratedDevice
 from devstack.lifecycle import Service
 from devstack.ports import LOOPBACK
@@ -36,6 +37,8 @@ class AdminServiceSimulator(Service):
 
     State (devices, collections, rules) and fault settings are thread-safe and may be
     changed while it serves. ``calls`` logs every request for assertions.
+    ``status_messages`` serves the status message classes and SMS_Site from the site
+    database (committed rows only); without it they answer an empty ``value``.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class AdminServiceSimulator(Service):
         missing_key: Literal["404", "empty"] = "404",
         cmg_id: int = DEFAULT_CMG_ID,
         jwks_refresh_cooldown: float = 0.0,
+        status_messages: StatusMessageReader | None = None,
     ) -> None:
         self._auth = BearerAuth(
             ca,
@@ -73,6 +77,7 @@ class AdminServiceSimulator(Service):
         self.ca = ca
         self.cmg_id = cmg_id
         self._site = Site(devices, collections or {})
+        self._status_messages = status_messages
         self._calls = CallLog()
         self._wake = threading.Event()  # set on stop: cuts injected latency short
         self._faults = FaultPlan(self._wake)
@@ -81,7 +86,12 @@ class AdminServiceSimulator(Service):
             prefixes=_prefixes(cmg_id),
             faults=self._faults,
             auth=self._auth,
-            queries=Queries(self._site, key_get_shape=key_get_shape, missing_key=missing_key),
+            queries=Queries(
+                self._site,
+                status_messages,
+                key_get_shape=key_get_shape,
+                missing_key=missing_key,
+            ),
             actions=Actions(
                 self._site,
                 duplicate_add=duplicate_add,
@@ -118,6 +128,8 @@ class AdminServiceSimulator(Service):
             self._running = False
             self._wake.set()
             self._close()
+            if self._status_messages is not None:
+                self._status_messages.close()
 
     def _listen(self) -> None:
         if self._server is not None:
@@ -225,6 +237,13 @@ class AdminServiceSimulator(Service):
         """The evaluated membership (what SMS_FullCollectionMembership shows)."""
         return self._site.members(collection_id)
 
+    def set_status_message_resource_id(self, record_id: int, resource_id: int | None) -> None:
+        """The ResourceID the message ``record_id`` shows in SMS_StatMsgWithInsStrings
+        (always null otherwise: the site database stand-in has no such column)."""
+        if self._status_messages is None:
+            raise RuntimeError("the simulator has no status message source")
+        self._status_messages.set_resource_id(record_id, resource_id)
+
     def expire_tokens_issued_before(self, when: datetime | None) -> None:
         """Treat tokens issued (``iat``) before ``when`` as expired; None undoes it.
 
@@ -261,6 +280,10 @@ class AdminServiceSimulator(Service):
             and (resource_id is None or call.resource_id == resource_id)
             and (status is None or call.status == status)
         )
+
+    def status_message_queries(self) -> list[StatusQuery]:
+        """What each status message query asked for, oldest first."""
+        return [call.query for call in self.calls if call.query is not None]
 
     def successful_adds(self) -> Counter[tuple[str, int]]:
         """Successful AddMembershipRule calls per (collection, ResourceID)."""

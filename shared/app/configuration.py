@@ -55,9 +55,14 @@ def _missing(setting: Lookup, names: list[str]) -> list[str]:
 def target_problems(setting: Lookup, rules: RuleSet) -> list[str]:
     """Settings that the targets the rules name (and the identity source) need but lack."""
     problems: list[str] = []
-    needs_adminservice = setting("IDENTITY_SOURCE") == "adminservice" or any(
+    export_source = setting("EXPORT_SOURCE") or "sitedb"
+    identity_source = setting("IDENTITY_SOURCE") or export_source
+    needs_adminservice = identity_source == "adminservice" or any(
         r.target == "adminservice" for r in rules.rules
     )
+    reason = "a rule targets the AdminService (or IDENTITY_SOURCE=adminservice)"
+    if export_source == "adminservice" and not needs_adminservice:
+        needs_adminservice, reason = True, "EXPORT_SOURCE=adminservice"
     if needs_adminservice:
         missing = _missing(
             setting,
@@ -69,11 +74,7 @@ def target_problems(setting: Lookup, rules: RuleSet) -> list[str]:
                 "ADMINSERVICE_PASSWORD",
             ],
         )
-        problems += [
-            f"{name}: required because a rule targets the AdminService "
-            "(or IDENTITY_SOURCE=adminservice)"
-            for name in missing
-        ]
+        problems += [f"{name}: required because {reason}" for name in missing]
     if any(r.target == "webservice" for r in rules.rules):
         kind = setting("WEBSERVICE_KIND")
         required = ["WEBSERVICE_KIND", "WEBSERVICE_URL"]

@@ -132,7 +132,7 @@ def _settled(answer: Answer[T], deadline: Deadline, what: str) -> tuple[T | None
 def _sites(runtime: Runtime) -> list[SiteStatus]:
     return [
         SiteStatus(summary.site_code, summary.newest_record_id, summary.newest_time_utc)
-        for summary in runtime.site_database.sites()
+        for summary in runtime.status_source.sites()
     ]
 
 
@@ -239,14 +239,18 @@ def _probes(runtime: Runtime) -> list[_Probe]:
     """The dependency checks, in the order a deployment needs them. Reads settings and
     rules only: no client is built here."""
     s = runtime.settings
-    probes = [
-        _Probe(
-            "site database",
-            "check SITE_DB_CONNECTION (Server=host,port; SQL login; ODBC Driver 18) and that "
-            "the login may SELECT v_StatusMessage, v_StatMsgInsStrings and v_R_System",
-            lambda: runtime.site_database.ping(),
-            "v_StatusMessage, v_StatMsgInsStrings and v_R_System answered",
-        ),
+    probes = []
+    if s.reads_site_database:
+        probes.append(
+            _Probe(
+                "site database",
+                "check SITE_DB_CONNECTION (Server=host,port; SQL login; ODBC Driver 18) and "
+                "that the login may SELECT v_StatusMessage, v_StatMsgInsStrings and v_R_System",
+                lambda: runtime.site_database.ping(),
+                "v_StatusMessage, v_StatMsgInsStrings and v_R_System answered",
+            )
+        )
+    probes += [
         _Probe(
             "storage queue",
             "check AzureWebJobsStorage and the identity's Storage Queue Data Contributor role",
@@ -269,7 +273,7 @@ def _probes(runtime: Runtime) -> list[_Probe]:
         ),
     ]
     adminservice_rules = [r for r in runtime.rules.rules if r.target == "adminservice"]
-    if adminservice_rules or s.identity_source == "adminservice":
+    if adminservice_rules or "adminservice" in (s.identity, s.export_source):
         probes += [
             _Probe(
                 "token",
@@ -286,6 +290,17 @@ def _probes(runtime: Runtime) -> list[_Probe]:
                 f"{s.adminservice_url}v1.0/$metadata answered",
             ),
         ]
+    if s.export_source == "adminservice":
+        probes.append(
+            _Probe(
+                "status messages",
+                "check that the service account's ConfigMgr role may read status messages "
+                "(SMS_StatusMessage, SMS_StatMsgWithInsStrings) and sites (SMS_Site)",
+                lambda: runtime.adminservice_status_messages.ping(),
+                "SMS_StatMsgWithInsStrings answered through the AdminService",
+            )
+        )
+    if adminservice_rules:
         probes += [
             _Probe(
                 f"collection {rule.collection_id}",

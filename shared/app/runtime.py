@@ -38,6 +38,7 @@ from shared.domain.ports import (
 )
 from shared.domain.rules import RuleSet, load_rules
 from shared.errors import ConfigurationError
+from shared.export.adminservice_source import AdminServiceStatusMessages
 from shared.export.exporter import Exporter, ExportOptions
 from shared.export.site_database import SiteDatabaseClient
 from shared.export.watermark import SiteWatermark
@@ -109,10 +110,18 @@ class Runtime:
 
     @cached_property
     def site_database(self) -> SiteDatabaseClient:
-        """The site database reader."""
-        return SiteDatabaseClient(
-            self.settings.site_db_connection.get_secret_value(), retry=self.overrides.site_db_retry
-        )
+        """The site database reader (EXPORT_SOURCE or IDENTITY_SOURCE sitedb)."""
+        connection = self.settings.site_db_connection
+        if connection is None:
+            raise ConfigurationError(
+                "SITE_DB_CONNECTION is required: EXPORT_SOURCE or IDENTITY_SOURCE is sitedb"
+            )
+        return SiteDatabaseClient(connection.get_secret_value(), retry=self.overrides.site_db_retry)
+
+    @cached_property
+    def adminservice_status_messages(self) -> AdminServiceStatusMessages:
+        """Status messages through the AdminService (EXPORT_SOURCE=adminservice)."""
+        return AdminServiceStatusMessages(self.adminservice.service)
 
     @cached_property
     def queue(self) -> RemediationQueue:
@@ -134,9 +143,12 @@ class Runtime:
 
     @property
     def status_source(self) -> StatusMessageSource:
-        """Where the exporter reads status messages: the site database."""
-        override = self.overrides.status_source
-        return self.site_database if override is None else override
+        """Where the exporter reads status messages (EXPORT_SOURCE)."""
+        if self.overrides.status_source is not None:
+            return self.overrides.status_source
+        if self.settings.export_source == "adminservice":
+            return self.adminservice_status_messages
+        return self.site_database
 
     @property
     def progress_store(self) -> ProgressStore[SiteWatermark]:
@@ -215,10 +227,10 @@ class Runtime:
 
     @cached_property
     def device_source(self) -> DeviceSource:
-        """Where machine names become ResourceIDs (IDENTITY_SOURCE)."""
+        """Where machine names become ResourceIDs (IDENTITY_SOURCE, else EXPORT_SOURCE)."""
         if self.overrides.device_source is not None:
             return self.overrides.device_source
-        if self.settings.identity_source == "adminservice":
+        if self.settings.identity == "adminservice":
             return self.adminservice
         return self.site_database
 

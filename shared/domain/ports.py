@@ -16,7 +16,7 @@ from shared.domain.devices import DeviceRecord
 from shared.domain.membership import ChangeResult, MembershipChange
 from shared.domain.outcomes import Outcome, OutcomeKind
 from shared.domain.requests import RemediationRequest
-from shared.domain.status_messages import StatusMessage
+from shared.domain.status_messages import SiteSummary, StatusMessage
 
 State = TypeVar("State")
 Verdict = TypeVar("Verdict", covariant=True)
@@ -25,20 +25,11 @@ Verdict = TypeVar("Verdict", covariant=True)
 # -- export --------------------------------------------------------------------------
 
 
-class Site(Protocol):
-    """A site the status message source holds messages of."""
-
-    @property
-    def site_code(self) -> str:
-        """The three-character site code."""
-        ...
-
-
 class StatusMessageSource(Protocol):
-    """Where status messages come from (the site database)."""
+    """Where status messages come from (the site database, or the AdminService)."""
 
-    def sites(self) -> Sequence[Site]:
-        """Every site that has status messages."""
+    def sites(self) -> Sequence[SiteSummary]:
+        """Every site that has generic status messages, with its newest one."""
         ...
 
     def iter_pages(
@@ -51,6 +42,10 @@ class StatusMessageSource(Protocol):
     ) -> Iterator[list[StatusMessage]]:
         """The site's messages above ``after_record_id`` (and from ``since``), in
         RecordID order, ``page_size`` at a time."""
+        ...
+
+    def ping(self) -> None:
+        """One small read that proves the source answers and may be read."""
         ...
 
 

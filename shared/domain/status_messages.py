@@ -70,3 +70,12 @@ class StatusMessage:
             for key, value in zip(INSERTION_STRING_KEYS, self.insertion_strings, strict=True)
             if value is not None
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSummary:
+    """What a status message source holds for one site: its newest generic message."""
+
+    site_code: str
+    newest_record_id: int
+    newest_time_utc: datetime

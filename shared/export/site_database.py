@@ -13,7 +13,6 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final
@@ -24,10 +23,12 @@ from shared.domain.devices import DeviceRecord, flag, is_text
 from shared.domain.status_messages import (
     GENERIC_INFO,
     INSERTION_STRING_COUNT,
+    SiteSummary,
     StatusMessage,
     sql_equal,
 )
 from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
+from shared.export.paging import keyset_pages
 from shared.platform.retry import RetryPolicy, Sleep
 
 log = logging.getLogger(__name__)
@@ -88,15 +89,6 @@ _HINTS: Final = {
     "IM002": "the ODBC driver named in SITE_DB_CONNECTION is not installed "
     "(production: 'ODBC Driver 18 for SQL Server')",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SiteSummary:
-    """What the database holds for one site: its newest generic status message."""
-
-    site_code: str
-    newest_record_id: int
-    newest_time_utc: datetime
 
 
 def _sqlstate(error: pyodbc.Error) -> str:
@@ -358,12 +350,10 @@ class SiteDatabaseClient:
         since: datetime | None = None,
     ) -> Iterator[list[StatusMessage]]:
         """Pages of :meth:`read_page` until the site has no more, keyset-paged on RecordID."""
-        cursor = after_record_id
-        while True:
-            page = self.read_page(site_code, after_record_id=cursor, limit=page_size, since=since)
-            if not page:
-                return
-            yield page
-            if len(page) < page_size:
-                return
-            cursor = page[-1].record_id
+        return keyset_pages(
+            lambda after, limit: self.read_page(
+                site_code, after_record_id=after, limit=limit, since=since
+            ),
+            after_record_id=after_record_id,
+            page_size=page_size,
+        )

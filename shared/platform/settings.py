@@ -6,13 +6,12 @@ The setting names are a contract with operators, the Bicep templates and
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -35,6 +34,7 @@ DEFAULT_APP_ROOT = Path(__file__).resolve().parents[2]
 _QUEUE_NAME = re.compile(r"^(?=.{3,56}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
 
+SITE_DB_MISSING = "SITE_DB_CONNECTION: required setting is missing"
 _STORAGE_MISSING = (
     "AzureWebJobsStorage: required setting is missing (a storage connection "
     "string, or AzureWebJobsStorage__accountName for a managed identity)"
@@ -51,11 +51,20 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    site_db_connection: SecretStr = Field(
+    site_db_connection: SecretStr | None = Field(
+        default=None,
         alias="SITE_DB_CONNECTION",
         description="ODBC connection string of the site database (ODBC Driver 18 for SQL "
         "Server, SQL authentication). Always encrypted and verified: TrustServerCertificate=yes "
-        "and Encrypt=no/optional are refused, as is a driver whose encryption cannot be checked.",
+        "and Encrypt=no/optional are refused, as is a driver whose encryption cannot be checked. "
+        "Required unless EXPORT_SOURCE and IDENTITY_SOURCE are both adminservice.",
+    )
+    export_source: Literal["sitedb", "adminservice"] = Field(
+        default="sitedb",
+        alias="EXPORT_SOURCE",
+        description="Where the export reads status messages: the site database over SQL, or "
+        "the SMS Provider's WMI classes through the AdminService (HTTPS to the cloud "
+        "management gateway only; IDENTITY_SOURCE then defaults to adminservice).",
     )
     storage_connection: SecretStr | None = Field(
         default=None,
@@ -192,10 +201,11 @@ class Settings(BaseSettings):
         alias="WEBSERVICE_SCOPE",
         description="Scope of the app-only token for WEBSERVICE_KIND=rest.",
     )
-    identity_source: Literal["sitedb", "adminservice"] = Field(
-        default="sitedb",
+    identity_source: Literal["sitedb", "adminservice"] | None = Field(
+        default=None,
         alias="IDENTITY_SOURCE",
-        description="Where machine names become ResourceIDs: v_R_System or SMS_R_System.",
+        description="Where machine names become ResourceIDs: v_R_System (sitedb) or "
+        "SMS_R_System (adminservice). Default: the EXPORT_SOURCE.",
     )
     resolve_retry_hours: float = Field(
         default=24,
@@ -241,7 +251,9 @@ class Settings(BaseSettings):
 
     @field_validator("site_db_connection")
     @classmethod
-    def _odbc_connection_string(cls, value: SecretStr) -> SecretStr:
+    def _odbc_connection_string(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         text = value.get_secret_value().strip()
         if not text:
             raise ValueError("is empty")
@@ -320,6 +332,22 @@ class Settings(BaseSettings):
         return value.strip().rstrip("/") if value is not None else None
 
     @model_validator(mode="after")
+    def _site_database_configured(self) -> Settings:
+        if self.site_db_connection is None and self.reads_site_database:
+            raise ValueError(SITE_DB_MISSING)
+        return self
+
+    @property
+    def identity(self) -> Literal["sitedb", "adminservice"]:
+        """Where machine names become ResourceIDs (IDENTITY_SOURCE, else EXPORT_SOURCE)."""
+        return self.identity_source or self.export_source
+
+    @property
+    def reads_site_database(self) -> bool:
+        """Whether the export or the identity lookup reads the site database over SQL."""
+        return "sitedb" in (self.export_source, self.identity)
+
+    @model_validator(mode="after")
     def _storage_configured(self) -> Settings:
         if self.storage_connection is None and not (
             self.storage_account_name or self.storage_queue_uri
@@ -375,6 +403,16 @@ def raw_setting(values: Mapping[str, str], name: str) -> str | None:
     the environment; None when it is not set. For diagnosis when the model refuses."""
     wanted = name.lower()
     return next((value for key, value in values.items() if key.lower() == wanted), None)
+
+
+def _site_database_needed(values: Mapping[str, str]) -> bool:
+    """From the raw settings: SITE_DB_CONNECTION is needed and not given."""
+    if raw_setting(values, "SITE_DB_CONNECTION"):
+        return False
+    export = (raw_setting(values, "EXPORT_SOURCE") or "sitedb").strip()
+    identity = (raw_setting(values, "IDENTITY_SOURCE") or export).strip()
+    # A value the model refuses reads the site database as far as anyone knows.
+    return not export == identity == "adminservice"
 
 
 def _storage_given(values: Mapping[str, str]) -> bool:
@@ -435,7 +473,9 @@ def _describe(error: ValidationError, values: Mapping[str, str]) -> list[str]:
         message = message.removeprefix("Value error, ")
         # The model-level check already names its setting.
         lines.append(message if name == "settings" else f"{name}: {message}")
-    # The whole-model check does not run when a field fails; report storage anyway.
+    # The whole-model checks do not run when a field fails; report them anyway.
+    if _site_database_needed(values) and SITE_DB_MISSING not in lines:
+        lines.insert(0, SITE_DB_MISSING)
     if not _storage_given(values) and not any(
         line.startswith("AzureWebJobsStorage:") for line in lines
     ):
@@ -458,21 +498,3 @@ def load_settings(values: Mapping[str, str] | None = None) -> Settings:
     # Raised outside the handler: the ValidationError (which quotes every input value,
     # secrets too) must not travel along as the new exception's __context__.
     raise ConfigurationError.of_settings(problems)
-
-
-def read_local_settings(path: Path) -> dict[str, str]:
-    """The ``Values`` of a Functions ``local.settings.json`` file, over the environment."""
-    try:
-        document: Any = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigurationError(f"{path}: settings file not found") from None
-    except json.JSONDecodeError as error:
-        raise ConfigurationError(
-            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
-        ) from None
-    values = document.get("Values") if isinstance(document, dict) else None
-    if not isinstance(values, dict):
-        raise ConfigurationError(f"{path}: expected an object with a 'Values' object")
-    merged = dict(os.environ)
-    merged.update({str(k): str(v) for k, v in values.items()})
-    return merged

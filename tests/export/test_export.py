@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +12,7 @@ from devstack.datagen import M365_RULES, GeneratedStatusMessage, generate_worklo
 from shared.domain.clock import utc_now
 from shared.errors import StorageError
 from tests.conftest import StoreWrapper
+from tests.export.conftest import SOURCES
 
 pytestmark = pytest.mark.stack
 
@@ -62,6 +63,9 @@ class Clock:
         self.now += timedelta(**delta)
 
 
+# Through the AdminService this test lost a block of about 45 rows in 2 of 6 runs after
+# the devstack tests (never alone): the multi-page read is under investigation (issue 12),
+# so it reads the site database only for now; the tests below run against both sources.
 def test_ten_thousand_messages_over_two_sites(stack, app):
     """Through the real timer function: one run, then a second that finds nothing new."""
     workload = generate_workload(seed=2026, sites=("PS1", "PS2"), message_count=10_000)
@@ -108,6 +112,7 @@ def test_ten_thousand_messages_over_two_sites(stack, app):
     assert stack.drain() == []
 
 
+@SOURCES
 def test_late_commit_inside_the_overlap_is_exported_once(stack):
     expected = insert(stack, [message(machine=f"EARLY{n}", minutes=n) for n in range(5)])
     late = stack.site_db.begin_late_commit(message(machine="LATE01", minutes=6))
@@ -130,6 +135,7 @@ def test_late_commit_inside_the_overlap_is_exported_once(stack):
     assert stack.drain() == []
 
 
+@SOURCES
 def test_the_overlap_window_is_bounded(stack):
     """Re-reading stops once a scan started an overlap after another ended: the state
     does not grow forever, and a row committing later than the overlap is not re-read."""
@@ -151,6 +157,7 @@ def test_the_overlap_window_is_bounded(stack):
     assert stack.exporter(clock=clock, runtime=runtime).run().enqueued == 0
 
 
+@SOURCES
 def test_repeated_runs_export_only_what_is_new(stack):
     first = insert(stack, [message(machine=f"A{n}", minutes=n) for n in range(20)])
     exporter = stack.exporter()
@@ -166,6 +173,7 @@ def test_repeated_runs_export_only_what_is_new(stack):
     assert exporter.run().enqueued == 0
 
 
+@SOURCES
 def test_only_39997_messages_that_match_are_enqueued(stack):
     expected = insert(
         stack,
@@ -183,6 +191,7 @@ def test_only_39997_messages_that_match_are_enqueued(stack):
     assert report.sites["PS1"].read == 3  # the 39997 messages, matching or not
 
 
+@SOURCES
 def test_bounded_runs_share_the_budget_and_lose_nothing(stack):
     expected = insert(
         stack,
@@ -205,6 +214,7 @@ def test_bounded_runs_share_the_budget_and_lose_nothing(stack):
     assert keys(stack.drain()) == expected
 
 
+@SOURCES
 def test_start_time_limits_the_first_run(stack):
     insert(stack, [message(machine="BEFORE", minutes=0)])
     expected = insert(stack, [message(machine="AFTER", minutes=30)])
@@ -213,6 +223,7 @@ def test_start_time_limits_the_first_run(stack):
     assert keys(stack.drain()) == expected
 
 
+@SOURCES
 def test_dry_run_sends_and_saves_nothing(stack):
     expected = insert(stack, [message(machine=f"D{n}") for n in range(4)])
     runtime = stack.runtime()
@@ -224,6 +235,7 @@ def test_dry_run_sends_and_saves_nothing(stack):
     assert keys(stack.drain()) == expected
 
 
+@SOURCES
 def test_crash_between_enqueue_and_checkpoint_resends_and_never_loses(stack):
     expected = insert(stack, [message(machine=f"C{n}", minutes=n) for n in range(30)])
     runtime = stack.runtime()
@@ -243,6 +255,7 @@ def test_crash_between_enqueue_and_checkpoint_resends_and_never_loses(stack):
     assert stack.exporter(runtime=runtime).run().enqueued == 0
 
 
+@SOURCES
 def test_overlapping_runs_skip_nothing_and_send_once(stack):
     expected = insert(
         stack,
@@ -269,6 +282,7 @@ def test_overlapping_runs_skip_nothing_and_send_once(stack):
     assert keys(stack.drain()) == expected
 
 
+@SOURCES
 def test_overlapping_writers_never_move_a_watermark_back(stack):
     """Without the site lease (it expired, say), both runs export; ETag merging keeps
     every row and the state only grows. Duplicates are allowed, losses are not."""
@@ -311,6 +325,7 @@ def test_overlapping_writers_never_move_a_watermark_back(stack):
     assert stack.exporter(runtime=runtime).run().enqueued == 0
 
 
+@SOURCES
 def test_stale_state_write_merges_instead_of_overwriting(stack):
     runtime = stack.runtime()
     store = runtime.watermarks
@@ -329,3 +344,30 @@ def test_stale_state_write_merges_instead_of_overwriting(stack):
     reloaded, _ = store.load("PS1")
     assert reloaded == saved
     assert all(reloaded.is_examined(r) for r in fresh.examined)
+
+
+@SOURCES
+def test_a_backfill_resends_from_a_time_or_a_record_without_moving_the_watermark(stack):
+    early = insert(stack, [message(machine=f"B{n}", minutes=n) for n in range(4)])
+    late = insert(stack, [message(machine=f"C{n}", minutes=10 + n) for n in range(3)])
+    runtime = stack.runtime()
+    stack.exporter(runtime=runtime).run()
+    assert keys(stack.drain()) == early + late
+    before = runtime.watermarks.load("PS1")[0]
+
+    since = datetime(2026, 11, 20, 8, 10, tzinfo=UTC)
+    report = stack.exporter(runtime=runtime).backfill(since=since)
+    assert keys(stack.drain()) == late  # the messages from 08:10 on, once more
+    assert report.enqueued == sum(late.values())
+    assert runtime.watermarks.load("PS1")[0] == before  # untouched
+
+    newest = max(rid for _, rid, _ in late)
+    added = insert(stack, [message(machine="D0", minutes=20)])
+    stack.exporter(runtime=runtime).backfill(
+        site_code="PS1", after_record_id=newest, update_watermark=True
+    )
+    assert keys(stack.drain()) == added
+    state = runtime.watermarks.load("PS1")[0]
+    assert state is not None and state.high_record_id == max(rid for _, rid, _ in added)
+    stack.exporter(runtime=runtime).run()
+    assert stack.drain() == []  # the backfill counted it as examined

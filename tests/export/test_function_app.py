@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 
 from devstack.datagen import GeneratedStatusMessage
+from shared.app.runtime import get_runtime
+from tests.export.conftest import SOURCES
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.stack
-def test_timer_function_exports_through_the_real_trigger(app, stack):
+@SOURCES
+def test_timer_function_exports_through_the_real_trigger(export_source, app, stack):
     messages = [
         GeneratedStatusMessage(
             site_code="PS1",
@@ -41,6 +44,9 @@ def test_timer_function_exports_through_the_real_trigger(app, stack):
     )
     app.export()
     assert stack.drain() == []
+    if export_source == "adminservice":
+        # Without SITE_DB_CONNECTION the SQL reader was never even built.
+        assert "site_database" not in get_runtime().__dict__
 
 
 def test_core_never_imports_azure_functions():

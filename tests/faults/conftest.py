@@ -35,7 +35,7 @@ import pytest
 import requests
 from azure.storage.queue import QueueClient
 
-from devstack.adminservice import AdminServiceSimulator
+from devstack.adminservice import AdminServiceSimulator, StatusMessageReader
 from devstack.app_runtime import ExportProgress, RecordingExporter, recording_exporter
 from devstack.azurite import Azurite
 from devstack.datagen import M365_RULES, Workload, generate_workload
@@ -493,6 +493,7 @@ def scenario(
             admins=[SERVICE_ACCOUNT],
             devices=[*workload.devices, *BYSTANDERS],
             collections=COLLECTIONS,
+            status_messages=StatusMessageReader.for_site_database(fault_site_db),
         ).start()
         ledger = Ledger(workload, record_ids)
         # Each collection starts with a bystander and with one device a request asks

@@ -57,6 +57,12 @@ NEVER_WRITTEN = {
     "AzureWebJobsScriptRoot": "set by the host",
 }
 
+#: Settings the model requires with its defaults, though not always (its validator).
+REQUIRED_BY_DEFAULT = {
+    # the default EXPORT_SOURCE (and IDENTITY_SOURCE) reads the site database
+    "SITE_DB_CONNECTION": "EXPORT_SOURCE=sitedb",
+}
+
 #: Where a parameter's default deliberately differs from the model's default.
 DELIBERATE_DEFAULTS = {
     # a first deployment decides and records, but changes no collection (docs/deployment.md)
@@ -152,8 +158,7 @@ def test_every_setting_the_model_requires_is_always_written(
         for name, field in Settings.model_fields.items()
         if field.is_required()
         for alias in aliases(field, name)
-    }
-    assert required, "the model requires SITE_DB_CONNECTION at least"
+    } | set(REQUIRED_BY_DEFAULT)
     missing = {name for name in required if not declared.get(name, AppSetting(name, False)).always}
     assert not missing, f"required by shared/settings.py, not always set by main.bicep: {missing}"
 

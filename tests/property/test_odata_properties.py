@@ -1,9 +1,14 @@
 """The OData parameter path: whatever the machine name, the $filter the client sends
 is one comparison with exactly that name, and the AdminService answers only records of
-that name."""
+that name. And the simulator's comparisons of Int64 and DateTimeOffset values agree with
+arithmetic on the numbers and instants themselves."""
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -12,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
 
-from devstack.adminservice import AdminServiceSimulator, parse_filter
+from devstack.adminservice import AdminServiceSimulator, ODataError, parse_filter
+from devstack.adminservice.entities import _iso
 from devstack.adminservice.filter import _lex
 from devstack.adminservice.odata import _query_options
 from shared.errors import CmRemediateError
@@ -156,3 +162,60 @@ def test_the_property_client_is_authorised(
     # The properties above would pass vacuously against a service that refused us.
     assert [r.netbios_name for r in adminservice_client.find_devices("pc01")] == ["PC01", "PC01"]
     assert simulator.calls[-1].upn is not None
+
+
+# -- comparisons of numbers and dates ---------------------------------------------------------
+
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+INT64 = st.integers(-(2**63) + 1, 2**63 - 1)
+#: An Int64 near another one, so that equal and adjacent values come up often.
+int64_pairs = INT64.flatmap(
+    lambda a: st.tuples(st.just(a), st.one_of(st.just(a), INT64, st.integers(a - 2, a + 2)))
+).filter(lambda pair: abs(pair[1]) < 2**63)
+offsets = st.integers(-14 * 60, 14 * 60).map(lambda minutes: timezone(timedelta(minutes=minutes)))
+#: Instants as the site database holds them: whole milliseconds.
+stored_times = st.datetimes(datetime(1990, 1, 1), datetime(2090, 1, 1)).map(
+    lambda value: value.replace(microsecond=value.microsecond // 1000 * 1000, tzinfo=UTC)
+)
+
+
+@settings(max_examples=400)
+@given(int64_pairs, st.sampled_from(sorted(OPERATORS)))
+def test_int64_comparisons_are_exact(pair: tuple[int, int], name: str) -> None:
+    value, literal = pair  # past 2^53 too: no float in between
+    matches = parse_filter(f"RecordID {name} {literal}", "SMS_StatMsgWithInsStrings")
+    assert matches({"RecordID": value}) == OPERATORS[name](value, literal)
+
+
+@settings(max_examples=400)
+@given(
+    stored_times,
+    st.one_of(stored_times, st.timedeltas(timedelta(seconds=-2), timedelta(seconds=2))),
+    offsets,
+    st.sampled_from(sorted(OPERATORS)),
+)
+def test_date_literals_compare_as_instants(
+    stored: datetime, other: datetime | timedelta, offset: timezone, name: str
+) -> None:
+    # The literal is unquoted ISO 8601 in any offset; the entity carries the value as
+    # the simulator writes it (UTC, with its fraction).
+    instant = stored + other if isinstance(other, timedelta) else other
+    literal = instant.astimezone(offset).isoformat()
+    matches = parse_filter(f"Time {name} {literal}", "SMS_StatMsgWithInsStrings")
+    assert matches({"Time": _iso(stored, fraction=True)}) == OPERATORS[name](stored, instant)
+
+
+@settings(max_examples=200)
+@given(stored_times, offsets, st.sampled_from(sorted(OPERATORS)))
+def test_a_quoted_date_never_compares(instant: datetime, offset: timezone, name: str) -> None:
+    quoted = "'" + instant.astimezone(offset).isoformat() + "'"
+    with pytest.raises(ODataError) as caught:
+        parse_filter(f"Time {name} {quoted}", "SMS_StatMsgWithInsStrings")
+    assert caught.value.status == 400 and "incompatible" in caught.value.message

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from devstack.adminservice import AdminServiceSimulator
+from devstack.adminservice import AdminServiceSimulator, StatusMessageReader
 from devstack.entra import EntraSimulator
 from devstack.functions_host import FunctionsHost
+from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
 from shared.app.runtime import (
     Runtime,
@@ -27,7 +28,6 @@ from shared.domain.outcomes import Outcome
 from shared.domain.requests import RemediationRequest
 from shared.platform.retry import RetryPolicy
 from tests.conftest import FunctionApp, InvocationFailed, Stack
-from tests.helpers import own_loopback
 from tests.remediation import scenario
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "queue"
@@ -35,17 +35,10 @@ REPO = Path(__file__).resolve().parents[2]
 ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.json"))
 
 
-@pytest.fixture(scope="session")
-def entra(local_ca: LocalCA) -> Iterator[EntraSimulator]:
-    with EntraSimulator(local_ca, host=own_loopback(0)) as simulator:
-        simulator.add_user(scenario.SERVICE_ACCOUNT, scenario.SERVICE_PASSWORD)
-        simulator.add_client(scenario.CLIENT_ID, public=True)
-        simulator.add_api("https://ConfigMgrService", scopes=("user_impersonation",))
-        yield simulator
-
-
 @pytest.fixture
-def adminservice(local_ca: LocalCA, entra: EntraSimulator) -> Iterator[AdminServiceSimulator]:
+def adminservice(
+    local_ca: LocalCA, entra: EntraSimulator, site_db: SiteDatabase
+) -> Iterator[AdminServiceSimulator]:
     """A fresh AdminService per test, holding the fixture scenario."""
     with AdminServiceSimulator(
         local_ca,
@@ -55,6 +48,7 @@ def adminservice(local_ca: LocalCA, entra: EntraSimulator) -> Iterator[AdminServ
         admins=[scenario.SERVICE_ACCOUNT],
         devices=scenario.DEVICES,
         collections=scenario.COLLECTIONS,
+        status_messages=StatusMessageReader.for_site_database(site_db),
     ) as simulator:
         for collection_id, members in scenario.INITIAL_MEMBERS.items():
             simulator.set_direct_members(collection_id, members)

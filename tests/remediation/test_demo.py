@@ -16,11 +16,19 @@ from devstack.stack import LocalStack
 pytestmark = pytest.mark.stack
 
 
-def test_demo_shows_every_outcome_and_stops_the_stack(local_ca, entra, functions_host):
+@pytest.mark.parametrize("export_source", ["sitedb", "adminservice"])
+def test_demo_shows_every_outcome_and_stops_the_stack(
+    local_ca, entra, functions_host, export_source
+):
     # ``entra`` holds port 443 for this test session; the demo's simulator shares it.
     # The demo runs its functions through the session's worker host (one per process).
     out = io.StringIO()
-    run_demo(Console(file=out, width=200, color_system=None), ca=local_ca, host=functions_host)
+    run_demo(
+        Console(file=out, width=200, color_system=None),
+        ca=local_ca,
+        host=functions_host,
+        export_source=export_source,
+    )
     text = out.getvalue()
     assert "The queue function handled 32 messages" in text
     for kind in ("added", "already-member", "ambiguous", "unknown-device"):

@@ -49,7 +49,9 @@ def test_no_settings_at_all_names_every_required_one():
     text = str(error)
     assert text.startswith("invalid settings:\n")
     assert "SITE_DB_CONNECTION: required setting is missing" in error.problems
-    assert any(p.startswith("AzureWebJobsStorage: required setting is missing") for p in error.problems)
+    assert any(
+        p.startswith("AzureWebJobsStorage: required setting is missing") for p in error.problems
+    )
     # The shipped rules target the AdminService: its settings are missing too.
     for name in ADMINSERVICE_SETTINGS:
         assert f"{name}: required because a rule targets the AdminService" in text
@@ -151,17 +153,19 @@ def test_the_rules_file_is_found_from_the_raw_settings_when_settings_fail(tmp_pa
     }
     error = refused(values)
     assert error.problems[0] == "SITE_DB_CONNECTION: required setting is missing"
-    assert f"REMEDIATION_RULES_FILE {tmp_path / 'my-rules.json'}: not valid JSON" in error.problems[1]
+    assert (
+        f"REMEDIATION_RULES_FILE {tmp_path / 'my-rules.json'}: not valid JSON" in error.problems[1]
+    )
     missing = refused({**values, "REMEDIATION_RULES_FILE": "gone.json"})
-    assert missing.problems[1].startswith(f"REMEDIATION_RULES_FILE: {tmp_path / 'gone.json'} not found")
+    assert missing.problems[1].startswith(
+        f"REMEDIATION_RULES_FILE: {tmp_path / 'gone.json'} not found"
+    )
 
 
 def test_a_rule_targeting_the_adminservice_without_its_settings(tmp_path):
     path = tmp_path / "rules.json"
     path.write_text(rules_text(rule(target="adminservice")))
-    error = refused(
-        {**without(*ADMINSERVICE_SETTINGS), "REMEDIATION_RULES_FILE": str(path)}
-    )
+    error = refused({**without(*ADMINSERVICE_SETTINGS), "REMEDIATION_RULES_FILE": str(path)})
     assert str(error).startswith("invalid settings:\n  ADMINSERVICE_URL: required because")
     assert sorted(p.split(":")[0] for p in error.problems) == sorted(ADMINSERVICE_SETTINGS)
 
@@ -214,3 +218,31 @@ def test_problems_name_settings_never_their_secret_values():
     assert "Sup3rS3cret" not in str(error)
     assert "Sup3rS3cret" not in repr(error.problems)
     assert error.__context__ is None and error.__cause__ is None
+
+
+def test_the_adminservice_export_needs_the_adminservice_settings():
+    error = refused(
+        {**without("SITE_DB_CONNECTION", "ADMINSERVICE_URL"), "EXPORT_SOURCE": "adminservice"}
+    )
+    # The shipped rules target the AdminService: that is the reason the message gives.
+    assert error.problems == [
+        "ADMINSERVICE_URL: required because a rule targets the AdminService "
+        "(or IDENTITY_SOURCE=adminservice)"
+    ]
+
+
+def test_the_export_alone_names_itself_as_the_reason(tmp_path):
+    path = tmp_path / "rules.json"
+    path.write_text(rules_text(rule(target="webservice")))
+    values = {
+        **without("SITE_DB_CONNECTION", "ADMINSERVICE_URL"),
+        "EXPORT_SOURCE": "adminservice",
+        "IDENTITY_SOURCE": "sitedb",
+        "SITE_DB_CONNECTION": GOOD["SITE_DB_CONNECTION"],
+        "REMEDIATION_RULES_FILE": str(path),
+        "WEBSERVICE_KIND": "configmgr-webservice",
+        "WEBSERVICE_URL": "https://web.example/ConfigMgr.asmx",
+        "WEBSERVICE_SECRET": "a-long-shared-secret",
+    }
+    error = refused(values)
+    assert error.problems == ["ADMINSERVICE_URL: required because EXPORT_SOURCE=adminservice"]

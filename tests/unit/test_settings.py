@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cmremediate_cli.app import read_local_settings
 from shared.errors import ConfigurationError
-from shared.platform.settings import load_settings, read_local_settings
+from shared.platform.settings import load_settings
 
 REQUIRED = {
     "SITE_DB_CONNECTION": "Driver={ODBC Driver 18 for SQL Server};Server=sql01,1433;Uid=u;Pwd=p",
@@ -177,3 +178,34 @@ def test_file_settings_are_relative_to_the_app_root(tmp_path):
         load_settings(
             {**REQUIRED, "AzureWebJobsScriptRoot": str(tmp_path), "TLS_CA_BUNDLE": "missing.pem"}
         )
+
+
+def test_the_adminservice_export_needs_no_site_database():
+    settings = load_settings(
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "EXPORT_SOURCE": "adminservice"}
+    )
+    assert settings.site_db_connection is None
+    assert settings.identity == "adminservice"  # the export source, unless said otherwise
+    assert not settings.reads_site_database
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},  # the default: the export reads SQL
+        {"EXPORT_SOURCE": "adminservice", "IDENTITY_SOURCE": "sitedb"},
+        {"IDENTITY_SOURCE": "adminservice"},
+    ],
+)
+def test_the_site_database_is_required_while_anything_reads_it(values):
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true", **values})
+    assert caught.value.problems == ["SITE_DB_CONNECTION: required setting is missing"]
+
+
+def test_a_missing_site_database_is_named_beside_a_bad_field():
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "EXPORT_SOURCE": "sql"})
+    problems = caught.value.problems
+    assert problems[0] == "SITE_DB_CONNECTION: required setting is missing"
+    assert problems[1].startswith("EXPORT_SOURCE: Input should be 'sitedb' or 'adminservice'")
