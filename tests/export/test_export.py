@@ -63,9 +63,7 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-# Through the AdminService this test lost a block of about 45 rows in 2 of 6 runs after
-# the devstack tests (never alone): the multi-page read is under investigation (issue 12),
-# so it reads the site database only for now; the tests below run against both sources.
+@SOURCES
 def test_ten_thousand_messages_over_two_sites(stack, app):
     """Through the real timer function: one run, then a second that finds nothing new."""
     workload = generate_workload(seed=2026, sites=("PS1", "PS2"), message_count=10_000)
