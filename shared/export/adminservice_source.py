@@ -12,7 +12,6 @@ examined RecordIDs, the lease) does not depend on the source.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 from shared.domain.status_messages import (
@@ -22,7 +21,7 @@ from shared.domain.status_messages import (
     StatusMessage,
 )
 from shared.errors import AdminServiceUnavailable
-from shared.export.paging import keyset_pages
+from shared.export.paging import KeysetPaged
 from shared.platform.adminservice import (
     AdminService,
     Entity,
@@ -36,7 +35,7 @@ _STRINGS = tuple(f"InsString{n}" for n in range(1, INSERTION_STRING_COUNT + 1))
 _COLUMNS = ("RecordID", "MessageID", "SiteCode", "Time", "MachineName", *_STRINGS)
 
 
-class AdminServiceStatusMessages:
+class AdminServiceStatusMessages(KeysetPaged):
     """Reads generic (39997) status messages per site through the AdminService."""
 
     def __init__(self, service: AdminService) -> None:
@@ -101,23 +100,6 @@ class AdminServiceStatusMessages:
             what=f"status messages of site {site_code}",
         )
         return [_message(entity, site_code) for entity in entities]
-
-    def iter_pages(
-        self,
-        site_code: str,
-        *,
-        after_record_id: int,
-        page_size: int,
-        since: datetime | None = None,
-    ) -> Iterator[list[StatusMessage]]:
-        """Pages of :meth:`read_page` until the site has no more, keyset-paged on RecordID."""
-        return keyset_pages(
-            lambda after, limit: self.read_page(
-                site_code, after_record_id=after, limit=limit, since=since
-            ),
-            after_record_id=after_record_id,
-            page_size=page_size,
-        )
 
     def ping(self) -> None:
         """One bounded read of the status messages: proves the route, the class and the

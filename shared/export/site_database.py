@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final
@@ -28,7 +28,7 @@ from shared.domain.status_messages import (
     sql_equal,
 )
 from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
-from shared.export.paging import keyset_pages
+from shared.export.paging import KeysetPaged
 from shared.platform.retry import RetryPolicy, Sleep
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class SiteDatabaseClient:
+class SiteDatabaseClient(KeysetPaged):
     """Reads status messages from the site database. Create once, reuse, ``close()``.
 
     Connections are opened lazily and reopened after a transient failure; a query that
@@ -340,20 +340,3 @@ class SiteDatabaseClient:
             )
             for row in rows
         ]
-
-    def iter_pages(
-        self,
-        site_code: str,
-        *,
-        after_record_id: int,
-        page_size: int,
-        since: datetime | None = None,
-    ) -> Iterator[list[StatusMessage]]:
-        """Pages of :meth:`read_page` until the site has no more, keyset-paged on RecordID."""
-        return keyset_pages(
-            lambda after, limit: self.read_page(
-                site_code, after_record_id=after, limit=limit, since=since
-            ),
-            after_record_id=after_record_id,
-            page_size=page_size,
-        )
