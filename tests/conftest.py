@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import base64
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import pyodbc
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
+from devstack.adminservice import AdminServiceSimulator
 from devstack.azurite import Azurite
 from devstack.entra import EntraSimulator
 from devstack.functions_host import FunctionsHost, HttpResult, Invocation, QueueDelivery
@@ -32,6 +35,7 @@ from shared.app.runtime import (
 from shared.domain.ports import ProgressStore, SiteLease
 from shared.domain.requests import RemediationRequest, decode
 from shared.domain.rules import RuleSet
+from shared.export import site_database
 from shared.export.exporter import Exporter
 from shared.export.watermark import SiteWatermark
 from shared.platform.settings import load_settings
@@ -99,6 +103,8 @@ class Stack:
     runtimes: list[Runtime] = field(default_factory=list)
     #: Settings of the status message source (``export_source``); None removes one.
     source_settings: dict[str, str | None] = field(default_factory=dict)
+    #: The AdminService simulator serving the status messages (``adminservice`` source).
+    adminservice: AdminServiceSimulator | None = None
 
     def settings_values(self, **overrides: str) -> dict[str, str]:
         """App settings pointing at the stack, as the function app would get them."""
@@ -152,6 +158,12 @@ class Stack:
         """Take every queue message off the queue, checking each is base64 JSON."""
         client = self.raw_queue()
         seen: dict[str, RemediationRequest] = {}
+        # The storage SDK sends a message again when the answer to its first send timed
+        # out (a stalled Azurite under load), so the queue may hold the same bytes twice:
+        # that is one send (at-least-once; the remediation side takes it once). A second
+        # export of the same record differs in exported_utc and is counted.
+        bodies: set[str] = set()
+        ids: set[str] = set()
         waited = False
         try:
             try:
@@ -169,13 +181,16 @@ class Stack:
                 )
                 for message in batch:
                     text = base64.b64decode(message.content, validate=True).decode("utf-8")
-                    seen.setdefault(str(message.id), decode(text))
+                    if text not in bodies:
+                        seen[str(message.id)] = decode(text)
+                    bodies.add(text)
+                    ids.add(str(message.id))
                 if batch:
                     continue
                 # A receive the SDK retried (a slow answer under load) may have hidden a
                 # batch whose answer never arrived: the queue still counts those; they
                 # come back once their visibility timeout ends.
-                if waited or approximate_depth(client) <= len(seen):
+                if waited or approximate_depth(client) <= len(ids):
                     break
                 time.sleep(DRAIN_HIDE)  # once, so a drain always ends: a lost batch is back
                 waited = True
@@ -187,6 +202,30 @@ class Stack:
     def close(self) -> None:
         for runtime in self.runtimes:
             runtime.close()
+
+
+class OdbcTripwire:
+    """Stands in for the app's ``pyodbc`` module: every attribute is the real one but
+    ``connect``, which records the attempt and fails (the simulators keep their own)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(pyodbc, name)
+
+    def connect(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self.attempts.append("".join(traceback.format_stack(limit=8)))
+        raise AssertionError("the app opened an ODBC connection where it must not")
+
+
+@pytest.fixture
+def no_odbc(monkeypatch: pytest.MonkeyPatch) -> Iterator[OdbcTripwire]:
+    """The app's only ODBC path (the site database reader) fails the test if used."""
+    tripwire = OdbcTripwire()
+    monkeypatch.setattr(site_database, "pyodbc", tripwire)
+    yield tripwire
+    assert tripwire.attempts == [], tripwire.attempts[0]
 
 
 @pytest.fixture

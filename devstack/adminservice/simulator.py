@@ -221,6 +221,10 @@ class AdminServiceSimulator(Service):
         """Add (or replace) an SMS_R_System record."""
         self._site.add_device(device)
 
+    def clear_devices(self) -> None:
+        """Remove every SMS_R_System record (a scenario of other devices follows)."""
+        self._site.clear_devices()
+
     def add_collection(self, collection_id: str, name: str) -> None:
         """Add an empty device collection (IDs are case-insensitive, like WMI keys)."""
         self._site.add_collection(collection_id, name)

@@ -38,6 +38,12 @@ class Site:
             self._devices[device.resource_id] = device
             self._system_rows = None
 
+    def clear_devices(self) -> None:
+        """Remove every SMS_R_System record."""
+        with self._lock:
+            self._devices.clear()
+            self._system_rows = None
+
     def add_collection(self, collection_id: str, name: str) -> None:
         """Add an empty device collection unless it exists."""
         with self._lock:

@@ -32,6 +32,8 @@ class Outcome:
     record_id: int | None = None
     machine_name: str | None = None
     resource_id: int | None = None
+    #: The ResourceID the status message itself carried (AdminService source).
+    message_resource_id: int | None = None
     rule: str | None = None
     collection_id: str | None = None
     action: str | None = None

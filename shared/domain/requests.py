@@ -33,6 +33,8 @@ MAX_ENCODED_BYTES: Final = 48 * 1024
 SiteCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{3}$")]
 #: RecordID is a SQL bigint.
 RECORD_ID_MAX: Final = 2**63 - 1
+#: ResourceID is a SQL int (WMI uint32, site-assigned from 16777216 upwards).
+RESOURCE_ID_MAX: Final = 2**31 - 1
 #: The first day SQL Server's datetime (v_StatusMessage.Time) holds; the audit table
 #: cannot store times before 1601 either.
 EARLIEST_TIME: Final = datetime(1753, 1, 1, tzinfo=UTC)
@@ -77,6 +79,10 @@ class RemediationRequest(BaseModel):
     action: Action
     target: Target
     exported_utc: datetime
+    #: The ResourceID the status message carried (AdminService source only). Absent
+    #: from the JSON when the source has none, so such messages stay byte for byte the
+    #: ones of earlier versions.
+    message_resource_id: int | None = Field(default=None, gt=0, le=RESOURCE_ID_MAX, strict=True)
 
     @field_validator("time_utc", "exported_utc")
     @classmethod
@@ -109,11 +115,14 @@ class RemediationRequest(BaseModel):
             action=rule.action,
             target=rule.target,
             exported_utc=exported_utc,
+            message_resource_id=message.resource_id,
         )
 
     def to_json(self) -> str:
         """The queue message text before base64 (the queue client encodes)."""
-        text = self.model_dump_json()
+        text = self.model_dump_json(
+            exclude={"message_resource_id"} if self.message_resource_id is None else None
+        )
         if len(text.encode("utf-8")) > MAX_ENCODED_BYTES:
             raise QueueMessageError(
                 f"site={self.site_code} record={self.record_id}: the queue message would be "

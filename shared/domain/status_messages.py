@@ -52,6 +52,10 @@ class StatusMessage:
     machine_name: str
     #: Index 0 is InsertionString1; None where the message has no such string.
     insertion_strings: tuple[str | None, ...]
+    #: The ResourceID the site attached to the message (``SMS_StatMsgWithInsStrings``
+    #: has one, "may be NULL"); None where the source has none. Never trusted alone:
+    #: the remediation side acts only when the machine name resolves to the same one.
+    resource_id: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.insertion_strings) != INSERTION_STRING_COUNT:

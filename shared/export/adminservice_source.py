@@ -7,13 +7,15 @@ keyset on ``RecordID`` (``RecordID gt N``, ``$orderby=RecordID``, ``$top``), the
 paging as the SQL reader, and every query names the message ID and the site, so each is
 selective and bounded however large the status message tables are. Sites come from
 ``wmi/SMS_Site``. What the exporter does with the pages (the overlap window, the
-examined RecordIDs, the lease) does not depend on the source.
+examined RecordIDs, the lease) does not depend on the source. A message's ``ResourceID``
+travels on as ``message_resource_id``: the remediation side checks it against the name.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from shared.domain.requests import RESOURCE_ID_MAX
 from shared.domain.status_messages import (
     GENERIC_INFO,
     INSERTION_STRING_COUNT,
@@ -32,7 +34,7 @@ from shared.platform.adminservice import (
 
 STATUS_MESSAGES = "SMS_StatMsgWithInsStrings"
 _STRINGS = tuple(f"InsString{n}" for n in range(1, INSERTION_STRING_COUNT + 1))
-_COLUMNS = ("RecordID", "MessageID", "SiteCode", "Time", "MachineName", *_STRINGS)
+_COLUMNS = ("RecordID", "MessageID", "SiteCode", "Time", "MachineName", "ResourceID", *_STRINGS)
 
 
 class AdminServiceStatusMessages(KeysetPaged):
@@ -124,6 +126,18 @@ def _time(entity: Entity, site_code: str) -> datetime:
     return value
 
 
+def _resource_id(entity: Entity, site_code: str) -> int | None:
+    value = entity.get("ResourceID")
+    if value is None or value == 0:
+        return None  # "may be NULL"; 0 names no device either
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= RESOURCE_ID_MAX:
+        raise AdminServiceUnavailable(
+            f"site={site_code} record={entity.get('RecordID')}: the AdminService sent a status "
+            f"message whose ResourceID is not a ResourceID ({str(value)[:40]!r})"
+        )
+    return value
+
+
 def _message(entity: Entity, site_code: str) -> StatusMessage:
     strings = tuple(None if entity.get(name) is None else str(entity[name]) for name in _STRINGS)
     return StatusMessage(
@@ -133,4 +147,5 @@ def _message(entity: Entity, site_code: str) -> StatusMessage:
         time_utc=_time(entity, site_code),
         machine_name=str(entity.get("MachineName") or ""),
         insertion_strings=strings,
+        resource_id=_resource_id(entity, site_code),
     )

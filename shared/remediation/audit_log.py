@@ -72,6 +72,7 @@ def _from_entity(entity: dict[str, Any], *, new: bool) -> Outcome:
         record_id=int(record_id) if record_id else None,
         machine_name=entity.get("MachineName"),
         resource_id=entity.get("ResourceId"),
+        message_resource_id=entity.get("MessageResourceId"),
         rule=entity.get("Rule"),
         collection_id=entity.get("CollectionId"),
         action=entity.get("Action"),
@@ -147,6 +148,8 @@ class AuditLog:
         }
         if resource_id is not None:
             entity["ResourceId"] = resource_id
+        if request.message_resource_id is not None:
+            entity["MessageResourceId"] = request.message_resource_id
         if kind == HELD:
             # Kept whole, so a release puts exactly this request back on the queue.
             entity["Request"] = request.model_dump_json()

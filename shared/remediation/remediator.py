@@ -7,6 +7,8 @@ The order of decisions, each logged with site code, record ID, machine and colle
 3. validate against the *current* rules file and the input rules (``rejected-input``);
 4. resolve the machine name to one ResourceID (``ambiguous``; not found yet → try again
    after RESOLVE_RETRY_DELAY_SECONDS until RESOLVE_RETRY_HOURS, then ``unknown-device``);
+   a ResourceID the status message carried must be that one, or it is ``ambiguous``
+   (it never picks a record on its own);
 5. an add past MAX_ADDS_PER_COLLECTION_PER_HOUR is held (``held-rate-limit``) until an
    operator releases or discards it (``cmremediate held``); a released request skips
    the guard;
@@ -145,6 +147,15 @@ class Remediator:
             )
 
         resource_id = resolution.resource_id
+        reported = request.message_resource_id
+        if reported is not None and reported != resource_id:
+            return self._record(
+                request,
+                "ambiguous",
+                f"the status message carries ResourceID {reported}, but the name resolves to "
+                f"{resource_id} ({resolution.reason}); not guessing which device sent it",
+                settle=released,
+            )
         slot = GuardSlot(
             None if released else self._guard, request, self._clock, dry_run=self._dry_run
         )

@@ -2,7 +2,8 @@
 
 A module opts in with ``pytestmark = SOURCES``; every other test of the folder reads the
 site database as before. With ``adminservice`` the settings carry no
-SITE_DB_CONNECTION at all, so the export cannot reach SQL by accident; the AdminService
+SITE_DB_CONNECTION at all, so the export cannot reach SQL by accident (and a tripwire in
+place of the reader's ``pyodbc`` proves it never tried); the AdminService
 simulator reads the same PostgreSQL stand-in (committed rows only), so late commits
 behave as they do through the SMS Provider.
 """
@@ -37,6 +38,7 @@ def stack(
     if export_source == "sitedb":
         yield stack
         return
+    request.getfixturevalue("no_odbc")
     entra: EntraSimulator = request.getfixturevalue("entra")
     with AdminServiceSimulator(
         local_ca,
@@ -45,6 +47,7 @@ def stack(
         admins=[scenario.SERVICE_ACCOUNT],
         status_messages=StatusMessageReader.for_site_database(stack.site_db),
     ) as adminservice:
+        stack.adminservice = adminservice
         stack.source_settings = {
             "EXPORT_SOURCE": "adminservice",
             "SITE_DB_CONNECTION": None,

@@ -171,6 +171,18 @@ def test_repeated_runs_export_only_what_is_new(stack):
     assert exporter.run().enqueued == 0
 
 
+@pytest.mark.parametrize("export_source", ["adminservice"], indirect=True)
+def test_a_resource_id_the_message_carries_goes_on_the_queue(stack):
+    """SMS_StatMsgWithInsStrings has a ResourceID ("may be NULL"): carried as
+    message_resource_id for the remediation side to check, absent where null."""
+    ids = stack.site_db.insert_status_messages([message(machine=f"R{n}") for n in range(3)])
+    stack.adminservice.set_status_message_resource_id(ids[0], 16777219)
+    stack.adminservice.set_status_message_resource_id(ids[2], 16777220)
+    stack.exporter().run()
+    carried = {r.record_id: r.message_resource_id for r in stack.drain()}
+    assert carried == {ids[0]: 16777219, ids[1]: None, ids[2]: 16777220}
+
+
 @SOURCES
 def test_only_39997_messages_that_match_are_enqueued(stack):
     expected = insert(

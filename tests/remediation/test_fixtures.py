@@ -39,6 +39,8 @@ def test_every_fixture_ends_in_its_documented_outcome(remediation):
         outcome = remediation.outcome(document["body"])
         assert outcome is not None, name
         assert outcome.kind == document["expected_outcome"], f"{name}: {outcome.reason}"
+        # the ResourceID the status message carried is kept beside the decision
+        assert outcome.message_resource_id == document["body"].get("message_resource_id")
         request = RemediationRequest.model_validate(document["body"])
         if outcome.kind == "added":
             expected_members.setdefault(request.collection_id, set()).add(

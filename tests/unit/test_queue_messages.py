@@ -18,9 +18,13 @@ from tests.remediation.conftest import FIXTURES, body_of
 RULES = parse_rules(rules_text(rule()))
 
 
-def request_for(machine="PC01", strings=("MsgType_Office365Upgrade", "projectInstalled")):
+def request_for(
+    machine="PC01", strings=("MsgType_Office365Upgrade", "projectInstalled"), resource_id=None
+):
     padded = tuple(strings) + (None,) * (10 - len(strings))
-    message = StatusMessage("PS1", 2**56 + 7, 39997, datetime(2026, 11, 2, 9, 30), machine, padded)
+    message = StatusMessage(
+        "PS1", 2**56 + 7, 39997, datetime(2026, 11, 2, 9, 30), machine, padded, resource_id
+    )
     return RemediationRequest.for_match(
         message, RULES.rules[0], exported_utc=datetime(2026, 11, 2, 9, 35, tzinfo=UTC)
     )
@@ -47,6 +51,24 @@ def test_round_trip_keeps_every_field():
         "target": "adminservice",
         "exported_utc": "2026-11-02T09:35:00Z",
     }
+
+
+def test_a_resource_id_the_message_carried_travels_with_it():
+    request = request_for(resource_id=16777219)
+    document = json.loads(request.to_json())
+    assert document["message_resource_id"] == 16777219
+    assert decode(request.to_json()) == request
+    # without one, the key is absent: the message is the one earlier versions wrote
+    assert "message_resource_id" not in json.loads(request_for().to_json())
+    assert decode(request_for().to_json()).message_resource_id is None
+
+
+@pytest.mark.parametrize("value", [0, -1, 2**31, "16777219", 1.5, True])
+def test_a_message_resource_id_must_be_a_resource_id(value):
+    document = json.loads(request_for().to_json())
+    document["message_resource_id"] = value
+    with pytest.raises(QueueMessageError, match="message_resource_id"):
+        decode(json.dumps(document))
 
 
 def test_hostile_values_are_carried_verbatim():
