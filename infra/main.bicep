@@ -49,11 +49,17 @@ param instanceMemoryMB int = 2048
 
 // ---------------------------------------------------------------- network
 
-@description('Resource ID of the subnet the app integrates into; that network reaches the site database (VPN or ExpressRoute). Delegated to Microsoft.App/environments (Flex Consumption) or Microsoft.Web/serverFarms (Elastic Premium); without private endpoints it needs the Microsoft.Storage and Microsoft.KeyVault service endpoints.')
-@minLength(1)
-param integrationSubnetId string
+@description('How the app reaches the site database. vnet: it integrates into integrationSubnetId, whose network reaches the database over VPN or ExpressRoute (TCP 1433), and SITE_DB_CONNECTION is a Key Vault secret. none: nothing reads SQL (EXPORT_SOURCE and IDENTITY_SOURCE adminservice, through the cloud management gateway): no VNet integration is needed and no SQL secret is stored or referenced.')
+@allowed([
+  'vnet'
+  'none'
+])
+param siteDbPath string = 'vnet'
 
-@description('Resource ID of a subnet for private endpoints of storage and Key Vault; empty: none (service endpoints from the integration subnet instead).')
+@description('Resource ID of the subnet the app integrates into (required with siteDbPath vnet: that network reaches the site database). Delegated to Microsoft.App/environments (Flex Consumption) or Microsoft.Web/serverFarms (Elastic Premium); without private endpoints it needs the Microsoft.Storage and Microsoft.KeyVault service endpoints. Empty (siteDbPath none only): no VNet integration; the app reaches storage and Key Vault over their public endpoints, Entra ID and RBAC only.')
+param integrationSubnetId string = ''
+
+@description('Resource ID of a subnet for private endpoints of storage and Key Vault (needs integrationSubnetId: the app reaches them from inside the network); empty: none (service endpoints from the integration subnet instead).')
 param privateEndpointSubnetId string = ''
 
 @description('With private endpoints: create the privatelink DNS zones and link them to that subnet\'s network (false: your DNS answers for them).')
@@ -96,9 +102,9 @@ param keyVaultSoftDeleteRetentionInDays int = 90
 
 // ---------------------------------------------------------------- secrets (Key Vault)
 
-@description('SITE_DB_CONNECTION: Driver={ODBC Driver 18 for SQL Server};Server=host,port;Database=CM_<site>;Uid=...;Pwd=...;Encrypt=yes')
+@description('SITE_DB_CONNECTION: Driver={ODBC Driver 18 for SQL Server};Server=host,port;Database=CM_<site>;Uid=...;Pwd=...;Encrypt=yes (siteDbPath vnet; ignored with none); empty: not stored.')
 @secure()
-param siteDbConnection string
+param siteDbConnection string = ''
 
 @description('ADMINSERVICE_PASSWORD: password of the synced service account; empty: not set.')
 @secure()
@@ -176,12 +182,12 @@ param webServiceUrl string = ''
 @description('WEBSERVICE_SCOPE: scope of the app-only token for WEBSERVICE_KIND=rest; empty: not set.')
 param webServiceScope string = ''
 
-@description('EXPORT_SOURCE: where the export reads status messages: the site database over SQL (sitedb) or the SMS Provider through the AdminService (adminservice).')
+@description('EXPORT_SOURCE: where the export reads status messages: the site database over SQL (sitedb) or the SMS Provider through the AdminService (adminservice). Default: sitedb with siteDbPath vnet, adminservice with none.')
 @allowed([
   'sitedb'
   'adminservice'
 ])
-param exportSource string = 'sitedb'
+param exportSource string = (siteDbPath == 'none') ? 'adminservice' : 'sitedb'
 
 @description('IDENTITY_SOURCE: where machine names become ResourceIDs; empty: the export source.')
 @allowed([
@@ -221,6 +227,15 @@ var tags = {
 }
 var serviceName = 'cmremediate'
 var privateAccess = !empty(privateEndpointSubnetId)
+// siteDbPath vnet always integrates and locks storage and Key Vault to integrationSubnetId
+// (never opens them, even for an empty ID, which Azure is left to refuse); none integrates
+// only when a subnet is given, else the app reaches both over their public endpoints
+// (Entra ID and RBAC only, no shared key).
+var vnetIntegration = (siteDbPath == 'vnet') || !empty(integrationSubnetId)
+// SITE_DB_CONNECTION (secret and setting) exists only with vnet, and only when given. A
+// deployment that reads SQL without it is reported by the app itself (SITE_DB_MISSING),
+// not refused here: infra/README.md, The site database path.
+var storeSiteDbConnection = (siteDbPath == 'vnet') && !empty(siteDbConnection)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
@@ -260,6 +275,7 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     skuName: storageSku
     integrationSubnetId: integrationSubnetId
+    vnetIntegration: vnetIntegration
     privateAccess: privateAccess
     operatorIpRanges: empty(operatorIpRanges) ? [] : split(replace(operatorIpRanges, ' ', ''), ',')
     deploymentContainerName: 'app-package'
@@ -278,10 +294,12 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: tags
     integrationSubnetId: integrationSubnetId
+    vnetIntegration: vnetIntegration
     privateAccess: privateAccess
     softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
     appPrincipalId: identity.outputs.principalId
     workspaceId: monitoring.outputs.workspaceId
+    storeSiteDbConnection: storeSiteDbConnection
     siteDbConnection: siteDbConnection
     adminServicePassword: adminServicePassword
     entraClientSecret: entraClientSecret
@@ -306,7 +324,6 @@ module privateLink 'modules/privatelink.bicep' = if (privateAccess) {
 // spelled out, are always set; optional ones only when given. Secrets are Key Vault
 // references, resolved by the platform with the app's identity.
 var alwaysSet = {
-  SITE_DB_CONNECTION: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.siteDbConnectionUri})'
   REMEDIATION_QUEUE: remediationQueue
   EXPORT_SCHEDULE: exportSchedule
   REMEDIATION_RULES_FILE: remediationRulesFile
@@ -324,6 +341,9 @@ var alwaysSet = {
 }
 
 var setWhenGiven = union(
+  storeSiteDbConnection ? {
+    SITE_DB_CONNECTION: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.siteDbConnectionUri})'
+  } : {},
   empty(exportStartTime) ? {} : {
     EXPORT_START_TIME: exportStartTime
   },
@@ -387,6 +407,7 @@ module app 'modules/functionapp.bicep' = {
     deploymentContainerName: 'app-package'
     appInsightsConnectionString: monitoring.outputs.connectionString
     integrationSubnetId: integrationSubnetId
+    vnetIntegration: vnetIntegration
     appSettings: union(alwaysSet, setWhenGiven)
   }
 }

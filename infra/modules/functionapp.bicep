@@ -73,6 +73,9 @@ param appInsightsConnectionString string
 @description('Subnet the app integrates into (its way to the site database and, without private endpoints, to storage and Key Vault).')
 param integrationSubnetId string
 
+@description('true: the app integrates into integrationSubnetId; false: no VNet integration (siteDbPath none without a subnet).')
+param vnetIntegration bool
+
 @description('cm-remediate\'s own app settings (the names of shared/settings.py).')
 param appSettings object
 
@@ -143,7 +146,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientAffinityEnabled: false
     publicNetworkAccess: 'Enabled'
-    virtualNetworkSubnetId: integrationSubnetId
+    virtualNetworkSubnetId: vnetIntegration ? integrationSubnetId : null
     keyVaultReferenceIdentity: identityId
     siteConfig: {
       minTlsVersion: '1.2'
@@ -152,10 +155,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       http20Enabled: true
       remoteDebuggingEnabled: false
       // Elastic Premium only: the Python 3.11 image, and all outbound traffic (Key Vault
-      // references included) through the integration subnet. Flex Consumption takes the
-      // runtime from functionAppConfig.
+      // references included) through the integration subnet, when there is one. Flex
+      // Consumption takes the runtime from functionAppConfig.
       linuxFxVersion: isFlex ? null : 'Python|3.11'
-      vnetRouteAllEnabled: isFlex ? null : true
+      vnetRouteAllEnabled: (isFlex || !vnetIntegration) ? null : true
       functionAppScaleLimit: isFlex ? null : maximumInstanceCount
       minimumElasticInstanceCount: isFlex ? null : 1
       appSettings: [for setting in items(allSettings): {

@@ -15,6 +15,9 @@ param tags object
 @description('Subnet of the function app: the only network allowed when there are no private endpoints.')
 param integrationSubnetId string
 
+@description('true: the app runs in integrationSubnetId (network default Deny). false: no VNet; the app reaches the vault over its public endpoint (default Allow; RBAC still decides every read).')
+param vnetIntegration bool
+
 @description('true: reachable only through a private endpoint (public network access disabled).')
 param privateAccess bool
 
@@ -29,7 +32,10 @@ param appPrincipalId string
 @description('Log Analytics workspace that receives the vault audit log.')
 param workspaceId string
 
-@description('SITE_DB_CONNECTION: ODBC connection string of the site database.')
+@description('true: store siteDbConnection (the app reads the site database over the VNet); false: no such secret.')
+param storeSiteDbConnection bool
+
+@description('SITE_DB_CONNECTION: ODBC connection string of the site database; stored only with storeSiteDbConnection.')
 @secure()
 param siteDbConnection string
 
@@ -49,7 +55,8 @@ param webServiceSecret string
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_189: public network access is Disabled with private endpoints; without them networkAcls deny every network but the integration subnet (and checkov 3.3.30 crashes on this conditional value)
+  // checkov:skip=CKV_AZURE_109: network default is Deny whenever the app runs in a VNet or behind private endpoints; Allow only with siteDbPath none and no subnet, where the platform resolves the Key Vault references over the public endpoint (RBAC still guards every read; tests/infra checks both cases)
+  // checkov:skip=CKV_AZURE_189: public network access is Disabled with private endpoints; without them networkAcls admit only the integration subnet, or (siteDbPath none, no subnet: see CKV_AZURE_109) any network with RBAC deciding every read; checkov 3.3.30 crashes on this conditional value
   name: name
   location: location
   tags: tags
@@ -67,10 +74,12 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false
     publicNetworkAccess: privateAccess ? 'Disabled' : 'Enabled'
+    // Without a VNet (siteDbPath none, no subnet) the platform resolves the app's Key Vault
+    // references over the public endpoint: no network rule could name it.
     networkAcls: {
-      defaultAction: 'Deny'
+      defaultAction: (privateAccess || vnetIntegration) ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
-      virtualNetworkRules: privateAccess ? [] : [
+      virtualNetworkRules: (privateAccess || !vnetIntegration) ? [] : [
         {
           id: integrationSubnetId
           ignoreMissingVnetServiceEndpoint: false
@@ -81,8 +90,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource siteDbConnectionSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+resource siteDbConnectionSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (storeSiteDbConnection) {
   // checkov:skip=CKV_AZURE_41: no expiry date: an expired secret stops the Key Vault reference resolving and the app with it; rotation is a procedure (docs/deployment.md), not a timer
+  // checkov:skip=CKV_AZURE_114: contentType is set below; checkov 3.3.30 reads no properties of a conditional (if) resource (tests/infra checks contentType)
   parent: vault
   name: 'site-db-connection'
   properties: {
@@ -153,7 +163,7 @@ resource auditLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
 output id string = vault.id
 output name string = vault.name
 output uri string = vault.properties.vaultUri
-output siteDbConnectionUri string = siteDbConnectionSecret.properties.secretUri
+output siteDbConnectionUri string = storeSiteDbConnection ? siteDbConnectionSecret.properties.secretUri : ''
 output adminServicePasswordUri string = empty(adminServicePassword) ? '' : adminServicePasswordSecret.properties.secretUri
 output entraClientSecretUri string = empty(entraClientSecret) ? '' : entraClientSecretSecret.properties.secretUri
 output webServiceSecretUri string = empty(webServiceSecret) ? '' : webServiceSecretSecret.properties.secretUri

@@ -23,6 +23,9 @@ param skuName string
 @description('Subnet of the function app: the only network allowed when there are no private endpoints.')
 param integrationSubnetId string
 
+@description('true: the app runs in integrationSubnetId (network default Deny). false: no VNet; the app reaches the account over its public endpoint (default Allow; Entra ID and data roles still decide every call).')
+param vnetIntegration bool
+
 @description('true: reachable only through private endpoints (public network access disabled).')
 param privateAccess bool
 
@@ -67,14 +70,19 @@ var operatorRoles = empty(operatorPrincipalId) ? [] : [
 
 // Without private endpoints, the integration subnet reaches the account through its
 // Microsoft.Storage service endpoint, and nothing else does (but listed operators).
-var subnetRules = privateAccess ? [] : [
+var subnetRules = (privateAccess || !vnetIntegration) ? [] : [
   {
     id: integrationSubnetId
     action: 'Allow'
   }
 ]
+// Without a VNet (siteDbPath none, no subnet) the app calls from outbound addresses no
+// rule can list (Flex Consumption has none of its own): the network stays open and the
+// account's guard is identity alone (no shared key, no anonymous blobs, TLS 1.2).
+var defaultNetworkAction = (privateAccess || vnetIntegration) ? 'Deny' : 'Allow'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: network default is Deny whenever the app runs in a VNet or behind private endpoints; Allow only with siteDbPath none and no subnet, whose callers no rule can list (identity alone guards the account then; tests/infra checks both cases)
   // checkov:skip=CKV_AZURE_206: replication is the storageSku parameter (default Standard_ZRS keeps the audit table through a zone outage; geo-redundant SKUs are allowed values); the check cannot read a parameter
   name: name
   location: location
@@ -93,7 +101,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     publicNetworkAccess: privateAccess ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Deny'
+      defaultAction: defaultNetworkAction
       bypass: 'AzureServices'
       virtualNetworkRules: subnetRules
       ipRules: [for ipRange in operatorIpRanges: {

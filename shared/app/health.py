@@ -170,18 +170,26 @@ class _StatusProbes:
     storage: Pending[_StorageFigures]
 
 
+def _source_name(runtime: Runtime) -> str:
+    """What the site figures are read from, in words an operator knows."""
+    if runtime.settings.export_source == "adminservice":
+        return "status messages (AdminService)"
+    return "site database"
+
+
 def _start_status(runtime: Runtime) -> _StatusProbes:
     return _StatusProbes(
-        sites=runtime.probes.start("figures: site database", partial(_sites, runtime)),
+        sites=runtime.probes.start(f"figures: {_source_name(runtime)}", partial(_sites, runtime)),
         storage=runtime.probes.start("figures: storage", partial(_storage_figures, runtime)),
     )
 
 
 def _finish_status(runtime: Runtime, started: _StatusProbes, deadline: Deadline) -> Status:
     status = Status(checked_utc=runtime.clock())
-    sites, error = _settled(started.sites.wait(deadline), deadline, "figures: site database")
+    source = _source_name(runtime)
+    sites, error = _settled(started.sites.wait(deadline), deadline, f"figures: {source}")
     if error is not None:
-        status.errors.append(f"site database: {error}")
+        status.errors.append(f"{source}: {error}")
     status.sites = sorted(sites or [], key=lambda site: site.site_code)
     if status.sites:
         progress = runtime.probes.start(
@@ -297,7 +305,7 @@ def _probes(runtime: Runtime) -> list[_Probe]:
                 "check that the service account's ConfigMgr role may read status messages "
                 "(SMS_StatusMessage, SMS_StatMsgWithInsStrings) and sites (SMS_Site)",
                 lambda: runtime.adminservice_status_messages.ping(),
-                "SMS_StatMsgWithInsStrings answered through the AdminService",
+                "SMS_StatMsgWithInsStrings and SMS_Site answered through the AdminService",
             )
         )
     if adminservice_rules:

@@ -104,14 +104,17 @@ class AdminServiceStatusMessages(KeysetPaged):
         return [_message(entity, site_code) for entity in entities]
 
     def ping(self) -> None:
-        """One bounded read of the status messages: proves the route, the class and the
-        account's right to read it."""
+        """One bounded read of the status messages and of the sites: proves the route,
+        both classes and the account's right to read them."""
         self._service.query(
             STATUS_MESSAGES,
             where=f"MessageID eq {GENERIC_INFO}",
             select=("RecordID",),
             top=1,
             what="a test read of the status messages",
+        )
+        self._service.query(
+            "SMS_Site", select=("SiteCode",), top=1, what="a test read of the sites"
         )
 
 

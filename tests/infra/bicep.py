@@ -300,6 +300,12 @@ def _evaluate_operator(operator: Mapping[str, Any], scope: Scope) -> Any:
         if not isinstance(value, bool):
             raise NotEvaluable(f"!{value!r}")
         return not value
+    if kind in ("and", "or"):  # && and ||: both operands must be known booleans
+        left = evaluate(operands["operand_1"], scope)
+        right = evaluate(operands["operand_2"], scope)
+        if not isinstance(left, bool) or not isinstance(right, bool):
+            raise NotEvaluable(f"{kind} of {left!r} and {right!r}")
+        return (left and right) if kind == "and" else (left or right)
     if kind in ("equals", "not_equals"):
         left = evaluate(operands["operand_1"], scope)
         right = evaluate(operands["operand_2"], scope)

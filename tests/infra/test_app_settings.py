@@ -57,12 +57,6 @@ NEVER_WRITTEN = {
     "AzureWebJobsScriptRoot": "set by the host",
 }
 
-#: Settings the model requires with its defaults, though not always (its validator).
-REQUIRED_BY_DEFAULT = {
-    # the default EXPORT_SOURCE (and IDENTITY_SOURCE) reads the site database
-    "SITE_DB_CONNECTION": "EXPORT_SOURCE=sitedb",
-}
-
 #: Where a parameter's default deliberately differs from the model's default.
 DELIBERATE_DEFAULTS = {
     # a first deployment decides and records, but changes no collection (docs/deployment.md)
@@ -153,12 +147,14 @@ def as_app_settings(settings: Mapping[str, Any]) -> dict[str, str]:
 def test_every_setting_the_model_requires_is_always_written(
     declared: dict[str, AppSetting],
 ) -> None:
+    # SITE_DB_CONNECTION, required only when something reads SQL (the model's validator),
+    # is written exactly then: tests/infra/test_site_db_path.py loads those deployments.
     required = {
         alias
         for name, field in Settings.model_fields.items()
         if field.is_required()
         for alias in aliases(field, name)
-    } | set(REQUIRED_BY_DEFAULT)
+    }
     missing = {name for name in required if not declared.get(name, AppSetting(name, False)).always}
     assert not missing, f"required by shared/settings.py, not always set by main.bicep: {missing}"
 

@@ -16,12 +16,17 @@ EXPECTED_SKIPS = {
     ("CKV_AZURE_212", "Microsoft.Web/sites.site"),  # minimum instances: scales to zero
     ("CKV_AZURE_213", "Microsoft.Web/sites.site"),  # platform health check: needs a key
     ("CKV_AZURE_206", "Microsoft.Storage/storageAccounts.storage"),  # SKU is a parameter
+    # network default Allow only with siteDbPath none and no subnet (no rule can name the
+    # app's callers then); Deny in every other case (tests/infra/test_site_db_path.py)
+    ("CKV_AZURE_35", "Microsoft.Storage/storageAccounts.storage"),
+    ("CKV_AZURE_109", "Microsoft.KeyVault/vaults.vault"),
     ("CKV_AZURE_189", "Microsoft.KeyVault/vaults.vault"),  # public access: conditional
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.siteDbConnectionSecret"),
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.adminServicePasswordSecret"),
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.entraClientSecretSecret"),
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.webServiceSecretSecret"),
     # checkov reads no properties of a conditional resource; contentType is set
+    ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.siteDbConnectionSecret"),
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.adminServicePasswordSecret"),
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.entraClientSecretSecret"),
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.webServiceSecretSecret"),

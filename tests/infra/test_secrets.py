@@ -125,9 +125,8 @@ def test_secrets_map_to_variables_named_after_their_settings(bicep: dict[str, Te
     for name in secure:
         setting = main.decorators(name)["description"].split(":")[0]
         assert document[name]["value"] == "${" + setting + "}", name
-        # no default: a value or nothing (azd prompts for a required one)
-        assert main.parameters[name]["default"] in (None, ""), name
-    assert main.parameters["siteDbConnection"]["default"] is None
+        # empty by default: not stored (siteDbConnection is not needed with siteDbPath none)
+        assert main.parameters[name]["default"] == "", name
 
 
 def test_secure_module_parameters_receive_only_secure_parameters(

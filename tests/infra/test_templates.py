@@ -85,11 +85,14 @@ def test_storage_account_takes_no_shared_key_and_denies_other_networks(
     assert props["allowCrossTenantReplication"] is False
     assert props["supportsHttpsTrafficOnly"] is True
     assert props["minimumTlsVersion"] == "TLS1_2"
-    assert props["networkAcls"]["defaultAction"] == "Deny"
     assert conditional(props["publicNetworkAccess"]) == ("Disabled", "Enabled")
-    # without private endpoints, the integration subnet is the only network rule
+    # without private endpoints, the integration subnet is the only network rule; the
+    # network is open only without either (tests/infra/test_site_db_path.py: which case)
+    assert props["networkAcls"]["defaultAction"] == "defaultNetworkAction"
+    variables = bicep["modules/storage.bicep"].variables
+    assert conditional(variables["defaultNetworkAction"]["value"]) == ("Deny", "Allow")
     assert props["networkAcls"]["virtualNetworkRules"] == "subnetRules"
-    rules = bicep["modules/storage.bicep"].variables["subnetRules"]["value"]
+    rules = variables["subnetRules"]["value"]
     assert conditional(rules) == ([], [{"id": "integrationSubnetId", "action": "Allow"}])
 
 
@@ -137,11 +140,15 @@ def test_function_app_uses_only_the_user_assigned_identity(bicep: dict[str, Temp
 
 def test_function_app_is_integrated_into_the_customer_subnet(bicep: dict[str, Template]) -> None:
     site = bicep["modules/functionapp.bicep"].only("Microsoft.Web/sites")
-    assert site["properties"]["virtualNetworkSubnetId"] == "integrationSubnetId"
+    # the subnet, or no property at all (null, never ''): see test_site_db_path.py
+    assert conditional(site["properties"]["virtualNetworkSubnetId"]) == (
+        "integrationSubnetId",
+        None,
+    )
     main = bicep["main.bicep"]
-    assert main.parameters["integrationSubnetId"]["default"] is None  # required
     call = body(main.modules["app"])["params"]
     assert call["integrationSubnetId"] == "integrationSubnetId"
+    assert call["vnetIntegration"] == "vnetIntegration"
 
 
 @pytest.mark.parametrize(
@@ -190,7 +197,7 @@ def test_key_vault_uses_rbac_soft_delete_purge_protection_and_denies_other_netwo
     assert props["enableSoftDelete"] is True
     assert props["enablePurgeProtection"] is True
     assert props["enabledForTemplateDeployment"] is False
-    assert props["networkAcls"]["defaultAction"] == "Deny"
+    assert conditional(props["networkAcls"]["defaultAction"]) == ("Deny", "Allow")
     assert props["networkAcls"]["bypass"] == "AzureServices"
     assert conditional(props["publicNetworkAccess"]) == ("Disabled", "Enabled")
 
@@ -206,8 +213,8 @@ def test_key_vault_secrets_come_from_secure_parameters(bicep: dict[str, Template
         assert source in vault.parameters, f"{name}: value is not a parameter"
         assert "secure" in vault.decorators(source), f"{name}: {source} is not @secure()"
         assert vault.parameters[source]["default"] is None, f"{name}: {source} has a default"
-        if source != "siteDbConnection":
-            assert condition(secret) is not None, f"{name} should exist only when given"
+        # each exists only when given (SITE_DB_CONNECTION: and with siteDbPath vnet)
+        assert condition(secret) is not None, f"{name} should exist only when given"
 
 
 def test_application_insights_takes_only_entra_id_tokens(bicep: dict[str, Template]) -> None:

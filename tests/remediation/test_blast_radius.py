@@ -214,7 +214,8 @@ def test_a_retried_add_keeps_its_slot(guarded):
     bodies = _flood(guarded, LIMIT + 1)
     # every attempt of the client's retry policy fails: the delivery fails, the host retries
     guarded.adminservice.fail_next(5, status=503, route="AddMembershipRule")
-    assert guarded.deliver_like_host(json.dumps(bodies[0]), message_id="retried") == 1
+    # at least one delivery fails (more when a loaded Azurite also stalls a write)
+    assert guarded.deliver_like_host(json.dumps(bodies[0]), message_id="retried") >= 1
     _deliver_all(guarded, bodies[1:])
     kinds = Counter(guarded.outcome(b).kind for b in bodies)
     # the retry did not count twice: LIMIT adds in total, one held

@@ -58,3 +58,31 @@ def test_a_dependency_down_answers_503_naming_it(one_http_attempt, remediation):
     assert failed and failed[0]["name"] == "AdminService"
     assert "ADMINSERVICE_URL" in failed[0]["hint"]
     assert all("Bearer" not in c["detail"] for c in body["checks"])
+
+
+@pytest.mark.parametrize("remediation", [{"EXPORT_SOURCE": "adminservice"}], indirect=True)
+def test_the_adminservice_export_is_checked_through_the_adminservice_not_sql(
+    one_http_attempt, remediation, monkeypatch, no_odbc
+):
+    from tests.remediation.conftest import install_fixed_clock_runtime
+
+    monkeypatch.delenv("SITE_DB_CONNECTION")
+    remediation.runtime = install_fixed_clock_runtime()
+    response = call_health(remediation)
+    assert response.status == 200
+    checks = {c["name"]: c for c in response.json()["checks"]}
+    assert "site database" not in checks  # nothing reads SQL, so nothing checks it
+    assert checks["status messages"]["ok"]
+    assert "SMS_Site" in checks["status messages"]["detail"]
+
+    # the site list is read twice: by the check, and for the figures beside it
+    remediation.adminservice.fail_next(2, 503, route="SMS_Site")
+    response = call_health(remediation)
+    assert response.status == 503
+    body = response.json()
+    failed = [c for c in body["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["status messages"]
+    assert "may read status messages" in failed[0]["hint"]
+    assert [e.split(":")[0] for e in body["figures"]["errors"]] == [
+        "status messages (AdminService)"
+    ]
