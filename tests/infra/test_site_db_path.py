@@ -177,11 +177,16 @@ def test_without_subnet_storage_and_vault_take_public_calls_with_identity_only(
     assert kv["properties"]["enableRbacAuthorization"] is True
 
 
+@pytest.mark.parametrize(
+    ("deployment", "reads_sql"),
+    [(OVER_VNET, True), (NO_SQL_IN_SUBNET, False)],
+    ids=["vnet", "none-with-a-subnet"],
+)
 @pytest.mark.parametrize("plan", PLANS)
-def test_without_sql_a_given_subnet_still_integrates_and_locks_storage_and_vault(
-    bicep: dict[str, Template], plan: str
+def test_an_integration_subnet_integrates_the_app_and_storage_and_vault_deny_other_networks(
+    bicep: dict[str, Template], plan: str, deployment: dict[str, Any], reads_sql: bool
 ) -> None:
-    overrides = {**NO_SQL_IN_SUBNET, "hostingPlan": plan}
+    overrides = {**deployment, "hostingPlan": plan}
     props = site(bicep, overrides)
     assert props["virtualNetworkSubnetId"] == SUBNET
     assert props["siteConfig"]["vnetRouteAllEnabled"] is (
@@ -189,24 +194,7 @@ def test_without_sql_a_given_subnet_still_integrates_and_locks_storage_and_vault
     )
     for found in (storage(bicep, overrides), vault(bicep, overrides)):
         assert found == {"public": "Enabled", "default": "Deny", "subnets": [SUBNET]}
-    assert "SITE_DB_CONNECTION" not in written(bicep, overrides)
-
-
-# ---------------------------------------------------------------- vnet: as before
-
-
-@pytest.mark.parametrize("plan", PLANS)
-def test_over_the_vnet_the_app_integrates_and_storage_and_vault_deny_other_networks(
-    bicep: dict[str, Template], plan: str
-) -> None:
-    overrides = {**OVER_VNET, "hostingPlan": plan}
-    props = site(bicep, overrides)
-    assert props["virtualNetworkSubnetId"] == SUBNET
-    assert props["siteConfig"]["vnetRouteAllEnabled"] is (
-        None if plan == "FlexConsumption" else True
-    )
-    for found in (storage(bicep, overrides), vault(bicep, overrides)):
-        assert found == {"public": "Enabled", "default": "Deny", "subnets": [SUBNET]}
+    assert ("SITE_DB_CONNECTION" in written(bicep, overrides)) is reads_sql
     private = {
         **overrides,
         "privateEndpointSubnetId": SUBNET.replace("snet-cmremediate", "snet-pe"),
