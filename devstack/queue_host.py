@@ -172,6 +172,14 @@ class QueueTriggerListener:
                 raise TimeoutError(f"{left} message(s) still on {self.queue_name} after {timeout}s")
             time.sleep(0.2)
 
+    def wait_for_messages(self, *, timeout: float = 120.0) -> None:
+        """Return once the queue holds a message (the host polls an empty queue)."""
+        deadline = time.monotonic() + timeout
+        while self.depth() == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no message on {self.queue_name} within {timeout}s")
+            time.sleep(0.1)
+
     def depth(self) -> int:
         """Messages on the queue, visible or not (0 when it does not exist)."""
         return approximate_depth(self._queue)

@@ -86,6 +86,21 @@ CREATE TABLE systems (
 );
 CREATE INDEX systems_netbios_name ON systems ((netbios_name::bpchar));
 
+-- The evaluated membership of collections (what collection evaluation writes), one row
+-- per (collection, resource). Written by the AdminService simulator as it evaluates.
+CREATE TABLE collection_members (
+    collection_id varchar(8) COLLATE ci NOT NULL,
+    resource_id   integer NOT NULL,
+    resource_type integer NOT NULL DEFAULT 5,  -- 5 = System
+    is_direct     integer NOT NULL CHECK (is_direct IN (0, 1)),
+    name          varchar(256) COLLATE ci,
+    site_code     varchar(3) COLLATE ci
+);
+-- One row per pair, and the index of "is this resource in that collection" (and of a
+-- whole collection). The view compares collection_id as bpchar: the index is on that.
+CREATE UNIQUE INDEX collection_members_collection_resource
+    ON collection_members ((collection_id::bpchar), resource_id);
+
 CREATE TABLE proxy_routings (
     id                     integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     external_endpoint_name varchar(256) COLLATE ci NOT NULL,
@@ -167,6 +182,16 @@ SELECT resource_id                       AS ResourceID,
        client_version::bpchar            AS Client_Version0,
        operating_system::bpchar          AS Operating_System_Name_and0
 FROM systems;
+
+-- Flags are integers 0/1, as v_R_System exposes its flags (SQL Server: bit).
+CREATE VIEW v_FullCollectionMembership AS
+SELECT collection_id::bpchar AS CollectionID,
+       resource_id           AS ResourceID,
+       resource_type         AS ResourceType,
+       name::bpchar          AS Name,
+       site_code::bpchar     AS SiteCode,
+       is_direct             AS IsDirect
+FROM collection_members;
 
 CREATE VIEW vProxy_Routings AS
 SELECT id                             AS ID,

@@ -69,6 +69,8 @@ class LocalStack(Service):
             collections=self._collections,
             # The site database runs by now: status messages through the AdminService too.
             status_messages=StatusMessageReader.for_site_database(self.site_db),
+            # ... and the evaluated membership in v_FullCollectionMembership.
+            site_database=self.site_db,
         ).start()
         return self
 

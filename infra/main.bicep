@@ -39,6 +39,11 @@ param elasticPremiumSku string = 'EP1'
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+@description('PYTHON_THREADPOOL_THREAD_COUNT: the Python worker\'s threads, one per invocation host.json lets run at once (batchSize 16 + newBatchThreshold 8); without it a 1-2 vCPU instance gets 5-6 and queues the rest.')
+@minValue(1)
+@maxValue(64)
+param workerThreadCount int = 24
+
 @description('Memory of one Flex Consumption instance, in MB.')
 @allowed([
   512
@@ -207,10 +212,20 @@ param resolveRetryHours int = 24
 @maxValue(604800)
 param resolveRetryDelaySeconds int = 900
 
+@description('ADMINSERVICE_MAX_CONCURRENCY: AdminService calls one instance makes at once; times maximumInstanceCount, the most the SMS Provider sees from cm-remediate.')
+@minValue(1)
+@maxValue(256)
+param adminServiceMaxConcurrency int = 16
+
+@description('MEMBERSHIP_CLAIM_HOURS: how long cm-remediate\'s own record of an add stands in for the device\'s membership (another status message for the same device and collection is already-member without a call).')
+@minValue(1)
+@maxValue(720)
+param membershipClaimHours int = 24
+
 @description('MAX_ADDS_PER_COLLECTION_PER_HOUR: blast-radius guard, adds to one collection in any 60 minutes.')
 @minValue(1)
 @maxValue(20000)
-param maxAddsPerCollectionPerHour int = 500
+param maxAddsPerCollectionPerHour int = 1000
 
 @description('TLS_CA_BUNDLE: PEM file of extra trusted CAs in the deployed app; empty: not set.')
 param tlsCaBundle string = ''
@@ -336,6 +351,8 @@ var alwaysSet = {
   EXPORT_SOURCE: exportSource
   RESOLVE_RETRY_HOURS: string(resolveRetryHours)
   RESOLVE_RETRY_DELAY_SECONDS: string(resolveRetryDelaySeconds)
+  ADMINSERVICE_MAX_CONCURRENCY: string(adminServiceMaxConcurrency)
+  MEMBERSHIP_CLAIM_HOURS: string(membershipClaimHours)
   MAX_ADDS_PER_COLLECTION_PER_HOUR: string(maxAddsPerCollectionPerHour)
   DRY_RUN: dryRun ? 'true' : 'false'
 }
@@ -397,6 +414,7 @@ module app 'modules/functionapp.bicep' = {
     hostingPlan: hostingPlan
     elasticPremiumSku: elasticPremiumSku
     maximumInstanceCount: maximumInstanceCount
+    workerThreadCount: workerThreadCount
     instanceMemoryMB: instanceMemoryMB
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId

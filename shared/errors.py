@@ -19,7 +19,8 @@ Every exception cm-remediate raises on purpose (a subclass under its base)::
     │   └── WebServiceRefused
     ├── TokenError                       Entra ID refused a token
     ├── TargetRefused                    recorded as target-refused
-    └── AddHeld                          the guard holds an add: held-rate-limit
+    ├── AddHeld                          the guard holds an add: held-rate-limit
+    └── ClaimBusy                        another request is adding the same device
 """
 
 from __future__ import annotations
@@ -128,3 +129,8 @@ class AddHeld(CmRemediateError):
 
     def __init__(self) -> None:
         super().__init__("held by the blast-radius guard")
+
+
+class ClaimBusy(CmRemediateError):
+    """Another request holds the claim on the same device and collection and is adding
+    it now: this one waits, then looks again (``already-member`` once that settles)."""

@@ -19,7 +19,11 @@ where it matters, so tests can run both answers):
 - Re-adding an existing direct rule: ``duplicate_add="error"`` answers **500**
   ``{"error": {"code": "InternalServerError", "message": "... already exists ...
   (0x80041019) ..."}}`` and adds nothing; ``"ok"`` answers 201 ``ReturnValue`` 0 and adds
-  nothing.
+  nothing; ``"keep"`` (the worst case) answers 201 ``ReturnValue`` 0 and keeps a second
+  identical rule, which ``CollectionRules`` then lists twice (``direct_rule_counts``
+  counts them; membership stays one row).
+- DeleteMembershipRule deletes **every** direct rule of that ResourceID (kept
+  duplicates too), so one delete always takes the resource out.
 - Deleting a rule that does not exist: ``delete_missing="error"`` answers **500** with a
   WMI "Not found (0x80041002)" message; ``"ok"`` answers 201 ``ReturnValue`` 0.
 - Other WMI method failures (ResourceID that is no SMS_R_System record, a class name
@@ -41,6 +45,18 @@ where it matters, so tests can run both answers):
   there is one (``2026-11-20T08:01:00.12Z``). ``SMS_Site`` lists one active primary site
   per site code of a message or registered in the database, with constant other values.
   A failing site database is a 500 ``Generic failure (0x80041001)``.
+- ``SMS_FullCollectionMembership`` shows the evaluated membership (``IsDirect`` as
+  evaluated: true, as every rule is direct). With ``site_database=`` the same
+  evaluation is written to the stand-in's ``v_FullCollectionMembership`` before the
+  answer goes out: a whole collection on ``set_direct_members`` and RequestRefresh,
+  one row for an add or delete that evaluates at once, nothing until RequestRefresh
+  with ``membership_needs_refresh=True``. A failing write is a 500 ``Generic failure
+  (0x80041001)`` and changes nothing.
+- ``$filter`` takes any number of terms (a parenthesised chain of 100 ``or`` terms is
+  fine). ASP.NET OData refuses trees of more than 100 nodes by default
+  (``MaxNodeCount``; a ``ResourceID eq N`` term is about 6 nodes): whether the
+  AdminService keeps that default is unverified, so ``max_filter_nodes=100`` answers
+  400 "The node count limit of '100' has been exceeded." (off by default).
 - ``gt``, ``ge``, ``lt``, ``le`` and ``ne`` apply to numbers and dates only; strings and
   booleans take ``eq`` (400 otherwise). Date literals are unquoted ISO 8601 with ``Z`` or
   an offset; a fraction past microseconds is cut.
@@ -67,13 +83,15 @@ The modules, from the wire inwards:
 - ``faults``: failures, resets, latency and slow answers, in front of authentication;
 - ``auth``: the bearer token checked against the issuer's JWKS;
 - ``queries`` and ``actions``: the GET answers and the bound actions;
-- ``site``: the simulated devices and collections; ``entities``: the schema, its CSDL
+- ``site``: the simulated devices and collections, their membership mirrored into the
+  site database stand-in; ``entities``: the schema, its CSDL
   and the entities built from the records;
 - ``odata``: answer and error shapes, query options, action bodies; ``filter``: ``$filter``;
   ``listing``: an entity-set GET's options as one request, answered in memory;
 - ``status_messages``: the status message classes and SMS_Site from the site database,
   the selective parts of a query pushed down to SQL;
-- ``calls``: the call log; ``simulator``: ``AdminServiceSimulator``, which holds them all;
+- ``calls``: the call log (with each answer's size); ``simulator``:
+  ``AdminServiceSimulator``, which holds them all;
 - ``tokens``: ``TokenSigner`` and ``JwksServer``, for tests and standalone runs;
 - ``__main__``: ``python -m devstack.adminservice`` serves the M365 demo devices.
 """

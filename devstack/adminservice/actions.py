@@ -46,7 +46,7 @@ class Actions:
         self,
         site: Site,
         *,
-        duplicate_add: Literal["error", "ok"],
+        duplicate_add: Literal["error", "ok", "keep"],
         delete_missing: Literal["error", "ok"],
         membership_needs_refresh: bool,
     ) -> None:
@@ -103,7 +103,10 @@ class Actions:
             )
         evaluate = not self.membership_needs_refresh
         if action == "AddMembershipRule":
-            added = self._site.add_rule(key, resource_id, rule_name, evaluate=evaluate)
+            added = self._site.add_rule(
+                key, resource_id, rule_name,
+                evaluate=evaluate, keep_duplicate=self.duplicate_add == "keep",
+            )  # fmt: skip
             if not added and self.duplicate_add == "error":
                 raise _wmi_failure(
                     action,

@@ -36,7 +36,8 @@ class StatusQuery(NamedTuple):
 
 class Call(NamedTuple):
     """One request as the simulator saw it (status 0: reset on purpose); ``query`` for
-    the status message classes."""
+    the status message classes; ``response_bytes``: the length of the answer's body as
+    sent (0 for a reset, and for HEAD)."""
 
     method: str
     path: str
@@ -46,6 +47,7 @@ class Call(NamedTuple):
     collection_id: str | None = None
     resource_id: int | None = None
     query: StatusQuery | None = None
+    response_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -69,12 +71,12 @@ class CallLog:
         self._errors: list[str] = []
         self._in_flight = 0
 
-    def record(self, info: _CallInfo, status: int) -> None:
-        """Log one request with the status it got."""
+    def record(self, info: _CallInfo, status: int, response_bytes: int = 0) -> None:
+        """Log one request with the status it got and the size of the answer's body."""
         with self._lock:
             self._calls.append(
                 Call(info.method, info.path, status, info.upn, info.route,
-                     info.collection_id, info.resource_id, info.query)
+                     info.collection_id, info.resource_id, info.query, response_bytes)
             )  # fmt: skip
 
     def record_bug(self, trace: str) -> None:

@@ -43,9 +43,9 @@ class Dispatcher:
         self._actions = actions
         self._calls = calls
 
-    def refused(self, method: str, path: str, status: int) -> None:
+    def refused(self, method: str, path: str, answer: _Answer) -> None:
         """Log a request the server refused before it could be served."""
-        self._calls.record(_CallInfo(method, path), status)
+        self._calls.record(_CallInfo(method, path), answer.status, _sent_bytes(method, answer))
 
     def serve(self, method: str, target: str, headers: Message, body: bytes) -> _Answer | None:
         """Answer one request; None means: reset the connection."""
@@ -60,7 +60,11 @@ class Dispatcher:
                 log.exception("AdminService simulator failed on %s %s", method, target)
                 self._calls.record_bug(traceback.format_exc())
                 answer = ODataError(500, "An error has occurred (simulator bug).").answer()
-            self._calls.record(info, 0 if answer is None else answer.status)
+            self._calls.record(
+                info,
+                0 if answer is None else answer.status,
+                _sent_bytes(method, answer),
+            )
         return answer
 
     def _serve_checked(
@@ -108,3 +112,8 @@ class Dispatcher:
         if route.collection_key is not None:
             return self._queries.collection(route.collection_key, options, context)
         return self._queries.entity_set(route.entity_set, options, context, info)
+
+
+def _sent_bytes(method: str, answer: _Answer | None) -> int:
+    """The length of the body the server writes (none for a reset or a HEAD)."""
+    return 0 if answer is None or method == "HEAD" else len(answer.body)

@@ -5,6 +5,7 @@ database's rows."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -122,8 +123,11 @@ Entity = dict[str, Any]
 class _Collection:
     collection_id: str
     name: str
-    rules: dict[int, str] = field(default_factory=dict)  # ResourceID -> RuleName, in order
-    members: set[int] = field(default_factory=set)  # as last evaluated
+    # (ResourceID, RuleName) in the order added; a kept duplicate is a second entry.
+    rules: list[tuple[int, str]] = field(default_factory=list)
+    counts: Counter[int] = field(default_factory=Counter)  # direct rules per ResourceID
+    members: dict[int, bool] = field(default_factory=dict)  # ResourceID -> IsDirect, evaluated
+    stale: bool = False  # the rules changed since the last evaluation
 
 
 def _iso(value: datetime, *, fraction: bool = False) -> str:

@@ -188,6 +188,45 @@ def conjuncts(node: Filter) -> list[Filter]:
     return [node]
 
 
+def equality_scope(node: Filter, name: str) -> frozenset[Any] | None:
+    """The literals property ``name`` can equal in any entity ``node`` matches, or None
+    when the filter does not pin it down. From ``name eq literal`` (no function, not
+    null), an ``or`` whose every part pins it, or any one part of an ``and``. Strings
+    keep their case: compare them case-insensitively, as the filter does. A superset:
+    an entity whose value lies outside it never matches, so a query may build only the
+    entities inside it and still run the whole filter on them."""
+    if isinstance(node, Comparison):
+        pinned = (
+            node.name == name and node.operator == "eq"
+            and node.function is None and node.value is not None
+        )  # fmt: skip
+        return frozenset((node.value,)) if pinned else None
+    if node.kind == "and":
+        for part in node.parts:
+            scope = equality_scope(part, name)
+            if scope is not None:
+                return scope
+        return None
+    scopes = [equality_scope(part, name) for part in node.parts]
+    if any(scope is None for scope in scopes):
+        return None
+    return frozenset().union(*(scope for scope in scopes if scope is not None))
+
+
+def node_count(node: Filter) -> int:
+    """The nodes of the filter's syntax tree, counted roughly as ASP.NET OData's query
+    validator counts them against ``MaxNodeCount``: a comparison is its operator, the
+    property access, the range variable and the literal (plus the function call of
+    tolower/toupper, and the conversion of an integer literal to an Int64 property);
+    each ``and``/``or`` joining two parts is one more node."""
+    if isinstance(node, Comparison):
+        count = 4 + (node.function is not None)
+        if isinstance(node.value, int) and not isinstance(node.value, bool):
+            count += node.edm_type == _INT64
+        return count
+    return len(node.parts) - 1 + sum(node_count(part) for part in node.parts)
+
+
 # -- the parser ----------------------------------------------------------------------------
 
 _KEYWORDS: Final = frozenset({*_OPERATOR_KINDS, "and", "or", "true", "false", "null", "not"})

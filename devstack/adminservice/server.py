@@ -106,10 +106,11 @@ class _AdminHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # http.server's own refusals (bad request line, oversized headers): OData shape
         # too, and logged.
-        self.server.dispatcher.refused(self.command or "", self.path or "", int(code))
         self.close_connection = True
         text = message or explain or _code_for(code)
-        self._write(ODataError(code, text).answer())
+        answer = ODataError(code, text).answer()
+        self.server.dispatcher.refused(self.command or "", self.path or "", answer)
+        self._write(answer)
 
     def _write(self, answer: _Answer) -> None:
         self.send_response(answer.status)
@@ -131,7 +132,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
         except ODataError as error:
             self.close_connection = True  # the body was not read: the stream is out of step
             answer = error.answer()
-            dispatcher.refused(self.command, self.path, answer.status)
+            dispatcher.refused(self.command, self.path, answer)
             self._write(answer)
             return
         result = dispatcher.serve(self.command, self.path, self.headers, body)

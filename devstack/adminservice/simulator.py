@@ -9,7 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Final, Literal, Self
+from typing import TYPE_CHECKING, Final, Literal, Self
 
 from devstack.adminservice.actions import Actions
 from devstack.adminservice.auth import DEFAULT_AUDIENCE, BearerAuth
@@ -26,6 +26,9 @@ from devstack.lifecycle import Service
 from devstack.ports import LOOPBACK
 from devstack.tls import LocalCA
 
+if TYPE_CHECKING:
+    from devstack.sitedb import SiteDatabase
+
 log = logging.getLogger(__name__)
 
 #: The numeric id in the CMG path; any 64-bit number, this one is a typical value.
@@ -39,6 +42,11 @@ class AdminServiceSimulator(Service):
     changed while it serves. ``calls`` logs every request for assertions.
     ``status_messages`` serves the status message classes and SMS_Site from the site
     database (committed rows only); without it they answer an empty ``value``.
+    ``site_database`` receives every change of evaluated membership in its
+    ``v_FullCollectionMembership`` before the answer goes out (a whole collection on
+    ``set_direct_members`` and RequestRefresh, one row on an add or delete that
+    evaluates at once); its rows of the initial collections are emptied at construction.
+    ``max_filter_nodes`` refuses a ``$filter`` of more nodes with a 400 (None: no limit).
     """
 
     def __init__(
@@ -53,7 +61,7 @@ class AdminServiceSimulator(Service):
         devices: Iterable[GeneratedDevice] = (),
         collections: Mapping[str, str] | None = None,
         port: int | None = None,
-        duplicate_add: Literal["error", "ok"] = "error",
+        duplicate_add: Literal["error", "ok", "keep"] = "error",
         delete_missing: Literal["error", "ok"] = "error",
         membership_needs_refresh: bool = False,
         mfa_required: bool = False,
@@ -63,6 +71,8 @@ class AdminServiceSimulator(Service):
         cmg_id: int = DEFAULT_CMG_ID,
         jwks_refresh_cooldown: float = 0.0,
         status_messages: StatusMessageReader | None = None,
+        site_database: SiteDatabase | None = None,
+        max_filter_nodes: int | None = None,
     ) -> None:
         self._auth = BearerAuth(
             ca,
@@ -76,7 +86,7 @@ class AdminServiceSimulator(Service):
         )
         self.ca = ca
         self.cmg_id = cmg_id
-        self._site = Site(devices, collections or {})
+        self._site = Site(devices, collections or {}, mirror=site_database)
         self._status_messages = status_messages
         self._calls = CallLog()
         self._wake = threading.Event()  # set on stop: cuts injected latency short
@@ -91,6 +101,7 @@ class AdminServiceSimulator(Service):
                 status_messages,
                 key_get_shape=key_get_shape,
                 missing_key=missing_key,
+                max_filter_nodes=max_filter_nodes,
             ),
             actions=Actions(
                 self._site,
@@ -236,6 +247,11 @@ class AdminServiceSimulator(Service):
     def direct_members(self, collection_id: str) -> set[int]:
         """ResourceIDs with a direct rule in the collection."""
         return self._site.direct_members(collection_id)
+
+    def direct_rule_counts(self, collection_id: str) -> Counter[int]:
+        """How many direct rules each ResourceID has in the collection (more than one
+        only where ``duplicate_add="keep"`` kept a duplicate)."""
+        return self._site.direct_rule_counts(collection_id)
 
     def members(self, collection_id: str) -> set[int]:
         """The evaluated membership (what SMS_FullCollectionMembership shows)."""

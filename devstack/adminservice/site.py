@@ -1,10 +1,16 @@
 """The simulated site's records: SMS_R_System devices, and device collections with their
-direct rules and evaluated membership."""
+direct rules and evaluated membership; the evaluated membership mirrored, when asked,
+into the site database stand-in's ``v_FullCollectionMembership``."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
+
+import pyodbc
 
 from devstack.adminservice.entities import (
     _DIRECT_RULE_TYPE,
@@ -13,15 +19,53 @@ from devstack.adminservice.entities import (
     _collection_entity,
     _system_entity,
 )
+from devstack.adminservice.odata import ODataError
 from devstack.datagen import GeneratedDevice
+
+log = logging.getLogger(__name__)
+
+
+class MembershipMirror(Protocol):
+    """Where evaluated membership is written as well (``SiteDatabase`` is one)."""
+
+    def set_collection_members(
+        self,
+        collection_id: str,
+        members: Mapping[int, bool],
+        *,
+        names: Mapping[int, str | None] | None = None,
+    ) -> None: ...
+
+    def apply_membership_change(
+        self,
+        collection_id: str,
+        resource_id: int,
+        is_direct: bool | None,
+        *,
+        name: str | None = None,
+    ) -> None: ...
 
 
 class Site:
     """Devices and collections (IDs are case-insensitive, like WMI keys); thread-safe, and
-    changed while the simulator serves."""
+    changed while the simulator serves.
 
-    def __init__(self, devices: Iterable[GeneratedDevice], collections: Mapping[str, str]) -> None:
+    A collection's rules may hold the same ResourceID more than once (a duplicate add
+    that was kept). Its evaluated membership changes at evaluation only; each change
+    is written to ``mirror`` first (a whole collection, or one row for one add or
+    delete), under the lock, so the mirror always shows the latest evaluation. A
+    failing mirror write is a 500 and changes nothing.
+    """
+
+    def __init__(
+        self,
+        devices: Iterable[GeneratedDevice],
+        collections: Mapping[str, str],
+        *,
+        mirror: MembershipMirror | None = None,
+    ) -> None:
         self._lock = threading.Lock()
+        self._mirror = mirror
         self._devices: dict[int, GeneratedDevice] = {}
         self._system_rows: list[Entity] | None = None  # built on demand, dropped on change
         self._collections: dict[str, _Collection] = {}
@@ -45,26 +89,36 @@ class Site:
             self._system_rows = None
 
     def add_collection(self, collection_id: str, name: str) -> None:
-        """Add an empty device collection unless it exists."""
+        """Add an empty device collection unless it exists (its mirrored rows emptied)."""
         with self._lock:
             key = collection_id.upper()
             if key not in self._collections:
-                self._collections[key] = _Collection(collection_id.upper(), name)
+                collection = _Collection(key, name)
+                self._publish(collection, {})  # no rows left from an earlier scenario
+                self._collections[key] = collection
 
     def set_direct_members(self, collection_id: str, resource_ids: Iterable[int]) -> None:
-        """Replace the collection's direct rules; membership follows at once."""
+        """Replace the collection's direct rules (one per ResourceID); membership follows
+        at once."""
         with self._lock:
             collection = self._collection(collection_id)
-            collection.rules = {
-                rid: self._devices[rid].name if rid in self._devices else str(rid)
-                for rid in resource_ids
-            }
-            collection.members = set(collection.rules)
+            ids = list(dict.fromkeys(resource_ids))
+            members = dict.fromkeys(ids, True)
+            self._publish(collection, members)
+            collection.rules = [(rid, self._rule_name(rid)) for rid in ids]
+            collection.counts = Counter(ids)
+            collection.members = members
+            collection.stale = False
 
     def direct_members(self, collection_id: str) -> set[int]:
         """ResourceIDs with a direct rule in the collection."""
         with self._lock:
-            return set(self._collection(collection_id).rules)
+            return set(self._collection(collection_id).counts)
+
+    def direct_rule_counts(self, collection_id: str) -> Counter[int]:
+        """How many direct rules each ResourceID has in the collection (a copy)."""
+        with self._lock:
+            return Counter(self._collection(collection_id).counts)
 
     def members(self, collection_id: str) -> set[int]:
         """The evaluated membership."""
@@ -77,10 +131,20 @@ class Site:
         except KeyError:
             raise KeyError(f"no collection {collection_id!r} in the simulator") from None
 
+    def _rule_name(self, resource_id: int) -> str:
+        device = self._devices.get(resource_id)
+        return device.name if device else str(resource_id)
+
+    def _device_name(self, resource_id: int) -> str | None:
+        device = self._devices.get(resource_id)
+        return device.name if device else None
+
     # -- what queries read ---------------------------------------------------------------
 
     def entities(self, entity_set: str) -> list[Entity]:
         """Every entity of the set, in key order; never mutate them."""
+        if entity_set == "SMS_FullCollectionMembership":
+            return self.memberships()
         with self._lock:
             if entity_set == "SMS_R_System":
                 if self._system_rows is None:
@@ -88,17 +152,35 @@ class Site:
                         _system_entity(self._devices[rid]) for rid in sorted(self._devices)
                     ]
                 return self._system_rows  # never mutated: $select builds new rows
-            if entity_set == "SMS_Collection":
-                return [_collection_entity(c) for _, c in sorted(self._collections.items())]
+            return [_collection_entity(c) for _, c in sorted(self._collections.items())]
+
+    def memberships(
+        self,
+        collection_ids: Iterable[str] | None = None,
+        resource_ids: Iterable[int] | None = None,
+    ) -> list[Entity]:
+        """SMS_FullCollectionMembership rows in key order (collection, then ResourceID):
+        all of them, or only those of the given collections (compared case-insensitively,
+        as ``$filter`` compares strings) and ResourceIDs. Building only the rows a filter
+        can match keeps a targeted query on a 20,000-member collection cheap."""
+        wanted = None if collection_ids is None else {c.casefold() for c in collection_ids}
+        resources = None if resource_ids is None else set(resource_ids)
+        with self._lock:
             rows: list[Entity] = []
             for key, collection in sorted(self._collections.items()):
-                for rid in sorted(collection.members):
-                    device = self._devices.get(rid)
+                if wanted is not None and key.casefold() not in wanted:
+                    continue
+                members = collection.members
+                if resources is None:
+                    rids = sorted(members)
+                else:
+                    rids = sorted(rid for rid in resources if rid in members)
+                for rid in rids:
                     rows.append({
                         "CollectionID": key,
                         "ResourceID": rid,
-                        "Name": device.name if device else None,
-                        "IsDirect": rid in collection.rules,
+                        "Name": self._device_name(rid),
+                        "IsDirect": members[rid],
                     })  # fmt: skip
             return rows
 
@@ -116,7 +198,7 @@ class Site:
                     "ResourceID": rid,
                     "ResourceClassName": "SMS_R_System",
                 }
-                for rid, rule_name in collection.rules.items()
+                for rid, rule_name in collection.rules
             ]
             return entity
 
@@ -133,30 +215,104 @@ class Site:
             return resource_id in self._devices
 
     def refresh(self, key: str) -> None:
-        """Evaluate the membership: the direct rules' resources."""
+        """Evaluate the membership: the direct rules' resources (mirrored whole)."""
         with self._lock:
             collection = self._collections[key]
-            collection.members = set(collection.rules)
+            members = dict.fromkeys(collection.counts, True)
+            self._publish(collection, members)
+            collection.members = members
+            collection.stale = False
 
-    def add_rule(self, key: str, resource_id: int, rule_name: str, *, evaluate: bool) -> bool:
-        """Add a direct rule; False if one existed (nothing changes). ``evaluate``: the
-        membership follows at once."""
+    def add_rule(
+        self,
+        key: str,
+        resource_id: int,
+        rule_name: str,
+        *,
+        evaluate: bool,
+        keep_duplicate: bool = False,
+    ) -> bool:
+        """Add a direct rule; False if one existed, and then nothing is added unless
+        ``keep_duplicate`` (a second identical rule). ``evaluate``: the membership
+        follows at once."""
         with self._lock:
             collection = self._collections[key]
-            added = resource_id not in collection.rules
-            if added:
-                collection.rules[resource_id] = rule_name
+            existed = resource_id in collection.counts
+            adds = keep_duplicate or not existed
             if evaluate:
-                collection.members = set(collection.rules)
-            return added
+                self._evaluate_change(collection, resource_id, member=True)
+            elif adds:
+                collection.stale = True
+            if adds:
+                collection.rules.append((resource_id, rule_name))
+                collection.counts[resource_id] += 1
+            return not existed
 
     def delete_rule(self, key: str, resource_id: int, *, evaluate: bool) -> bool:
-        """Delete a direct rule; False if there was none. ``evaluate`` as for ``add_rule``."""
+        """Delete every direct rule of the ResourceID; False if there was none.
+        ``evaluate`` as for ``add_rule``."""
         with self._lock:
             collection = self._collections[key]
-            deleted = resource_id in collection.rules
-            if deleted:
-                del collection.rules[resource_id]
+            deleted = resource_id in collection.counts
             if evaluate:
-                collection.members = set(collection.rules)
+                self._evaluate_change(collection, resource_id, member=False)
+            elif deleted:
+                collection.stale = True
+            if deleted:
+                collection.rules = [rule for rule in collection.rules if rule[0] != resource_id]
+                del collection.counts[resource_id]
             return deleted
+
+    def _evaluate_change(self, collection: _Collection, resource_id: int, *, member: bool) -> None:
+        """Evaluate the membership as it will be once the rules of ``resource_id`` have
+        changed (it has a rule, or none): one row's delta, or everything if an earlier
+        change was left unevaluated. Mirrored before anything changes here."""
+        if collection.stale:
+            members = {rid: True for rid in collection.counts if rid != resource_id}
+            if member:
+                members[resource_id] = True
+            self._publish(collection, members)
+            collection.members = members
+            collection.stale = False
+        elif member and resource_id not in collection.members:
+            self._publish_change(collection, resource_id, True)
+            collection.members[resource_id] = True
+        elif not member and resource_id in collection.members:
+            self._publish_change(collection, resource_id, None)
+            del collection.members[resource_id]
+
+    # -- the mirror ----------------------------------------------------------------------
+
+    def _publish(self, collection: _Collection, members: Mapping[int, bool]) -> None:
+        mirror = self._mirror
+        if mirror is not None:
+            names = {rid: self._device_name(rid) for rid in members}
+            self._write(
+                lambda: mirror.set_collection_members(
+                    collection.collection_id, members, names=names
+                )
+            )
+
+    def _publish_change(
+        self, collection: _Collection, resource_id: int, is_direct: bool | None
+    ) -> None:
+        mirror = self._mirror
+        if mirror is not None:
+            name = self._device_name(resource_id)
+            self._write(
+                lambda: mirror.apply_membership_change(
+                    collection.collection_id, resource_id, is_direct, name=name
+                )
+            )
+
+    def _write(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except (pyodbc.Error, RuntimeError) as error:  # RuntimeError: database stopped
+            log.warning("AdminService simulator: the membership write failed: %s", error)
+            raise ODataError(
+                500,
+                "The SMS Provider could not update the site database: "
+                "Generic failure (0x80041001).",
+                code="InternalServerError",
+            ) from error

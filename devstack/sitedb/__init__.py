@@ -38,6 +38,8 @@ The modules:
 - ``connection``: ODBC connection strings (psqlODBC options, quoting);
 - ``record_ids``: per-site RecordID ranges and sequences;
 - ``loading``: status messages and devices as rows, bulk-inserted as JSON;
+- ``membership``: the rows of ``v_FullCollectionMembership``, a collection at once or one
+  resource's change;
 - ``late_commit``: ``LateCommit``, an insert left uncommitted on purpose.
 """
 

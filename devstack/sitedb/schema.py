@@ -22,6 +22,7 @@ READER_VIEWS: Final = (
     "v_StatMsgAttributes",
     "v_StatMsgWithInsStrings",
     "v_R_System",
+    "v_FullCollectionMembership",
     "vProxy_Routings",
 )
 #: Base tables behind the views (the reader login must not read them).
@@ -30,6 +31,7 @@ BASE_TABLES: Final = (
     "status_message_ins_strings",
     "status_message_attributes",
     "systems",
+    "collection_members",
     "proxy_routings",
     "site_record_id_ranges",
 )

@@ -38,6 +38,9 @@ param elasticPremiumSku string
 @maxValue(1000)
 param maximumInstanceCount int
 
+@description('Threads of the Python worker (PYTHON_THREADPOOL_THREAD_COUNT).')
+param workerThreadCount int
+
 @description('Memory of one Flex Consumption instance, in MB (FlexConsumption only).')
 @allowed([
   512
@@ -91,6 +94,7 @@ var hostSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  PYTHON_THREADPOOL_THREAD_COUNT: string(workerThreadCount)
 }
 
 // Flex Consumption takes runtime and version from functionAppConfig and refuses these;

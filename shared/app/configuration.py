@@ -15,14 +15,8 @@ from pathlib import Path
 from shared.domain.rules import RuleSet, load_rules
 from shared.errors import ConfigurationError, settings_message
 from shared.platform.http import trust_store
-from shared.platform.settings import (
-    SETTING_FIELDS,
-    Settings,
-    app_path,
-    load_settings,
-    raw_app_root,
-    raw_setting,
-)
+from shared.platform.raw_settings import app_path, raw_app_root, raw_setting
+from shared.platform.settings import SETTING_FIELDS, Settings, load_settings
 
 #: A setting's value by its name (the alias operators use), None when unset.
 Lookup = Callable[[str], object]

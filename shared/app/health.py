@@ -253,9 +253,11 @@ def _probes(runtime: Runtime) -> list[_Probe]:
             _Probe(
                 "site database",
                 "check SITE_DB_CONNECTION (Server=host,port; SQL login; ODBC Driver 18) and "
-                "that the login may SELECT v_StatusMessage, v_StatMsgInsStrings and v_R_System",
+                "that the login may SELECT v_StatusMessage, v_StatMsgInsStrings, v_R_System and "
+                "v_FullCollectionMembership",
                 lambda: runtime.site_database.ping(),
-                "v_StatusMessage, v_StatMsgInsStrings and v_R_System answered",
+                "v_StatusMessage, v_StatMsgInsStrings, v_R_System and v_FullCollectionMembership "
+                "answered",
             )
         )
     probes += [

@@ -20,6 +20,7 @@ from shared.domain.clock import Clock
 from shared.domain.ports import (
     DeviceSource,
     Guard,
+    MembershipClaims,
     MembershipTarget,
     OutcomeStore,
     ProgressStore,
@@ -87,6 +88,7 @@ class Overrides:
     #: The remediator's ports (the request sender too).
     outcome_store: OutcomeStore | None = None
     guard: Guard[Decision] | None = None
+    claims: MembershipClaims | None = None
     device_source: DeviceSource | None = None
     targets: Mapping[str, MembershipTarget] | None = None
     #: What becoming the process-wide runtime does to the Azure SDK's loggers (by

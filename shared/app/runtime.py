@@ -30,6 +30,8 @@ from shared.app.queue_function import QueueFunction
 from shared.domain.clock import utc_now
 from shared.domain.ports import (
     DeviceSource,
+    MembershipClaims,
+    MembershipSource,
     MembershipTarget,
     OutcomeStore,
     ProgressStore,
@@ -59,12 +61,14 @@ from shared.queue.options import QueueOptions
 from shared.queue.poison import PoisonQueue
 from shared.queue.sender import RemediationQueue
 from shared.remediation.audit_log import AuditLog, audit_table_name
+from shared.remediation.claims import TableMembershipClaims, claims_table_name
 from shared.remediation.guard import BlastRadiusGuard, guard_table_name
 from shared.remediation.held import HeldRequests
 from shared.remediation.remediator import Remediator
 from shared.targets.adminservice import AdminServiceClient
 from shared.targets.adminservice_membership import AdminServiceMembership, CollectionRefresher
 from shared.targets.configmgr_webservice import ConfigMgrWebServiceTarget
+from shared.targets.membership_batches import MembershipBatches
 from shared.targets.rest_webservice import RestWebServiceTarget
 
 
@@ -222,7 +226,11 @@ class Runtime:
         if self.overrides.adminservice is not None:
             return self.overrides.adminservice(s.adminservice_url, tokens, self.http)
         return AdminServiceClient(
-            s.adminservice_url, tokens, self.http, retry=self.overrides.http_retry
+            s.adminservice_url,
+            tokens,
+            self.http,
+            retry=self.overrides.http_retry,
+            max_concurrent=s.adminservice_max_concurrency,
         )
 
     @cached_property
@@ -233,6 +241,25 @@ class Runtime:
         if self.settings.identity == "adminservice":
             return self.adminservice
         return self.site_database
+
+    @cached_property
+    def membership_source(self) -> MembershipSource:
+        """Where a device's membership in a collection is read: the site database's
+        v_FullCollectionMembership when identity comes from it, else the AdminService's
+        SMS_FullCollectionMembership, asked about many devices at once."""
+        if self.settings.identity == "sitedb":
+            return self.site_database
+        return MembershipBatches(self.adminservice.memberships)
+
+    @cached_property
+    def claims(self) -> MembershipClaims:
+        """The claims that make one add per (collection, device) across instances."""
+        if self.overrides.claims is not None:
+            return self.overrides.claims
+        return TableMembershipClaims(
+            self.storage.table(claims_table_name(self.settings.remediation_queue)),
+            standing=timedelta(hours=self.settings.membership_claim_hours),
+        )
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -252,7 +279,9 @@ class Runtime:
                 enabled=self.settings.adminservice_request_refresh,
                 clock=self.monotonic,
             )
-            targets["adminservice"] = AdminServiceMembership(self.adminservice, refresher)
+            targets["adminservice"] = AdminServiceMembership(
+                self.adminservice, refresher, self.membership_source
+            )
         if any(r.target == "webservice" for r in self.rules.rules):
             targets["webservice"] = self._webservice()
         return targets
@@ -311,6 +340,10 @@ class Runtime:
             resolve_retry=timedelta(hours=self.settings.resolve_retry_hours),
             resolve_retry_delay_seconds=self.settings.resolve_retry_delay_seconds,
             guard=self.guard if guard is None else guard,
+            claims=self.claims,
+            # A claim is held for seconds: look again soon, not after an unknown
+            # device's long wait.
+            busy_retry_seconds=min(30, self.settings.resolve_retry_delay_seconds),
             dry_run=self.settings.dry_run,
             clock=self.clock,
         )

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from shared.domain.devices import DeviceRecord
-from shared.domain.membership import ChangeResult, MembershipChange
+from shared.domain.membership import ChangeResult, Claim, Membership, MembershipChange
 from shared.domain.outcomes import Outcome, OutcomeKind
 from shared.domain.requests import RemediationRequest
 from shared.domain.status_messages import SiteSummary, StatusMessage
@@ -167,12 +167,59 @@ class Guard(Protocol[Verdict]):
         """The adds a collection may take in any hour."""
         ...
 
-    def reserve(self, request: RemediationRequest, now: datetime, *, dry_run: bool) -> Verdict:
-        """Take a slot for this request's add, or decide that it is held."""
+    def reserve(
+        self,
+        request: RemediationRequest,
+        now: datetime,
+        *,
+        dry_run: bool,
+        limit: int | None = None,
+    ) -> Verdict:
+        """Take a slot for this request's add, or decide that it is held (``limit``: the
+        rule's own, instead of the guard's)."""
         ...
 
     def give_back(self, request: RemediationRequest, now: datetime, *, dry_run: bool) -> None:
         """Return the slot of an add that did not happen."""
+        ...
+
+
+class MembershipClaims(Protocol):
+    """Exactly one add per (collection, device) across threads and instances: a claim
+    taken before the add and settled after it."""
+
+    def take(
+        self, request: RemediationRequest, resource_id: int, now: datetime, *, dry_run: bool
+    ) -> Claim:
+        """Claim the device's membership in the request's collection for this request,
+        or say who holds it."""
+        ...
+
+    def settle(
+        self, request: RemediationRequest, resource_id: int, now: datetime, *, dry_run: bool
+    ) -> None:
+        """This request's claim: the device is a member now (added, or found in)."""
+        ...
+
+    def release(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:
+        """Drop this request's claim: nothing was added (held, refused)."""
+        ...
+
+    def abandon(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:
+        """This request failed midway: its claim may be taken over (as recovering) now."""
+        ...
+
+    def forget(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:
+        """Drop whatever claim there is: the device's direct rule was removed."""
+        ...
+
+
+class MembershipSource(Protocol):
+    """The evaluated membership of one device in one collection, read without the
+    collection's whole rule list (so its cost does not grow with the collection)."""
+
+    def membership(self, collection_id: str, resource_id: int) -> Membership:
+        """``direct`` (a direct rule), ``other`` (member by another rule) or None."""
         ...
 
 

@@ -63,6 +63,9 @@ class Rule(BaseModel):
     collection_id: str
     action: Action
     target: Target
+    #: The blast-radius guard's limit for this rule's adds (adds to its collection in
+    #: any 60 minutes); None: MAX_ADDS_PER_COLLECTION_PER_HOUR.
+    max_adds_per_hour: int | None = Field(default=None, ge=1, le=20_000)
 
     @field_validator("collection_id")
     @classmethod

@@ -20,6 +20,7 @@ from typing import Any, Final
 import pyodbc
 
 from shared.domain.devices import DeviceRecord, flag, is_text
+from shared.domain.membership import Membership
 from shared.domain.status_messages import (
     GENERIC_INFO,
     INSERTION_STRING_COUNT,
@@ -33,8 +34,8 @@ from shared.platform.retry import RetryPolicy, Sleep
 
 log = logging.getLogger(__name__)
 
-#: How long ``close()`` waits for a query in another thread before leaving it be.
-CLOSE_WAIT_SECONDS: Final = 2.0
+#: Idle connections kept for the next queries (the worker's threads, at most).
+MAX_IDLE_CONNECTIONS: Final = 32
 
 _SITES_SQL: Final = """
 SELECT SiteCode, MAX(RecordID), MAX(Time)
@@ -59,12 +60,26 @@ INNER JOIN v_StatusMessage m ON m.RecordID = s.RecordID
 WHERE m.MessageID = ? AND m.SiteCode = ? AND s.RecordID >= ? AND s.RecordID <= ?
 """
 
+#: Every view the app reads (``ping`` reads one row of each).
+_VIEWS: Final = (
+    "v_StatusMessage",
+    "v_StatMsgInsStrings",
+    "v_R_System",
+    "v_FullCollectionMembership",
+)
+
 _DEVICES_SQL: Final = """
 SELECT ResourceID, Name0, Netbios_Name0, Client0, Active0, Obsolete0, Decommissioned0,
        Creation_Date0
 FROM v_R_System
 WHERE Netbios_Name0 = ?
 ORDER BY ResourceID
+"""
+
+_MEMBERSHIP_SQL: Final = """
+SELECT IsDirect
+FROM v_FullCollectionMembership
+WHERE CollectionID = ? AND ResourceID = ?
 """
 
 # SQLSTATE classes: connection trouble and timeouts are worth another try; the rest
@@ -74,7 +89,8 @@ _VIEW_MISSING: Final = (
     "a view is missing: is Database= in SITE_DB_CONNECTION the site database CM_<SiteCode>?"
 )
 _GRANTS: Final = (
-    "check that the SQL login may SELECT from v_StatusMessage, v_StatMsgInsStrings and v_R_System"
+    "check that the SQL login may SELECT from v_StatusMessage, v_StatMsgInsStrings, v_R_System "
+    "and v_FullCollectionMembership"
 )
 _HINTS: Final = {
     "28000": "the SQL login in SITE_DB_CONNECTION was refused: check user name and password",
@@ -169,8 +185,10 @@ class SiteDatabaseClient(KeysetPaged):
         self._query_timeout = query_timeout_seconds
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
-        self._connection: Any = None
         self._warned_no_timeout = False
+        # One connection per concurrent query: the worker's threads never queue behind
+        # one connection. Idle ones wait here for the next query.
+        self._idle: list[Any] = []
         self._lock = threading.Lock()
 
     def __enter__(self) -> SiteDatabaseClient:
@@ -180,40 +198,26 @@ class SiteDatabaseClient(KeysetPaged):
         self.close()
 
     def close(self) -> None:
-        """Close the connection, if one is open.
-
-        A query still waiting for a server that does not answer (a health probe past its
-        deadline) holds the connection: closing waits only CLOSE_WAIT_SECONDS for it, so
-        a command can end; that connection goes with the process.
-        """
-        if not self._lock.acquire(timeout=CLOSE_WAIT_SECONDS):
-            log.info("site database: a query is still waiting; its connection is left open")
-            return
-        try:
-            self._drop_connection()
-        finally:
-            self._lock.release()
-
-    def _drop_connection(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(pyodbc.Error):  # already broken: nothing to release
-                self._connection.close()
-            self._connection = None
+        """Close the idle connections. A query still running (a health probe waiting
+        past its deadline for a server that does not answer) keeps its own, which goes
+        back to the idle ones when it returns."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            _close_quietly(connection)
 
     def _connect(self) -> Any:
-        if self._connection is None:
-            connection = pyodbc.connect(
-                self._connection_string, timeout=self._login_timeout, autocommit=True
-            )
-            try:
-                connection.timeout = self._query_timeout
-            except pyodbc.Error:
-                # ODBC Driver 18 supports it; some drivers (psqlODBC) refuse the attribute.
-                if not self._warned_no_timeout:
-                    log.info("site database driver does not support query timeouts")
-                    self._warned_no_timeout = True
-            self._connection = connection
-        return self._connection
+        connection = pyodbc.connect(
+            self._connection_string, timeout=self._login_timeout, autocommit=True
+        )
+        try:
+            connection.timeout = self._query_timeout
+        except pyodbc.Error:
+            # ODBC Driver 18 supports it; some drivers (psqlODBC) refuse the attribute.
+            if not self._warned_no_timeout:
+                log.info("site database driver does not support query timeouts")
+                self._warned_no_timeout = True
+        return connection
 
     def _query(self, sql: str, params: Sequence[object], what: str) -> list[Any]:
         """Run one read, on a new connection after a transient failure."""
@@ -239,23 +243,36 @@ class SiteDatabaseClient(KeysetPaged):
             ) from None
 
     def _execute(self, sql: str, params: Sequence[object]) -> list[Any]:
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._connect()
         try:
-            with self._lock:
-                cursor = self._connect().cursor()
-                try:
-                    cursor.execute(sql, *params)
-                    return list(cursor.fetchall())
-                finally:
-                    cursor.close()
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, *params)
+                rows = list(cursor.fetchall())
+            finally:
+                cursor.close()
         except pyodbc.Error:
-            with self._lock:
-                self._drop_connection()
+            _close_quietly(connection)  # broken, or unknown: the retry opens another
             raise
+        with self._lock:
+            keep = len(self._idle) < MAX_IDLE_CONNECTIONS
+            if keep:
+                self._idle.append(connection)
+        if not keep:
+            _close_quietly(connection)
+        return rows
 
     def ping(self) -> None:
         """Read every view the app reads: proves login, permissions and the views."""
-        for view in ("v_StatusMessage", "v_StatMsgInsStrings", "v_R_System"):
-            key = "ResourceID" if view == "v_R_System" else "RecordID"
+        for view in _VIEWS:
+            key = (
+                "RecordID"
+                if view.startswith("v_StatMsg") or view == "v_StatusMessage"
+                else "ResourceID"
+            )
             self._query(
                 f"SELECT {key} FROM {view} ORDER BY {key} OFFSET 0 ROWS FETCH NEXT 1 ROWS ONLY",
                 (),
@@ -317,6 +334,18 @@ class SiteDatabaseClient(KeysetPaged):
             for row in rows
         ]
 
+    def membership(self, collection_id: str, resource_id: int) -> Membership:
+        """How the device is in the collection as the site last evaluated it (None: not
+        at all): one indexed row, whatever the collection's size."""
+        rows = self._query(
+            _MEMBERSHIP_SQL,
+            (collection_id, int(resource_id)),
+            f"membership of {resource_id} in {collection_id}",
+        )
+        if not rows:
+            return None
+        return "direct" if any(flag(row[0]) for row in rows) else "other"
+
     def find_devices(self, netbios_name: str) -> list[DeviceRecord]:
         """Discovery records named ``netbios_name`` (the view's collation compares
         case-insensitively). The name is a bound parameter, never SQL text."""
@@ -340,3 +369,8 @@ class SiteDatabaseClient(KeysetPaged):
             )
             for row in rows
         ]
+
+
+def _close_quietly(connection: Any) -> None:
+    with contextlib.suppress(pyodbc.Error):  # already broken: nothing to release
+        connection.close()

@@ -70,11 +70,18 @@ class AdminService:
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
+        max_concurrent: int | None = None,
     ) -> None:
         self._base = base_url if base_url.endswith("/") else base_url + "/"
         self._tokens = tokens
         self._http = HttpPipeline(
-            session, SERVICE, tokens=tokens, retry=retry, timeout=timeout, sleep=sleep
+            session,
+            SERVICE,
+            tokens=tokens,
+            retry=retry,
+            timeout=timeout,
+            sleep=sleep,
+            max_concurrent=max_concurrent,
         )
 
     @property

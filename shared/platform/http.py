@@ -32,13 +32,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import certifi
 import requests
+from requests.adapters import HTTPAdapter
 
 from shared.errors import ConfigurationError, ServiceRefused, ServiceUnavailable
 from shared.platform.redaction import secrets
@@ -90,6 +92,12 @@ _combined: dict[tuple[Path, str], Path] = {}
 _combined_lock = threading.Lock()
 
 
+#: Connections kept open per host: as many as invocations run at once (host.json
+#: batchSize + newBatchThreshold) and then some, so a busy instance reuses its TLS
+#: connections instead of opening (and verifying) new ones; requests' default is 10.
+POOL_SIZE: Final = 64
+
+
 def new_session(verify: Path) -> requests.Session:
     """A session that verifies against ``verify`` and ignores proxy/CA environment
     variables (REQUESTS_CA_BUNDLE would silently replace our trust store)."""
@@ -97,6 +105,9 @@ def new_session(verify: Path) -> requests.Session:
     session.trust_env = False
     session.verify = str(verify)
     session.headers["User-Agent"] = "cm-remediate"
+    adapter = HTTPAdapter(pool_connections=POOL_SIZE, pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     return session
 
 
@@ -161,6 +172,7 @@ class HttpPipeline:
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
+        max_concurrent: int | None = None,
     ) -> None:
         self._session = session
         self._service = service
@@ -168,6 +180,11 @@ class HttpPipeline:
         self._retry = retry or RetryPolicy(attempts=5)
         self._timeout = timeout
         self._sleep = sleep
+        # At most this many requests of this process on the wire at once; a request
+        # waiting out a backoff holds no slot.
+        self._slots: AbstractContextManager[object] = (
+            threading.BoundedSemaphore(max_concurrent) if max_concurrent else nullcontext()
+        )
 
     def request(
         self,
@@ -188,14 +205,15 @@ class HttpPipeline:
         while True:
             attempt += 1
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    headers=self._headers(headers, fresh_token=fresh_token),
-                    json=body,
-                    data=data,
-                    timeout=self._timeout,
-                )
+                with self._slots:
+                    response = self._session.request(
+                        method,
+                        url,
+                        headers=self._headers(headers, fresh_token=fresh_token),
+                        json=body,
+                        data=data,
+                        timeout=self._timeout,
+                    )
             except (requests.ConnectionError, requests.Timeout) as error:
                 if isinstance(error, requests.exceptions.SSLError):
                     raise s.refused(

@@ -26,19 +26,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 from shared.platform.connection_strings import check_site_db_tls, check_storage_tls
-
-#: The app root: where host.json and the rules file live. The Functions host sets
-#: AzureWebJobsScriptRoot; elsewhere (CLI, tests) it is the repository root.
-DEFAULT_APP_ROOT = Path(__file__).resolve().parents[2]
+from shared.platform.raw_settings import (
+    DEFAULT_APP_ROOT,
+    FILE_SETTINGS,
+    SITE_DB_MISSING,
+    STORAGE_MISSING,
+    app_path,
+    file_problems,
+    site_database_needed,
+    storage_given,
+    unreadable,
+)
 
 _QUEUE_NAME = re.compile(r"^(?=.{3,56}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
-
-SITE_DB_MISSING = "SITE_DB_CONNECTION: required setting is missing"
-_STORAGE_MISSING = (
-    "AzureWebJobsStorage: required setting is missing (a storage connection "
-    "string, or AzureWebJobsStorage__accountName for a managed identity)"
-)
 
 
 class Settings(BaseSettings):
@@ -222,13 +223,35 @@ class Settings(BaseSettings):
         description="Wait before trying an unknown device again.",
     )
     max_adds_per_collection_per_hour: int = Field(
-        default=500,
+        default=1000,
         ge=1,
         le=20_000,
         alias="MAX_ADDS_PER_COLLECTION_PER_HOUR",
         description=(
-            "Blast-radius guard: adds to one collection in any 60 minutes; past it, adds "
-            "are held (held-rate-limit) until `cmremediate held release`."
+            "Blast-radius guard: adds to one collection in any 60 minutes (a rule's "
+            "max_adds_per_hour overrides it); past it, adds are held (held-rate-limit) "
+            "until `cmremediate held release`."
+        ),
+    )
+    adminservice_max_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        alias="ADMINSERVICE_MAX_CONCURRENCY",
+        description=(
+            "AdminService calls one instance makes at once, at most (the SMS Provider "
+            "serves every console too): with the instance count, the most the site sees."
+        ),
+    )
+    membership_claim_hours: int = Field(
+        default=24,
+        ge=1,
+        le=720,
+        alias="MEMBERSHIP_CLAIM_HOURS",
+        description=(
+            "How long cm-remediate's own record of an add stands in for the device's "
+            "membership (the site evaluates the collection meanwhile): another status "
+            "message for the same device and collection is already-member without a call."
         ),
     )
     tls_ca_bundle: Path | None = Field(
@@ -352,15 +375,15 @@ class Settings(BaseSettings):
         if self.storage_connection is None and not (
             self.storage_account_name or self.storage_queue_uri
         ):
-            raise ValueError(_STORAGE_MISSING)
+            raise ValueError(STORAGE_MISSING)
         if self.storage_connection is not None and not self.storage_connection.get_secret_value():
             raise ValueError("AzureWebJobsStorage: is empty")
-        for name, alias in _FILE_SETTINGS:
+        for name, alias in FILE_SETTINGS:
             path: Path | None = getattr(self, name)
             if path is None:
                 continue
             resolved = app_path(self.app_root, path)
-            problem = _unreadable(alias, resolved)
+            problem = unreadable(alias, resolved)
             if problem:
                 raise ValueError(problem)
             object.__setattr__(self, name, resolved)  # frozen model: set once, here
@@ -398,71 +421,6 @@ def setting_name(name: str, field: FieldInfo) -> str:
 SETTING_FIELDS = {setting_name(name, field): name for name, field in Settings.model_fields.items()}
 
 
-def raw_setting(values: Mapping[str, str], name: str) -> str | None:
-    """The raw value of a setting, matched without regard to case as the model reads
-    the environment; None when it is not set. For diagnosis when the model refuses."""
-    wanted = name.lower()
-    return next((value for key, value in values.items() if key.lower() == wanted), None)
-
-
-def _site_database_needed(values: Mapping[str, str]) -> bool:
-    """From the raw settings: SITE_DB_CONNECTION is needed and not given."""
-    if raw_setting(values, "SITE_DB_CONNECTION"):
-        return False
-    export = (raw_setting(values, "EXPORT_SOURCE") or "sitedb").strip()
-    identity = (raw_setting(values, "IDENTITY_SOURCE") or export).strip()
-    # A value the model refuses reads the site database as far as anyone knows.
-    return not export == identity == "adminservice"
-
-
-def _storage_given(values: Mapping[str, str]) -> bool:
-    names = {name.lower() for name, value in values.items() if value}
-    return bool(
-        names
-        & {
-            "azurewebjobsstorage",
-            "azurewebjobsstorage__accountname",
-            "azurewebjobsstorage__queueserviceuri",
-        }
-    )
-
-
-#: Settings that name a file: (field, setting), read relative to the app root like the
-#: rules file.
-_FILE_SETTINGS = (
-    ("tls_ca_bundle", "TLS_CA_BUNDLE"),
-    ("entra_client_certificate_path", "ENTRA_CLIENT_CERTIFICATE_PATH"),
-)
-
-
-def app_path(root: Path, value: str | Path) -> Path:
-    """A path setting: absolute as given, else relative to the app root."""
-    path = Path(value)
-    return path if path.is_absolute() else root / path
-
-
-def raw_app_root(values: Mapping[str, str]) -> Path:
-    """The app root from the raw settings (when the model refused them)."""
-    return Path(raw_setting(values, "AzureWebJobsScriptRoot") or DEFAULT_APP_ROOT)
-
-
-def _unreadable(alias: str, resolved: Path) -> str | None:
-    return None if resolved.is_file() else f"{alias}: {resolved} is not a readable file"
-
-
-def _file_problems(values: Mapping[str, str]) -> list[str]:
-    """The file settings the whole-model check would refuse; that check runs only when
-    every field is valid, and stops at its first problem."""
-    root = raw_app_root(values)
-    problems = []
-    for _, alias in _FILE_SETTINGS:
-        value = raw_setting(values, alias)
-        problem = _unreadable(alias, app_path(root, value)) if value else None
-        if problem:
-            problems.append(problem)
-    return problems
-
-
 def _describe(error: ValidationError, values: Mapping[str, str]) -> list[str]:
     lines = []
     for item in error.errors():
@@ -474,13 +432,13 @@ def _describe(error: ValidationError, values: Mapping[str, str]) -> list[str]:
         # The model-level check already names its setting.
         lines.append(message if name == "settings" else f"{name}: {message}")
     # The whole-model checks do not run when a field fails; report them anyway.
-    if _site_database_needed(values) and SITE_DB_MISSING not in lines:
+    if site_database_needed(values) and SITE_DB_MISSING not in lines:
         lines.insert(0, SITE_DB_MISSING)
-    if not _storage_given(values) and not any(
+    if not storage_given(values) and not any(
         line.startswith("AzureWebJobsStorage:") for line in lines
     ):
-        lines.append(_STORAGE_MISSING)
-    lines += [problem for problem in _file_problems(values) if problem not in lines]
+        lines.append(STORAGE_MISSING)
+    lines += [problem for problem in file_problems(values) if problem not in lines]
     return lines
 
 

@@ -8,6 +8,7 @@ Works with a connection string (local, Azurite) or with the identity-based
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Literal
 
@@ -156,6 +157,11 @@ def create_missing(create: Callable[[], object], what: str, service: Service) ->
     """Create a queue, container or table unless it exists."""
     with storage_errors(f"create {what}", service), contextlib.suppress(ResourceExistsError):
         create()
+
+
+def table_name_beside(queue_name: str, suffix: str) -> str:
+    """A table named after its queue (table names allow letters and digits only)."""
+    return (re.sub(r"[^A-Za-z0-9]", "", queue_name) + suffix)[:63]
 
 
 def ensure_table(table: TableClient, purpose: str) -> None:

@@ -31,7 +31,12 @@ from shared.domain.requests import RemediationRequest
 from shared.errors import StorageError
 from shared.platform.redaction import secrets
 from shared.platform.retry import RetryPolicy, Sleep, any_of
-from shared.platform.storage import ensure_table, storage_error, storage_errors
+from shared.platform.storage import (
+    ensure_table,
+    storage_error,
+    storage_errors,
+    table_name_beside,
+)
 
 #: Partition of messages that could not even be parsed (no site code to file them under).
 UNPARSED_PARTITION: Final = "unparsed"
@@ -39,7 +44,7 @@ UNPARSED_PARTITION: Final = "unparsed"
 
 def audit_table_name(queue_name: str) -> str:
     """The audit table beside a queue: table names allow letters and digits only."""
-    return (re.sub(r"[^A-Za-z0-9]", "", queue_name) + "audit")[:63]
+    return table_name_beside(queue_name, "audit")
 
 
 #: A held row changed since it was read (released, or settled by another delivery).

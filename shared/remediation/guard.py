@@ -14,7 +14,6 @@ window), and gives it back when the add turned out not to be needed.
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from shared.domain.ports import Guard
 from shared.domain.requests import RemediationRequest
 from shared.errors import AddHeld, StorageError
 from shared.platform.retry import RetryPolicy, Sleep, any_of
-from shared.platform.storage import ensure_table, storage_errors
+from shared.platform.storage import ensure_table, storage_errors, table_name_beside
 
 WINDOW = timedelta(hours=1)
 #: The most adds a window can hold: the row stays well under the 1 MiB entity limit.
@@ -52,7 +51,7 @@ _CONFLICT_ERRORS = (ResourceExistsError, ResourceModifiedError)
 def guard_table_name(queue_name: str) -> str:
     """The guard's table beside a queue: table names allow letters and digits only."""
     # "addlimit": the guard's first name, kept because deployed tables carry it.
-    return (re.sub(r"[^A-Za-z0-9]", "", queue_name) + "addlimit")[:63]
+    return table_name_beside(queue_name, "addlimit")
 
 
 def _request_key(request: RemediationRequest) -> bytes:
@@ -72,6 +71,8 @@ class Decision:
     #: True for the first request held since the guard last let an add through: the
     #: one that should raise the alarm (once, across instances).
     first_hold: bool = False
+    #: The limit this add was held to (the rule's own, or the guard's).
+    limit: int = 0
 
 
 class GuardSlot:
@@ -87,11 +88,13 @@ class GuardSlot:
         clock: Clock,
         *,
         dry_run: bool,
+        limit: int | None = None,
     ) -> None:
         self._guard = guard
         self._request = request
         self._clock = clock
         self._dry_run = dry_run
+        self._limit = limit
         self._reserved = False
         #: The guard's decision, once it was asked.
         self.decision: Decision | None = None
@@ -99,7 +102,9 @@ class GuardSlot:
     def __call__(self) -> None:
         if self._guard is None:
             return
-        self.decision = self._guard.reserve(self._request, self._clock(), dry_run=self._dry_run)
+        self.decision = self._guard.reserve(
+            self._request, self._clock(), dry_run=self._dry_run, limit=self._limit
+        )
         if not self.decision.allowed:
             raise AddHeld()
         self._reserved = True
@@ -129,19 +134,28 @@ class BlastRadiusGuard:
         self._ready = False
         self._sleep = sleep
 
-    def reserve(self, request: RemediationRequest, now: datetime, *, dry_run: bool) -> Decision:
-        """Take a slot for this request's add, or say it must be held."""
+    def reserve(
+        self,
+        request: RemediationRequest,
+        now: datetime,
+        *,
+        dry_run: bool,
+        limit: int | None = None,
+    ) -> Decision:
+        """Take a slot for this request's add, or say it must be held; ``limit`` is the
+        rule's own limit for its collection's window, else the guard's."""
         key = _request_key(request)
         second = int(now.timestamp())
+        bound = min(limit or self.limit, MAX_LIMIT)
 
         def change(entries: dict[bytes, int], holding: bool) -> tuple[bool, bool, Decision]:
             if key in entries:  # a retry of an add that already has its slot
-                return False, holding, self._decision(True, entries)
-            if len(entries) >= self.limit:
-                decision = self._decision(False, entries, first_hold=not holding)
+                return False, holding, self._decision(True, entries, bound)
+            if len(entries) >= bound:
+                decision = self._decision(False, entries, bound, first_hold=not holding)
                 return not holding, True, decision
             entries[key] = second
-            return True, False, self._decision(True, entries)
+            return True, False, self._decision(True, entries, bound)
 
         return self._update(request.collection_id, dry_run, now, change)
 
@@ -151,7 +165,7 @@ class BlastRadiusGuard:
 
         def change(entries: dict[bytes, int], holding: bool) -> tuple[bool, bool, Decision]:
             found = entries.pop(key, None) is not None
-            return found, holding, self._decision(True, entries)
+            return found, holding, self._decision(True, entries, self.limit)
 
         self._update(request.collection_id, dry_run, now, change)
 
@@ -163,7 +177,7 @@ class BlastRadiusGuard:
     # -- storage -------------------------------------------------------------------
 
     def _decision(
-        self, allowed: bool, entries: dict[bytes, int], *, first_hold: bool = False
+        self, allowed: bool, entries: dict[bytes, int], limit: int, *, first_hold: bool = False
     ) -> Decision:
         oldest = min(entries.values(), default=None)
         return Decision(
@@ -173,6 +187,7 @@ class BlastRadiusGuard:
                 datetime.fromtimestamp(oldest, UTC) + WINDOW if oldest is not None else None
             ),
             first_hold=first_hold,
+            limit=limit,
         )
 
     @staticmethod

@@ -9,10 +9,13 @@ The order of decisions, each logged with site code, record ID, machine and colle
    after RESOLVE_RETRY_DELAY_SECONDS until RESOLVE_RETRY_HOURS, then ``unknown-device``);
    a ResourceID the status message carried must be that one, or it is ``ambiguous``
    (it never picks a record on its own);
-5. an add past MAX_ADDS_PER_COLLECTION_PER_HOUR is held (``held-rate-limit``) until an
+5. claim the (collection, device) pair, so one add is made across threads and instances:
+   a pair cm-remediate added within MEMBERSHIP_CLAIM_HOURS is ``already-member`` without a
+   call; a pair another request is adding right now is looked at again shortly;
+6. an add past MAX_ADDS_PER_COLLECTION_PER_HOUR is held (``held-rate-limit``) until an
    operator releases or discards it (``cmremediate held``); a released request skips
    the guard;
-6. change membership (``added``/``already-member``/``removed``/``not-member``, or
+7. change membership (``added``/``already-member``/``removed``/``not-member``, or
    ``target-refused`` when the target says no for good).
 
 Transient failures (AdminService, Entra ID, storage or site database down, bad
@@ -28,9 +31,16 @@ from datetime import UTC, datetime, timedelta
 
 from shared.domain.clock import Clock, utc_now
 from shared.domain.devices import choose, netbios_problem
-from shared.domain.membership import MembershipChange
+from shared.domain.membership import Claim, MembershipChange, claim_owner
 from shared.domain.outcomes import HELD, Outcome, OutcomeKind
-from shared.domain.ports import DeviceSource, Guard, MembershipTarget, OutcomeStore, RequestSender
+from shared.domain.ports import (
+    DeviceSource,
+    Guard,
+    MembershipClaims,
+    MembershipTarget,
+    OutcomeStore,
+    RequestSender,
+)
 from shared.domain.requests import RemediationRequest, decode
 from shared.domain.rules import RuleSet
 from shared.domain.status_messages import INSERTION_STRING_MAX_LENGTH
@@ -64,6 +74,8 @@ class Remediator:
         resolve_retry: timedelta,
         resolve_retry_delay_seconds: int,
         guard: Guard[Decision] | None = None,
+        claims: MembershipClaims | None = None,
+        busy_retry_seconds: int = 30,
         dry_run: bool = False,
         clock: Clock = utc_now,
     ) -> None:
@@ -75,6 +87,8 @@ class Remediator:
         self._resolve_retry = resolve_retry
         self._retry_delay = resolve_retry_delay_seconds
         self._guard = guard
+        self._claims = claims
+        self._busy_retry_seconds = busy_retry_seconds
         self._dry_run = dry_run
         self._clock = clock
 
@@ -156,22 +170,66 @@ class Remediator:
                 f"{resource_id} ({resolution.reason}); not guessing which device sent it",
                 settle=released,
             )
+        claim = self._claim(request, resource_id)
+        if claim is not None and claim.state == "busy":
+            self._retry_sender.send_later(request, self._busy_retry_seconds)
+            log.info(
+                "%s: %s is adding resource %s right now; looking again in %ds",
+                _fields(request),
+                claim.owner,
+                resource_id,
+                self._busy_retry_seconds,
+            )
+            return None
+        if claim is not None and claim.state == "added" and request.action == "add":
+            # This very request added it when its outcome could not be written: it is
+            # still the one that added.
+            own = claim.owner == claim_owner(request)
+            return self._record(
+                request,
+                "added" if own else "already-member",
+                f"{'an earlier attempt of this message' if own else 'cm-remediate'} added the "
+                f"device at {claim.since.isoformat()} ({claim.owner}); {resolution.reason}",
+                resource_id=resource_id,
+                settle=released,
+            )
+        rule = next(r for r in self._rules.rules if r.name == request.rule)  # validated
         slot = GuardSlot(
-            None if released else self._guard, request, self._clock, dry_run=self._dry_run
+            None if released else self._guard,
+            request,
+            self._clock,
+            dry_run=self._dry_run,
+            limit=rule.max_adds_per_hour,
         )
-        change = MembershipChange(request, resource_id, resolution.named_records, before_add=slot)
+        change = MembershipChange(
+            request,
+            resource_id,
+            resolution.named_records,
+            before_add=slot,
+            recovering=claim is not None and claim.recovering,
+            added_by_us=claim is not None and claim.state == "added",
+        )
         try:
             kind, reason = self._targets[request.target].apply(change, dry_run=self._dry_run)
         except AddHeld:
             assert slot.decision is not None  # only the slot raises AddHeld
+            self._unclaim(request, resource_id)
             return self._hold(request, slot.decision, resource_id)
         except TargetRefused as error:
             slot.give_back()
+            self._unclaim(request, resource_id)
             return self._record(
                 request, "target-refused", str(error), resource_id=resource_id, settle=released
             )
+        except CmRemediateError:
+            self._abandon(request, resource_id)
+            raise
+        if kind == "already-member" and claim is not None and claim.resumed:
+            # An earlier attempt of this very message added it before it failed.
+            kind, reason = "added", f"added by an earlier attempt ({reason})"
         if kind != "added":
             slot.give_back()
+        self._settle_claim(request, resource_id)
         return self._record(
             request,
             kind,
@@ -180,15 +238,44 @@ class Remediator:
             settle=released,
         )
 
+    def _claim(self, request: RemediationRequest, resource_id: int) -> Claim | None:
+        if self._claims is None:
+            return None
+        return self._claims.take(request, resource_id, self._clock(), dry_run=self._dry_run)
+
+    def _unclaim(self, request: RemediationRequest, resource_id: int) -> None:
+        if self._claims is not None:
+            self._claims.release(request, resource_id, dry_run=self._dry_run)
+
+    def _abandon(self, request: RemediationRequest, resource_id: int) -> None:
+        """Retried later; meanwhile whoever comes next may take the pair over (and look
+        at the rules first: this attempt's add may have landed). Without the mark the
+        lease runs out all the same, so a failure to write it is only logged."""
+        if self._claims is None:
+            return
+        try:
+            self._claims.abandon(request, resource_id, dry_run=self._dry_run)
+        except CmRemediateError as error:
+            log.warning("%s: could not give up the claim: %s", _fields(request), error)
+
+    def _settle_claim(self, request: RemediationRequest, resource_id: int) -> None:
+        if self._claims is None:
+            return
+        if request.action == "add":
+            # A member now, however it came to be: the next message for it need not ask.
+            self._claims.settle(request, resource_id, self._clock(), dry_run=self._dry_run)
+        else:
+            self._claims.forget(request, resource_id, dry_run=self._dry_run)
+
     def _hold(self, request: RemediationRequest, decision: Decision, resource_id: int) -> Outcome:
-        assert self._guard is not None
         collection = request.collection_id
         resumes = decision.next_slot_utc.isoformat() if decision.next_slot_utc else "-"
         if decision.first_hold:
             # One alarm per episode, across instances (the guard's row remembers it).
             log.warning(
                 "%s: BLAST-RADIUS GUARD: %d adds to collection %s in the last hour reached "
-                "MAX_ADDS_PER_COLLECTION_PER_HOUR=%d. Further adds to it are held, not made: "
+                "the limit of %d (the rule's max_adds_per_hour, else "
+                "MAX_ADDS_PER_COLLECTION_PER_HOUR). Further adds to it are held, not made: "
                 "a flood of spoofed status messages looks like this. Review them with "
                 "`cmremediate held list --collection %s`, then add them with "
                 "`cmremediate held release --collection %s` or drop them with "
@@ -196,7 +283,7 @@ class Remediator:
                 _fields(request),
                 decision.adds_in_window,
                 collection,
-                self._guard.limit,
+                decision.limit,
                 collection,
                 collection,
                 collection,
@@ -206,8 +293,7 @@ class Remediator:
             request,
             HELD,
             f"{decision.adds_in_window} adds to {collection} in the last hour reached "
-            f"MAX_ADDS_PER_COLLECTION_PER_HOUR={self._guard.limit}; held for "
-            "`cmremediate held release`",
+            f"the limit of {decision.limit}; held for `cmremediate held release`",
             resource_id=resource_id,
         )
 

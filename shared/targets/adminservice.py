@@ -9,12 +9,13 @@ escaped OData literal.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
 
 from shared.domain.devices import DeviceRecord, flag, is_text
+from shared.domain.membership import Membership
 from shared.platform.adminservice import AdminService, odata_string, parse_datetime
 from shared.platform.http import DEFAULT_TIMEOUT
 from shared.platform.retry import RetryPolicy
@@ -44,9 +45,16 @@ class AdminServiceClient:
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
+        max_concurrent: int | None = None,
     ) -> None:
         self.service = AdminService(
-            base_url, tokens, session, retry=retry, timeout=timeout, sleep=sleep
+            base_url,
+            tokens,
+            session,
+            retry=retry,
+            timeout=timeout,
+            sleep=sleep,
+            max_concurrent=max_concurrent,
         )
 
     @property
@@ -101,16 +109,26 @@ class AdminServiceClient:
         rules: list[dict[str, Any]] = entity.get("CollectionRules") or []
         return rules
 
-    def is_member(self, collection_id: str, resource_id: int) -> bool:
-        """True when the device is in the collection by any rule."""
-        return bool(
-            self.service.query(
-                "SMS_FullCollectionMembership",
-                where=f"CollectionID eq {odata_string(collection_id)} "
-                f"and ResourceID eq {int(resource_id)}",
-                what=f"membership of {resource_id} in {collection_id}",
-            )
+    def memberships(self, collection_id: str, resource_ids: Sequence[int]) -> dict[int, Membership]:
+        """How each device is in the collection (absent: not at all), in one targeted
+        query: its cost depends on the devices asked about, not on the collection."""
+        wanted = sorted({int(r) for r in resource_ids})
+        if not wanted:
+            return {}
+        devices = " or ".join(f"ResourceID eq {r}" for r in wanted)
+        rows = self.service.query(
+            "SMS_FullCollectionMembership",
+            where=f"CollectionID eq {odata_string(collection_id)} and ({devices})",
+            select=("ResourceID", "IsDirect"),
+            what=f"membership of {len(wanted)} device(s) in {collection_id}",
         )
+        asked = set(wanted)
+        found: dict[int, Membership] = {}
+        for row in rows:
+            rid = int(row["ResourceID"])
+            if rid in asked and found.get(rid) != "direct":
+                found[rid] = "direct" if flag(row.get("IsDirect")) else "other"
+        return found
 
     def _rule_call(self, collection_id: str, method: str, resource_id: int, rule_name: str) -> None:
         body = {

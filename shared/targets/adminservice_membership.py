@@ -1,8 +1,9 @@
 """Collection membership changes: idempotent add and remove of direct rules.
 
 A device already in the collection is a success (``already-member``), never a second
-rule; removing a device that has no direct rule is ``not-member``. Refreshing a
-collection is deferred: at most once per collection per minute, never once per device.
+rule; removing a device that has no direct rule is ``not-member``. What one message
+costs does not grow with the collection. Refreshing a collection is deferred: at most
+once per collection per minute, never once per device.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from shared.domain.membership import ChangeResult, MembershipChange
+from shared.domain.ports import MembershipSource
 from shared.errors import (
     AdminServiceRefused,
     AdminServiceUnavailable,
@@ -80,19 +82,22 @@ def _has_direct_rule(rules: list[dict[str, object]], resource_id: int) -> bool:
 
 
 class AdminServiceMembership:
-    """Membership through the AdminService. Parallel messages for the same device and
-    collection in this process are serialised (striped locks: bounded memory), so they
-    cannot both add a rule."""
+    """Membership through the AdminService. Whether a device is in a collection comes
+    from a :class:`MembershipSource` (one targeted read, whatever the collection's size);
+    the collection's whole rule list is read only to recover: after a failed rule call,
+    or when an earlier attempt may have added already (``MembershipChange.recovering``).
+    That exactly one add is made across threads and instances is the remediator's claim
+    on the pair, taken before the target is called."""
 
-    _STRIPES = 64
-
-    def __init__(self, client: AdminServiceClient, refresher: CollectionRefresher) -> None:
+    def __init__(
+        self,
+        client: AdminServiceClient,
+        refresher: CollectionRefresher,
+        membership: MembershipSource,
+    ) -> None:
         self._client = client
         self._refresher = refresher
-        self._locks = [threading.Lock() for _ in range(self._STRIPES)]
-
-    def _lock(self, collection_id: str, resource_id: int) -> threading.Lock:
-        return self._locks[hash((collection_id, resource_id)) % self._STRIPES]
+        self._membership = membership
 
     def _rules(self, collection_id: str) -> list[dict[str, object]]:
         rules = self._client.collection_rules(collection_id)
@@ -114,6 +119,8 @@ class AdminServiceMembership:
         """After a failed rule call: return when the direct rule is there (or gone) as
         wanted all the same (a timeout or a duplicate answer may hide a change that did
         land); raise otherwise, ``target-refused`` when retrying cannot help."""
+        if isinstance(error, ServiceRefused) and error.status in (401, 403):
+            raise error  # refused at the door: nothing changed, and a look would be too
         if _has_direct_rule(self._rules(collection_id), resource_id) == rule_wanted:
             return
         if isinstance(error, ServiceRefused) and error.status in (400, 404, 409):
@@ -123,41 +130,45 @@ class AdminServiceMembership:
     def _add(self, change: MembershipChange, dry_run: bool) -> tuple[ChangeResult, str]:
         collection_id = change.request.collection_id
         resource_id = change.resource_id
-        machine_name = change.request.machine_name
-        with self._lock(collection_id, resource_id):
+        if change.recovering:
+            # The evaluated membership lags a fresh rule: look at the rules themselves.
             if _has_direct_rule(self._rules(collection_id), resource_id):
+                return "already-member", "the direct rule an earlier attempt added is there"
+        else:
+            found = self._membership.membership(collection_id, resource_id)
+            if found == "direct":
                 return "already-member", "the device already has a direct rule"
-            if self._client.is_member(collection_id, resource_id):
+            if found == "other":
                 return "already-member", "the device is a member through another rule"
-            change.before_add()
-            if dry_run:
-                return "added", "dry run: would add a direct rule"
-            # Only the AdminService's own answers may hide a landed add: a token that
-            # could not be had (TokenEndpointUnavailable) stopped the call unsent.
-            try:
-                self._client.add_direct_rule(collection_id, resource_id, machine_name)
-            except (AdminServiceUnavailable, AdminServiceRefused) as error:
-                self._failed(error, collection_id, resource_id, rule_wanted=True)
-                return "added", f"direct rule added (the service also answered: {error})"
-            self._refresher.changed(collection_id)
-            return "added", "direct rule added"
+        change.before_add()
+        if dry_run:
+            return "added", "dry run: would add a direct rule"
+        # Only the AdminService's own answers may hide a landed add: a token that
+        # could not be had (TokenEndpointUnavailable) stopped the call unsent.
+        try:
+            self._client.add_direct_rule(collection_id, resource_id, change.request.machine_name)
+        except (AdminServiceUnavailable, AdminServiceRefused) as error:
+            self._failed(error, collection_id, resource_id, rule_wanted=True)
+            return "added", f"direct rule added (the service also answered: {error})"
+        self._refresher.changed(collection_id)
+        return "added", "direct rule added"
 
     def _remove(self, change: MembershipChange, dry_run: bool) -> tuple[ChangeResult, str]:
         collection_id = change.request.collection_id
         resource_id = change.resource_id
-        machine_name = change.request.machine_name
-        with self._lock(collection_id, resource_id):
-            if not _has_direct_rule(self._rules(collection_id), resource_id):
-                return "not-member", "the device has no direct rule in the collection"
-            if dry_run:
-                return "removed", "dry run: would delete the direct rule"
-            try:
-                self._client.delete_direct_rule(collection_id, resource_id, machine_name)
-            except (AdminServiceUnavailable, AdminServiceRefused) as error:
-                self._failed(error, collection_id, resource_id, rule_wanted=False)
-                return "removed", f"direct rule deleted (the service also answered: {error})"
-            self._refresher.changed(collection_id)
-            return "removed", "direct rule deleted"
+        # A rule cm-remediate added not long ago may not show in the evaluated membership.
+        direct = change.added_by_us or change.recovering
+        if not direct and self._membership.membership(collection_id, resource_id) != "direct":
+            return "not-member", "the device has no direct rule in the collection"
+        if dry_run:
+            return "removed", "dry run: would delete the direct rule"
+        try:
+            self._client.delete_direct_rule(collection_id, resource_id, change.request.machine_name)
+        except (AdminServiceUnavailable, AdminServiceRefused) as error:
+            self._failed(error, collection_id, resource_id, rule_wanted=False)
+            return "removed", f"direct rule deleted (the service also answered: {error})"
+        self._refresher.changed(collection_id)
+        return "removed", "direct rule deleted"
 
     def run_deferred(self) -> None:
         """Request the collection evaluations that are due."""

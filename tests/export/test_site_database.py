@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+import pyodbc
 import pytest
 
 from devstack.datagen import GeneratedStatusMessage
@@ -36,7 +39,13 @@ def sql_constants():
 
 def test_every_query_stays_in_the_portable_subset():
     queries = sql_constants()
-    assert set(queries) == {"_SITES_SQL", "_PAGE_SQL", "_STRINGS_SQL", "_DEVICES_SQL"}
+    assert set(queries) == {
+        "_SITES_SQL",
+        "_PAGE_SQL",
+        "_STRINGS_SQL",
+        "_DEVICES_SQL",
+        "_MEMBERSHIP_SQL",
+    }
     for name, sql in queries.items():
         for pattern in NOT_PORTABLE:
             assert not re.search(pattern, sql, re.IGNORECASE), f"{name} uses {pattern}"
@@ -174,3 +183,66 @@ def test_wrong_database_names_the_missing_view(stack):
     with pytest.raises(SiteDatabaseRefused) as caught:
         SiteDatabaseClient(other).ping()
     assert "a view is missing" in str(caught.value)
+
+
+@pytest.mark.stack
+def test_concurrent_queries_each_get_a_connection_of_their_own(stack):
+    """The worker's threads never queue behind one connection: queries that run at once
+    run on as many connections, which then wait idle for the next ones."""
+    client = SiteDatabaseClient(stack.site_db.reader_connection_string)
+    together = threading.Barrier(4)
+
+    def slow_read(_: int) -> list[object]:
+        together.wait(timeout=10)
+        return client._query("SELECT pg_sleep(0.3)", (), "a slow read")
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert len(list(pool.map(slow_read, range(4)))) == 4
+        assert len(client._idle) == 4
+        client._query("SELECT 1", (), "one more read")
+        assert len(client._idle) == 4  # reused, not a fifth
+    finally:
+        client.close()
+    assert client._idle == []
+
+
+def test_a_failed_query_drops_its_connection_and_the_retry_opens_another(monkeypatch):
+    opened: list[FakeConnection] = []
+
+    class FakeCursor:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+
+        def execute(self, *_: object) -> None:
+            if self.fail:
+                raise pyodbc.OperationalError("08S01", "[08S01] communication link failure")
+
+        def fetchall(self) -> list[tuple[int]]:
+            return [(1,)]
+
+        def close(self) -> None:
+            pass
+
+    class FakeConnection:
+        """pyodbc's connection as far as the client uses it (a driver's broken link
+        cannot be produced on the PostgreSQL stand-in)."""
+
+        def __init__(self, fail: bool) -> None:
+            self.fail, self.closed = fail, False
+
+        def cursor(self) -> FakeCursor:
+            return FakeCursor(self.fail)
+
+        def close(self) -> None:
+            self.closed = True
+
+    def connect(*_: object, **__: object) -> FakeConnection:
+        opened.append(FakeConnection(fail=not opened))
+        return opened[-1]
+
+    monkeypatch.setattr(site_database.pyodbc, "connect", connect)
+    client = SiteDatabaseClient("Driver=x", retry=RetryPolicy(attempts=2), sleep=lambda _: None)
+    assert client._query("SELECT 1", (), "a read") == [(1,)]
+    assert [c.closed for c in opened] == [True, False]
+    assert client._idle == [opened[1]]

@@ -494,6 +494,7 @@ def scenario(
             devices=[*workload.devices, *BYSTANDERS],
             collections=COLLECTIONS,
             status_messages=StatusMessageReader.for_site_database(fault_site_db),
+            site_database=fault_site_db,  # v_FullCollectionMembership follows
         ).start()
         ledger = Ledger(workload, record_ids)
         # Each collection starts with a bystander and with one device a request asks

@@ -109,8 +109,15 @@ class Ledger:
         return len(self.expected)
 
     def adminservice_requests(self) -> list[RequestKey]:
-        """The requests that reach the AdminService (their device resolves)."""
-        return [key for key, e in self.expected.items() if e.resource_id is not None]
+        """The requests that reach the AdminService: their device resolves and is not a
+        member at the start (the site database's v_FullCollectionMembership says so
+        without a call)."""
+        return [
+            key
+            for key, e in self.expected.items()
+            if e.resource_id is not None
+            and e.resource_id not in self.initial.get(e.collection_id, set())
+        ]
 
     def memberships(self) -> set[Membership]:
         """Every (collection, device) some request asks for."""

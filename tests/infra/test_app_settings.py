@@ -18,6 +18,7 @@ from shared.app.runtime import validate_targets
 from shared.domain.rules import load_rules, parse_rules
 from shared.errors import ConfigurationError
 from shared.platform.settings import Settings, load_settings
+from shared.queue.options import QueueOptions
 from tests.helpers import rule, rules_text
 from tests.infra.bicep import (
     ROOT,
@@ -47,6 +48,8 @@ PLATFORM_SETTINGS = {
     # Elastic Premium only: the deployment runs Oryx, which installs requirements.txt
     "SCM_DO_BUILD_DURING_DEPLOYMENT",
     "ENABLE_ORYX_BUILD",
+    # the Python worker: one thread per invocation host.json lets run at once
+    "PYTHON_THREADPOOL_THREAD_COUNT",
 }
 
 #: Settings of the model no template may write.
@@ -283,3 +286,13 @@ def test_a_webservice_deployment_meets_webservice_rules(
         **given,
     }
     validate_targets(load_settings(as_app_settings(written(bicep, parameters))), rules)
+
+
+def test_the_worker_has_a_thread_for_every_invocation_host_json_runs_at_once(
+    bicep: dict[str, Template],
+) -> None:
+    options = QueueOptions.from_host_json(ROOT)
+    default = bicep["main.bicep"].parameters["workerThreadCount"]["default"]
+    assert default == options.batch_size + options.new_batch_threshold
+    host = bicep[APP].variables["hostSettings"]["value"]
+    assert "PYTHON_THREADPOOL_THREAD_COUNT" in host

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 
 from devstack.adminservice import AdminServiceSimulator, JwksServer, TokenSigner
 from devstack.datagen import GeneratedDevice
+from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
 from shared.platform.http import new_session, trust_store
 from shared.platform.retry import RetryPolicy
@@ -146,8 +147,11 @@ def jwks(local_ca: LocalCA, token_signer: TokenSigner) -> Iterator[JwksServer]:
 
 
 @pytest.fixture
-def simulator(local_ca: LocalCA, jwks: JwksServer) -> Iterator[AdminServiceSimulator]:
-    """A fresh AdminService holding DEVICE_NAMES and one empty collection."""
+def simulator(
+    local_ca: LocalCA, jwks: JwksServer, site_db: SiteDatabase
+) -> Iterator[AdminServiceSimulator]:
+    """A fresh AdminService holding DEVICE_NAMES and one empty collection, its
+    membership mirrored into the site database's v_FullCollectionMembership."""
     with AdminServiceSimulator(
         local_ca,
         jwks_uri=jwks.url,
@@ -155,6 +159,7 @@ def simulator(local_ca: LocalCA, jwks: JwksServer) -> Iterator[AdminServiceSimul
         admins=[ADMIN],
         devices=device_records(),
         collections={COLLECTION_ID: "Property tests"},
+        site_database=site_db,
     ) as service:
         yield service
         assert service.internal_errors == []

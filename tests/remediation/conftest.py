@@ -49,6 +49,10 @@ def adminservice(
         devices=scenario.DEVICES,
         collections=scenario.COLLECTIONS,
         status_messages=StatusMessageReader.for_site_database(site_db),
+        # v_FullCollectionMembership follows the collections, as the site evaluates them
+        site_database=site_db,
+        # ASP.NET OData's default MaxNodeCount: the app's batched filters stay within it
+        max_filter_nodes=100,
     ) as simulator:
         for collection_id, members in scenario.INITIAL_MEMBERS.items():
             simulator.set_direct_members(collection_id, members)

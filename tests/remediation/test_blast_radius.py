@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cmremediate_cli.main import app
 from shared.domain.requests import RemediationRequest
 from tests.remediation import scenario
-from tests.remediation.conftest import Remediation, body_of, fixture
+from tests.remediation.conftest import REPO, Remediation, body_of, fixture
 
 pytestmark = pytest.mark.stack
 
@@ -235,3 +235,24 @@ def test_remove_rules_are_not_limited(guarded):
     body = body_of(fixture("08-remove"))
     guarded.deliver(body, message_id="remove")
     assert guarded.outcome(RemediationRequest.model_validate_json(body)).kind == "removed"
+
+
+def test_a_rules_own_limit_holds_its_adds_below_the_default(make_remediation, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    scenario_rules = tmp_path / "rules.json"
+    source = json.loads((REPO / "tests" / "fixtures" / "remediation-rules.json").read_text())
+    for rule in source["rules"]:
+        if rule["collection_id"] == COLLECTION and rule["action"] == "add":
+            rule["max_adds_per_hour"] = 2
+    scenario_rules.write_text(json.dumps(source), encoding="utf-8")
+    remediation = make_remediation(
+        MAX_ADDS_PER_COLLECTION_PER_HOUR="100", REMEDIATION_RULES_FILE=str(scenario_rules)
+    )
+    bodies = _flood(remediation, 5)
+    _deliver_all(remediation, bodies)
+    kinds = Counter(remediation.outcome(b).kind for b in bodies)
+    assert kinds == {"added": 2, "held-rate-limit": 3}
+    held = remediation.outcome(bodies[-1])
+    assert held is not None and "the limit of 2" in held.reason
+    alarms = [r.getMessage() for r in caplog.records if "BLAST-RADIUS GUARD" in r.getMessage()]
+    assert len(alarms) == 1 and "the limit of 2" in alarms[0]

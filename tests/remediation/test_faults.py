@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.domain.requests import RemediationRequest
+from shared.errors import StorageError
 from shared.platform.retry import RetryPolicy
 from shared.platform.tokens import REFUSAL_PAUSE_SECONDS
 from tests.conftest import InvocationFailed
@@ -200,3 +201,30 @@ def test_a_refused_password_is_not_tried_again_by_every_message(pauses, remediat
         remediation.deliver(body_of(fixture("01-add")), message_id="locked-again")
     # asked again (MSAL itself may still answer from its 60 s cache of HTTP 400s)
     assert "not asked again" not in str(again.value)
+
+
+def test_an_add_whose_outcome_was_lost_is_recorded_as_added_on_redelivery(
+    make_remediation, monkeypatch
+):
+    """The add landed and the claim settled, then the audit write failed: the message is
+    retried, and its outcome is still ``added`` (by this very message), not a second add."""
+    remediation = make_remediation()
+    audit = remediation.runtime.audit
+    original = audit.record
+    failures = []
+
+    def record_fails_once(*args, **kwargs):
+        if not failures:
+            failures.append(args)
+            raise StorageError("audit table: connection reset (test)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "record", record_fails_once)
+    body = body_of(fixture("01-add"))
+    with pytest.raises(InvocationFailed, match=r"^StorageError"):
+        remediation.deliver(body, message_id="lost", dequeue_count=1)
+    remediation.deliver(body, message_id="lost", dequeue_count=2)
+    outcome = remediation.outcome(fixture("01-add")["body"])
+    assert outcome is not None and outcome.kind == "added"
+    assert "an earlier attempt of this message added the device" in outcome.reason
+    assert adds(remediation.adminservice) == Counter({("PS100123", 16777301): 1})

@@ -37,7 +37,7 @@ def test_a_large_window_spans_several_properties(table):
 
     def seed(entries, holding, start):
         entries.update({n.to_bytes(6, "big"): second for n in range(start, start + 1000)})
-        return True, holding, limiter._decision(True, entries)
+        return True, holding, limiter._decision(True, entries, limiter.limit)
 
     # one write per thousand: seeding through reserve would take 7000 round trips
     for start in range(0, count, 1000):
@@ -82,3 +82,13 @@ def test_a_slot_given_back_is_free_again_and_dry_runs_count_apart(table):
     limiter.give_back(request(1), NOW, dry_run=False)
     assert limiter.reserve(request(2), NOW, dry_run=False).allowed
     assert limiter.usage("PS100124", NOW) == 0  # other collections have their own window
+
+
+def test_a_rules_own_limit_bounds_its_adds_in_the_shared_window(table):
+    limiter = BlastRadiusGuard(table, 5)
+    assert limiter.reserve(request(1), NOW, dry_run=False, limit=2).allowed
+    assert limiter.reserve(request(2), NOW, dry_run=False).allowed  # another rule, the default
+    held = limiter.reserve(request(3), NOW, dry_run=False, limit=2)
+    assert (held.allowed, held.limit, held.adds_in_window) == (False, 2, 2)
+    assert limiter.reserve(request(4), NOW, dry_run=False).limit == 5
+    assert limiter.reserve(request(5), NOW, dry_run=False, limit=20).allowed  # 4 of 20
