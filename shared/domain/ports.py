@@ -183,6 +183,10 @@ class Guard(Protocol[Verdict]):
         """Return the slot of an add that did not happen."""
         ...
 
+    def flush(self, now: datetime) -> None:
+        """Return the slots this instance took ahead and did not use in time."""
+        ...
+
 
 class MembershipClaims(Protocol):
     """Exactly one add per (collection, device) across threads and instances: a claim

@@ -9,14 +9,24 @@ writes, so instances cannot both take the last slot.
 
 A request keeps its slot when its add fails and is retried (the key is already in the
 window), and gives it back when the add turned out not to be needed.
+
+An instance does not rewrite the row for every add: while the window has room, one
+write takes a block of up to :data:`BLOCK` slots, and the instance hands them to its
+next adds from memory. Every slot is stamped :data:`BLOCK_SECONDS` in the future and
+is used before that moment or given back, so each add lies inside the span the row
+counts it for: the limit holds across instances exactly as with one write per add.
+Near the limit a block is one slot, so slots held for a moment by another instance
+never hold an add that would have fitted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import struct
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +52,12 @@ MAX_LIMIT = 20_000
 _ENTRY = struct.Struct(">6sq")  # request key, epoch second the add was let through
 _CHUNK_BYTES = 60_000  # a binary property holds at most 64 KiB
 _ROW = "window"
+#: Slots one write takes for this instance's next adds, at most.
+BLOCK = 8
+#: A slot taken in a block is used within this many seconds or given back.
+BLOCK_SECONDS = 30
+#: With less room than this left in the window, a block is one slot.
+_SINGLE_BELOW = BLOCK * 4
 #: Conflicts only mean another instance wrote first: retry soon, many times.
 _CONFLICTS = RetryPolicy.for_conflicts(30)
 #: How a conditional write of the window row says another instance wrote first.
@@ -116,6 +132,19 @@ class GuardSlot:
             self._reserved = False
 
 
+@dataclass
+class _Pool:
+    """Slots this instance took from one window (at one limit) and has not used up."""
+
+    #: (slot key, the second it is stamped with) not handed out yet.
+    free: list[tuple[bytes, int]] = field(default_factory=list)
+    #: Request key → (slot key, stamp) it was handed.
+    given: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    #: Slots whose stamp passed unused: to be taken out of the row.
+    stale: list[bytes] = field(default_factory=list)
+    adds_in_window: int = 0
+
+
 class BlastRadiusGuard:
     """Counts adds per collection in a sliding hour, in a table row per collection.
     Create once, reuse."""
@@ -133,6 +162,9 @@ class BlastRadiusGuard:
         self._table = table
         self._ready = False
         self._sleep = sleep
+        #: (partition, limit) → this instance's slots there.
+        self._pools: dict[tuple[str, int], _Pool] = {}
+        self._local = threading.Lock()
 
     def reserve(
         self,
@@ -147,27 +179,83 @@ class BlastRadiusGuard:
         key = _request_key(request)
         second = int(now.timestamp())
         bound = min(limit or self.limit, MAX_LIMIT)
+        pool_key = (self._partition(request.collection_id, dry_run), bound)
+        with self._local:
+            pool = self._pools.setdefault(pool_key, _Pool())
+            local = _hand_out(pool, key, second, bound)
+            if local is not None:
+                return local
+            stale, pool.stale = pool.stale, []
+        taken: list[tuple[bytes, int]] = []
 
         def change(entries: dict[bytes, int], holding: bool) -> tuple[bool, bool, Decision]:
+            taken.clear()
+            returned = any([entries.pop(k, None) is not None for k in stale])
             if key in entries:  # a retry of an add that already has its slot
-                return False, holding, self._decision(True, entries, bound)
-            if len(entries) >= bound:
+                return returned, holding, self._decision(True, entries, bound)
+            room = bound - len(entries)
+            if room <= 0:
                 decision = self._decision(False, entries, bound, first_hold=not holding)
-                return not holding, True, decision
-            entries[key] = second
+                return returned or not holding, True, decision
+            size = 1 if room < _SINGLE_BELOW else min(BLOCK, room)
+            # Counted as if used at the latest moment they may be.
+            until = second + BLOCK_SECONDS
+            spares = [(secrets.token_bytes(6), until) for _ in range(size - 1)]
+            taken.extend([(key, until), *spares])
+            entries.update(taken)
             return True, False, self._decision(True, entries, bound)
 
-        return self._update(request.collection_id, dry_run, now, change)
+        decision = self._update(request.collection_id, dry_run, now, change)
+        if taken and decision.allowed:
+            with self._local:
+                pool.given[key] = taken[0]
+                pool.free.extend(taken[1:])
+                pool.adds_in_window = decision.adds_in_window
+        return decision
 
     def give_back(self, request: RemediationRequest, now: datetime, *, dry_run: bool) -> None:
-        """Return the slot of an add that was not needed (already a member, refused)."""
+        """Return the slot of an add that was not needed (already a member, refused): to
+        this instance's next add when it is still fresh, else to the row."""
         key = _request_key(request)
+        partition = self._partition(request.collection_id, dry_run)
+        slot = key
+        with self._local:
+            for (pool_partition, _), pool in self._pools.items():
+                held = pool.given.pop(key, None) if pool_partition == partition else None
+                if held is None:
+                    continue
+                if int(now.timestamp()) < held[1]:
+                    pool.free.append(held)  # the next add takes it: no write
+                    return
+                slot = held[0]
 
         def change(entries: dict[bytes, int], holding: bool) -> tuple[bool, bool, Decision]:
-            found = entries.pop(key, None) is not None
+            found = entries.pop(slot, None) is not None
             return found, holding, self._decision(True, entries, self.limit)
 
         self._update(request.collection_id, dry_run, now, change)
+
+    def flush(self, now: datetime) -> None:
+        """Take the slots whose stamp passed unused out of their rows, so they do not
+        count against the collection for the rest of the hour (between messages)."""
+        second = int(now.timestamp())
+        due: list[tuple[str, list[bytes]]] = []
+        with self._local:
+            for (partition, _), pool in self._pools.items():
+                _expire(pool, second)
+                if pool.stale:
+                    due.append((partition, pool.stale))
+                    pool.stale = []
+        for partition, stale in due:
+
+            def change(
+                entries: dict[bytes, int], holding: bool, stale: list[bytes] = stale
+            ) -> tuple[bool, bool, Decision]:
+                returned = any([entries.pop(k, None) is not None for k in stale])
+                return returned, holding, self._decision(True, entries, self.limit)
+
+            collection_id = partition.removesuffix("-dry-run")
+            self._update(collection_id, partition != collection_id, now, change)
 
     def usage(self, collection_id: str, now: datetime, *, dry_run: bool = False) -> int:
         """Adds let through for the collection in the hour before ``now``."""
@@ -264,3 +352,22 @@ class BlastRadiusGuard:
                 f"collection={collection_id}: the guard row kept changing under "
                 f"{_CONFLICTS.attempts} attempts; the message will be retried"
             ) from None
+
+
+def _expire(pool: _Pool, second: int) -> None:
+    """Move the pool's slots whose stamp passed, unused, to its stale ones."""
+    fresh = [(slot, until) for slot, until in pool.free if second < until]
+    pool.stale += [slot for slot, until in pool.free if second >= until]
+    pool.free = fresh
+
+
+def _hand_out(pool: _Pool, key: bytes, second: int, bound: int) -> Decision | None:
+    """A slot for ``key`` from the pool, without a write; None when it has none."""
+    held = pool.given.get(key)
+    if held is not None and second < held[1]:
+        return Decision(True, pool.adds_in_window, None, limit=bound)  # a retry here
+    _expire(pool, second)
+    if not pool.free:
+        return None
+    pool.given[key] = pool.free.pop()
+    return Decision(True, pool.adds_in_window, None, limit=bound)

@@ -299,7 +299,10 @@ class Remediator:
 
     def run_deferred(self) -> None:
         """The targets' deferred work that is due (collection refreshes, at most one
-        per collection and minute); a host calls it between messages."""
+        per collection and minute) and the guard's unused slots; a host calls it
+        between messages."""
+        if self._guard is not None:
+            self._guard.flush(self._clock())
         for target in self._targets.values():
             target.run_deferred()
 

@@ -10,7 +10,7 @@ import pytest
 
 from shared.domain.requests import RemediationRequest
 from shared.platform.storage import StorageAccount
-from shared.remediation.guard import BlastRadiusGuard
+from shared.remediation.guard import BLOCK, BLOCK_SECONDS, BlastRadiusGuard
 from tests.helpers import make_request
 
 pytestmark = pytest.mark.stack
@@ -45,8 +45,9 @@ def test_a_large_window_spans_several_properties(table):
     assert limiter.usage("PS100123", NOW) == count
     assert int(table.get_entity("PS100123", "window")["Chunks"]) == 2
     decision = limiter.reserve(request(1), NOW, dry_run=False)
-    assert (decision.allowed, decision.adds_in_window) == (True, count + 1)
-    assert limiter.usage("PS100123", NOW + timedelta(minutes=59)) == count + 1
+    # a block of slots for this instance's next adds, in one write
+    assert (decision.allowed, decision.adds_in_window) == (True, count + BLOCK)
+    assert limiter.usage("PS100123", NOW + timedelta(minutes=59)) == count + BLOCK
     assert limiter.usage("PS100123", NOW + timedelta(minutes=61)) == 0
 
 
@@ -67,7 +68,8 @@ def test_first_hold_is_reported_once_per_episode(table):
     assert limiter.reserve(request(1), NOW, dry_run=False).allowed
     holds = [limiter.reserve(request(n), NOW, dry_run=False) for n in (2, 3, 4)]
     assert [h.first_hold for h in holds] == [True, False, False]
-    assert holds[0].next_slot_utc == NOW + timedelta(hours=1)
+    # the slot counts from the latest moment its add may happen
+    assert holds[0].next_slot_utc == NOW + timedelta(hours=1, seconds=BLOCK_SECONDS)
     later = NOW + timedelta(minutes=61)
     assert limiter.reserve(request(5), later, dry_run=False).allowed  # a slot freed up
     assert limiter.reserve(request(6), later, dry_run=False).first_hold  # a new episode
@@ -92,3 +94,79 @@ def test_a_rules_own_limit_bounds_its_adds_in_the_shared_window(table):
     assert (held.allowed, held.limit, held.adds_in_window) == (False, 2, 2)
     assert limiter.reserve(request(4), NOW, dry_run=False).limit == 5
     assert limiter.reserve(request(5), NOW, dry_run=False, limit=20).allowed  # 4 of 20
+
+
+class CountingTable:
+    """The real table, counting the guard's writes of its window row."""
+
+    def __init__(self, table) -> None:
+        self._table = table
+        self.writes = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._table, name)
+
+    def create_entity(self, *args, **kwargs):
+        self.writes += 1
+        return self._table.create_entity(*args, **kwargs)
+
+    def update_entity(self, *args, **kwargs):
+        self.writes += 1
+        return self._table.update_entity(*args, **kwargs)
+
+
+def test_with_room_in_the_window_one_write_serves_a_block_of_adds(table):
+    counting = CountingTable(table)
+    limiter = BlastRadiusGuard(counting, 1000)
+    decisions = [limiter.reserve(request(n), NOW, dry_run=False) for n in range(1, BLOCK + 1)]
+    assert all(d.allowed for d in decisions)
+    assert counting.writes == 1
+    assert limiter.usage("PS100123", NOW) == BLOCK
+    # a slot given back while fresh serves the next add, still without a write
+    limiter.give_back(request(1), NOW, dry_run=False)
+    assert limiter.reserve(request(100), NOW, dry_run=False).allowed
+    assert counting.writes == 1
+    # the block is used up: the next add takes another one
+    assert limiter.reserve(request(101), NOW, dry_run=False).allowed
+    assert counting.writes == 2
+    assert limiter.usage("PS100123", NOW) == 2 * BLOCK
+
+
+def test_slots_not_used_in_time_go_back_to_the_window(table):
+    limiter = BlastRadiusGuard(table, 1000)
+    assert limiter.reserve(request(1), NOW, dry_run=False).allowed
+    assert limiter.usage("PS100123", NOW) == BLOCK
+    limiter.flush(NOW + timedelta(seconds=BLOCK_SECONDS - 1))  # still fresh: kept
+    assert limiter.usage("PS100123", NOW) == BLOCK
+    later = NOW + timedelta(seconds=BLOCK_SECONDS)
+    # past their moment the spare slots are never handed out: a new block is taken
+    assert limiter.reserve(request(2), later, dry_run=False).allowed
+    assert limiter.usage("PS100123", later) == 2 + (BLOCK - 1)  # the stale ones went back
+    limiter.flush(later + timedelta(seconds=BLOCK_SECONDS))
+    assert limiter.usage("PS100123", later) == 2
+
+
+def test_near_the_limit_every_slot_is_taken_alone_so_none_is_held_back(table):
+    limiters = [BlastRadiusGuard(table, 10), BlastRadiusGuard(table, 10)]
+
+    def take(n: int) -> bool:
+        return limiters[n % 2].reserve(request(n + 1), NOW, dry_run=False).allowed
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        allowed = list(pool.map(take, range(30)))
+    assert allowed.count(True) == 10  # exactly the limit, not one slot lost to a block
+
+
+def test_blocks_across_instances_never_let_more_than_the_limit_through(table):
+    limit = 100
+    limiters = [BlastRadiusGuard(table, limit) for _ in range(3)]
+
+    def take(n: int) -> bool:
+        return limiters[n % 3].reserve(request(n + 1), NOW, dry_run=False).allowed
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        allowed = list(pool.map(take, range(160)))
+    # blocks held for a moment by other instances may hold back a few adds, never more
+    # than BLOCK - 1 per instance; they never let one through past the limit
+    assert limit - 3 * (BLOCK - 1) <= allowed.count(True) <= limit
+    assert limiters[0].usage("PS100123", NOW) <= limit
