@@ -7,7 +7,8 @@ exported. Each site therefore keeps
 * ``floor``: every row at or below it has been examined, or was allocated so long
   before a completed scan that it had committed by then;
 * ``examined``: the RecordIDs above the floor that were already examined, so a re-read
-  skips them (de-duplication on SiteCode + RecordID);
+  skips them (de-duplication on SiteCode + RecordID), as inclusive ``[first, last]``
+  ranges: a site's RecordIDs are dense, so a run of thousands is one pair;
 * ``scans``: recent completed runs (start, end, how far the scan reached), from which
   the floor advances once a scan started at least the overlap after another ended.
 
@@ -26,10 +27,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Keep the history of scans bounded even if the floor cannot move for a long time.
 MAX_SCANS: Final = 200
+_INFINITY: Final = 2**63
 
 
 class Scan(BaseModel):
@@ -46,31 +48,49 @@ class Scan(BaseModel):
 class SiteWatermark(BaseModel):
     """What has been exported for one site."""
 
-    schema_version: Literal[1] = 1
+    #: 1: ``examined`` was a list of RecordIDs (read, and written back as 2).
+    schema_version: Literal[1, 2] = 2
     site_code: str
     #: The EXPORT_START_TIME in force when the site was first seen; kept so that
     #: changing the setting later cannot rewind an existing export.
     start_time_utc: datetime | None = None
     floor_record_id: int = 0
     high_record_id: int = 0
-    examined: list[int] = Field(default_factory=list)
+    #: Sorted, disjoint, not adjacent inclusive ranges of RecordIDs.
+    examined: list[tuple[int, int]] = Field(default_factory=list)
     scans: list[Scan] = Field(default_factory=list)
     updated_utc: datetime | None = None
+
+    @field_validator("schema_version")
+    @classmethod
+    def _current(cls, _: int) -> Literal[2]:
+        return 2  # whatever was read is held, and written back, as version 2
+
+    @field_validator("examined", mode="before")
+    @classmethod
+    def _ranges(cls, value: object) -> object:
+        # Version 1 kept every RecordID: the same set, as ranges.
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return _union([], [(r, r) for r in sorted(set(value))])
+        return value
 
     def is_examined(self, record_id: int) -> bool:
         """True if this RecordID needs no second look."""
         if record_id <= self.floor_record_id:
             return True
-        index = bisect.bisect_left(self.examined, record_id)
-        return index < len(self.examined) and self.examined[index] == record_id
+        index = bisect.bisect_right(self.examined, (record_id, _INFINITY)) - 1
+        return index >= 0 and self.examined[index][0] <= record_id <= self.examined[index][1]
 
     def mark_examined(self, record_ids: Iterable[int]) -> None:
         """Record that these rows were examined (and enqueued where they matched)."""
-        merged = set(self.examined)
-        merged.update(r for r in record_ids if r > self.floor_record_id)
-        self.examined = sorted(merged)
+        new = sorted({r for r in record_ids if r > self.floor_record_id})
+        self.examined = _union(self.examined, _runs(new))
         if self.examined:
-            self.high_record_id = max(self.high_record_id, self.examined[-1])
+            self.high_record_id = max(self.high_record_id, self.examined[-1][1])
+
+    def examined_count(self) -> int:
+        """How many RecordIDs above the floor were examined."""
+        return sum(last - first + 1 for first, last in self.examined)
 
     def complete_scan(self, scan: Scan, overlap: timedelta) -> None:
         """Record a finished run and advance the floor as far as is safe."""
@@ -91,7 +111,9 @@ class SiteWatermark(BaseModel):
                     floor = max(floor, min(earlier.reached_record_id, later.reached_record_id))
         self.floor_record_id = floor
         self.high_record_id = max(self.high_record_id, floor)
-        self.examined = [r for r in self.examined if r > floor]
+        self.examined = [
+            (max(first, floor + 1), last) for first, last in self.examined if last > floor
+        ]
         # A scan whose reach is at or below the floor can no longer raise it.
         keep = [s for s in self.scans if s.reached_record_id > floor]
         if not keep and self.scans:
@@ -104,9 +126,34 @@ class SiteWatermark(BaseModel):
         merged.start_time_utc = self.start_time_utc or other.start_time_utc
         merged.floor_record_id = max(self.floor_record_id, other.floor_record_id)
         merged.high_record_id = max(self.high_record_id, other.high_record_id)
-        merged.examined = sorted(set(self.examined) | set(other.examined))
+        merged.examined = _union(self.examined, other.examined)
         merged.scans = sorted(
             {*self.scans, *other.scans}, key=lambda s: (s.ended_utc, s.reached_record_id)
         )
         merged.compact(overlap)
         return merged
+
+
+Ranges = list[tuple[int, int]]
+
+
+def _runs(sorted_ids: list[int]) -> Ranges:
+    """Consecutive sorted RecordIDs as inclusive ranges."""
+    runs: Ranges = []
+    for record_id in sorted_ids:
+        if runs and record_id == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], record_id)
+        else:
+            runs.append((record_id, record_id))
+    return runs
+
+
+def _union(ours: Ranges, theirs: Ranges) -> Ranges:
+    """Two range lists as one: sorted, overlapping and adjacent ranges joined."""
+    joined: Ranges = []
+    for first, last in sorted([*ours, *theirs]):
+        if joined and first <= joined[-1][1] + 1:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], last))
+        else:
+            joined.append((first, last))
+    return joined

@@ -182,19 +182,21 @@ class TableMembershipClaims:
             holder, since = str(found["Owner"]), found["Since"]
             if found["State"] == _ADDED and now - since < self._standing:
                 return Claim("added", holder, since)
-            if found["State"] == _ADDING and holder == owner:
-                return Claim("taken", owner, since, recovering=True, resumed=True)
-            if found["State"] == _ADDING and now - since < LEASE and not found.get("Abandoned"):
+            resumed = found["State"] == _ADDING and holder == owner
+            fresh_lease = now - since < LEASE and not found.get("Abandoned")
+            if found["State"] == _ADDING and not resumed and fresh_lease:
                 return Claim("busy", holder, since)
-            # An added claim that has run its time (the site has evaluated since), or an
-            # adding one whose claimant vanished: take it over.
+            # Its own earlier attempt's claim, an added claim that has run its time (the
+            # site has evaluated since), or an adding one whose claimant failed or
+            # vanished: (re)take it, conditionally, so that of two takers one wins.
             self._table.update_entity(
                 fresh,
                 mode=UpdateMode.REPLACE,
                 etag=found.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
-            return Claim("taken", owner, now, recovering=found["State"] == _ADDING)
+            recovering = found["State"] == _ADDING
+            return Claim("taken", owner, now, recovering=recovering, resumed=resumed)
 
     def _conflict_free(self, once: Callable[[], Claim], request: RemediationRequest) -> Claim:
         try:

@@ -107,3 +107,18 @@ def test_an_abandoned_claim_is_taken_over_at_once_as_recovering(table):
     assert (taken.state, taken.recovering, taken.resumed) == ("taken", True, False)
     # the new holder's claim is a claim like any other: busy for the next one
     assert store.take(request(3), DEVICE, NOW + timedelta(seconds=2), dry_run=False).state == "busy"
+
+
+def test_a_claimant_back_for_its_abandoned_claim_and_a_taker_cannot_both_hold_it(table):
+    """Its own redelivery and another request race for an abandoned claim: one wins, the
+    other is told the pair is busy (else both would add)."""
+    store = claims(table)
+    store.take(request(1), DEVICE, NOW, dry_run=False)
+    store.abandon(request(1), DEVICE, dry_run=False)
+    stores = [claims(table), claims(table)]
+    later = NOW + timedelta(seconds=5)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(
+            pool.map(lambda n: stores[n].take(request(n + 1), DEVICE, later, dry_run=False), [0, 1])
+        )
+    assert sorted(a.state for a in answers) == ["busy", "taken"]

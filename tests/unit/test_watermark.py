@@ -32,10 +32,10 @@ def test_floor_stays_until_a_scan_starts_an_overlap_after_another_ended():
     state.mark_examined([4, 5])
     state.complete_scan(scan(5, 6, 5), OVERLAP)  # started 4 minutes after the first ended
     assert state.floor_record_id == 0
-    assert state.examined == [1, 2, 3, 4, 5]
+    assert state.examined == [(1, 5)]
     state.complete_scan(scan(11, 12, 5), OVERLAP)  # 10 minutes after the first ended
     assert state.floor_record_id == 3
-    assert state.examined == [4, 5]
+    assert state.examined == [(4, 5)]
     assert state.is_examined(2)  # below the floor: never read again
 
 
@@ -85,3 +85,42 @@ def test_scans_history_stays_bounded():
         # every run is bounded at its own row and nothing gets older than the overlap
         state.complete_scan(scan(n * 0.01, n * 0.01 + 0.005, n + 1), OVERLAP)
     assert len(state.scans) <= 200
+
+
+def test_examined_record_ids_are_kept_as_ranges():
+    state = SiteWatermark(site_code="PS1")
+    state.mark_examined(range(1, 100_001))  # a dense site: one range
+    state.mark_examined([100_003, 100_002, 100_010])
+    assert state.examined == [(1, 100_000), (100_002, 100_003), (100_010, 100_010)]
+    assert state.examined_count() == 100_003
+    assert not state.is_examined(100_001) and state.is_examined(100_002)
+    assert state.is_examined(100_003) and not state.is_examined(100_004)
+    assert state.is_examined(100_010) and not state.is_examined(100_011)
+    assert len(state.model_dump_json()) < 500
+    state.mark_examined([100_001, *range(100_004, 100_010)])
+    assert state.examined == [(1, 100_010)]  # the gaps filled: the ranges join
+
+
+def test_the_floor_cuts_ranges_it_passes_through():
+    state = SiteWatermark(site_code="PS1")
+    state.mark_examined([*range(1, 11), *range(20, 31)])
+    state.complete_scan(scan(0, 1, 25), OVERLAP)
+    state.complete_scan(scan(11, 12, 25), OVERLAP)
+    assert state.floor_record_id == 25
+    assert state.examined == [(26, 30)]
+
+
+def test_a_version_1_state_with_a_list_of_record_ids_still_loads():
+    document = {
+        "schema_version": 1,
+        "site_code": "PS1",
+        "floor_record_id": 2,
+        "high_record_id": 9,
+        "examined": [3, 4, 5, 9],
+        "scans": [],
+    }
+    state = SiteWatermark.model_validate(document)
+    assert state.examined == [(3, 5), (9, 9)]
+    assert [r for r in range(1, 11) if state.is_examined(r)] == [1, 2, 3, 4, 5, 9]
+    again = SiteWatermark.model_validate_json(state.model_dump_json())
+    assert again.examined == state.examined and again.schema_version == 2
