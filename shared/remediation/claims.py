@@ -110,37 +110,49 @@ class TableMembershipClaims:
 
     def release(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:
         """Drop this request's ``adding`` claim (nothing was added)."""
-        keys = _keys(request.collection_id, resource_id, dry_run)
-        found = self._get(*keys)
-        if found is None or found["Owner"] != claim_owner(request) or found["State"] != _ADDING:
-            return
-        gone = (ResourceModifiedError, ResourceNotFoundError)  # someone else holds it now
-        with (
-            storage_errors("write the membership claims table", "table", let_through=gone),
-            contextlib.suppress(*gone),
-        ):
-            self._table.delete_entity(
-                *keys, etag=found.metadata["etag"], match_condition=MatchConditions.IfNotModified
-            )
+        self._change_own(
+            request,
+            resource_id,
+            dry_run,
+            lambda keys, etag: self._table.delete_entity(
+                *keys, etag=etag, match_condition=MatchConditions.IfNotModified
+            ),
+        )
 
     def abandon(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:
         """This request failed in the middle (its message will be retried): anyone may
         take the claim over at once, as recovering, instead of waiting out the lease."""
+        self._change_own(
+            request,
+            resource_id,
+            dry_run,
+            lambda keys, etag: self._table.update_entity(
+                {"PartitionKey": keys[0], "RowKey": keys[1], "Abandoned": True},
+                mode=UpdateMode.MERGE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            ),
+        )
+
+    def _change_own(
+        self,
+        request: RemediationRequest,
+        resource_id: int,
+        dry_run: bool,
+        write: Callable[[tuple[str, str], str], object],
+    ) -> None:
+        """``write`` the pair's row if this request holds it ``adding``, unless someone
+        else changed it meanwhile (then it is theirs to settle)."""
         keys = _keys(request.collection_id, resource_id, dry_run)
         found = self._get(*keys)
         if found is None or found["Owner"] != claim_owner(request) or found["State"] != _ADDING:
             return
-        gone = (ResourceModifiedError, ResourceNotFoundError)  # someone else holds it now
+        gone = (ResourceModifiedError, ResourceNotFoundError)
         with (
             storage_errors("write the membership claims table", "table", let_through=gone),
             contextlib.suppress(*gone),
         ):
-            self._table.update_entity(
-                {"PartitionKey": keys[0], "RowKey": keys[1], "Abandoned": True},
-                mode=UpdateMode.MERGE,
-                etag=found.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
+            write(keys, found.metadata["etag"])
 
     def forget(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:
         """Drop the pair's claim, whoever holds it: the direct rule is gone."""
