@@ -109,6 +109,10 @@ class RuleSet(BaseModel):
 
     rules: list[Rule] = Field(min_length=1)
 
+    def named(self, name: str) -> Rule | None:
+        """The rule called ``name``, or None."""
+        return next((rule for rule in self.rules if rule.name == name), None)
+
     @field_validator("rules")
     @classmethod
     def _unique_names(cls, rules: list[Rule]) -> list[Rule]:

@@ -10,10 +10,15 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (
@@ -24,6 +29,7 @@ from azure.storage.queue import (
 )
 
 from shared.errors import StorageError
+from shared.platform.retry import RetryPolicy, Sleep, any_of
 from shared.platform.settings import Settings
 
 #: Explicit timeouts and a bounded retry, instead of the SDK's minutes-long defaults.
@@ -157,6 +163,30 @@ def create_missing(create: Callable[[], object], what: str, service: Service) ->
     """Create a queue, container or table unless it exists."""
     with storage_errors(f"create {what}", service), contextlib.suppress(ResourceExistsError):
         create()
+
+
+#: How a conditional write says another writer got there first (a created row, a
+#: changed ETag): read again and decide again.
+CONFLICTS: Final = (ResourceExistsError, ResourceModifiedError)
+
+T = TypeVar("T")
+
+
+def without_conflicts(
+    attempt: Callable[[], T], *, attempts: int, what: str, sleep: Sleep | None = None
+) -> T:
+    """Run ``attempt`` (a read, then a conditional write that lets :data:`CONFLICTS`
+    through) until no other writer came between them; StorageError naming ``what``
+    after ``attempts`` (the message is then retried)."""
+    policy = RetryPolicy.for_conflicts(attempts)
+    try:
+        return policy.call(
+            attempt, transient=any_of(*CONFLICTS), what=f"{what}: writing", sleep=sleep
+        )
+    except CONFLICTS:
+        raise StorageError(
+            f"{what} kept changing under {attempts} attempts; the message will be retried"
+        ) from None
 
 
 def table_name_beside(queue_name: str, suffix: str) -> str:

@@ -25,7 +25,6 @@ from typing import Any, Final
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
@@ -33,9 +32,15 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.domain.membership import Claim, claim_owner
 from shared.domain.requests import RemediationRequest
-from shared.errors import ClaimBusy, StorageError
+from shared.errors import ClaimBusy
 from shared.platform.retry import RetryPolicy, Sleep, any_of
-from shared.platform.storage import ensure_table, storage_errors, table_name_beside
+from shared.platform.storage import (
+    CONFLICTS,
+    ensure_table,
+    storage_errors,
+    table_name_beside,
+    without_conflicts,
+)
 
 #: How long an ``adding`` claim keeps other requests waiting: far longer than one add
 #: takes, retries included, and short enough that a vanished claimant does not block
@@ -43,8 +48,7 @@ from shared.platform.storage import ensure_table, storage_errors, table_name_bes
 LEASE: Final = timedelta(minutes=10)
 _ADDING, _ADDED = "adding", "added"
 #: Another instance wrote the row first: read it again soon.
-_CONFLICTS = RetryPolicy.for_conflicts(10)
-_CONFLICT_ERRORS = (ResourceExistsError, ResourceModifiedError)
+_CONFLICT_ATTEMPTS = 10
 #: Another request is adding the pair: it usually settles within a second.
 _BUSY = RetryPolicy(
     attempts=5, initial_backoff_seconds=0.2, max_backoff_seconds=1.0, log_level=logging.INFO
@@ -75,8 +79,11 @@ class TableMembershipClaims:
         owner = claim_owner(request)
         keys = _keys(request.collection_id, resource_id, dry_run)
 
+        last: list[Claim] = []
+
         def attempt() -> Claim:
             claim = self._conflict_free(lambda: self._take_once(keys, owner, now), request)
+            last[:] = [claim]
             if claim.state == "busy":
                 raise ClaimBusy(f"{claim.owner} is adding the device since {claim.since}")
             return claim
@@ -90,7 +97,7 @@ class TableMembershipClaims:
                 sleep=self._sleep,
             )
         except ClaimBusy:
-            return self._conflict_free(lambda: self._take_once(keys, owner, now), request)
+            return last[0]  # still busy after the wait: the caller looks again later
 
     def settle(
         self, request: RemediationRequest, resource_id: int, now: datetime, *, dry_run: bool
@@ -185,9 +192,7 @@ class TableMembershipClaims:
             "Owner": owner,
             "Since": now,
         }
-        with storage_errors(
-            "write the membership claims table", "table", let_through=_CONFLICT_ERRORS
-        ):
+        with storage_errors("write the membership claims table", "table", let_through=CONFLICTS):
             if found is None:
                 self._table.create_entity(fresh)
                 return Claim("taken", owner, now)
@@ -211,18 +216,12 @@ class TableMembershipClaims:
             return Claim("taken", owner, now, recovering=recovering, resumed=resumed)
 
     def _conflict_free(self, once: Callable[[], Claim], request: RemediationRequest) -> Claim:
-        try:
-            return _CONFLICTS.call(
-                once,
-                transient=any_of(*_CONFLICT_ERRORS),
-                what=f"collection={request.collection_id}: writing a membership claim",
-                sleep=self._sleep,
-            )
-        except _CONFLICT_ERRORS:
-            raise StorageError(
-                f"collection={request.collection_id}: a membership claim kept changing under "
-                f"{_CONFLICTS.attempts} attempts; the message will be retried"
-            ) from None
+        return without_conflicts(
+            once,
+            attempts=_CONFLICT_ATTEMPTS,
+            what=f"collection={request.collection_id}: a membership claim",
+            sleep=self._sleep,
+        )
 
 
 def _keys(collection_id: str, resource_id: int, dry_run: bool) -> tuple[str, str]:

@@ -32,8 +32,6 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    ResourceExistsError,
-    ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.data.tables import TableClient, UpdateMode
@@ -41,9 +39,15 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.domain.clock import Clock
 from shared.domain.ports import Guard
 from shared.domain.requests import RemediationRequest
-from shared.errors import AddHeld, StorageError
-from shared.platform.retry import RetryPolicy, Sleep, any_of
-from shared.platform.storage import ensure_table, storage_errors, table_name_beside
+from shared.errors import AddHeld
+from shared.platform.retry import Sleep
+from shared.platform.storage import (
+    CONFLICTS,
+    ensure_table,
+    storage_errors,
+    table_name_beside,
+    without_conflicts,
+)
 
 WINDOW = timedelta(hours=1)
 #: The most adds a window can hold: the row stays well under the 1 MiB entity limit.
@@ -59,9 +63,7 @@ BLOCK_SECONDS = 30
 #: With less room than this left in the window, a block is one slot.
 _SINGLE_BELOW = BLOCK * 4
 #: Conflicts only mean another instance wrote first: retry soon, many times.
-_CONFLICTS = RetryPolicy.for_conflicts(30)
-#: How a conditional write of the window row says another instance wrote first.
-_CONFLICT_ERRORS = (ResourceExistsError, ResourceModifiedError)
+_CONFLICT_ATTEMPTS = 30
 
 
 def guard_table_name(queue_name: str) -> str:
@@ -327,7 +329,7 @@ class BlastRadiusGuard:
             }
             # Another instance changed the window first: the retry reads it again.
             with storage_errors(
-                "write the blast-radius guard table", "table", let_through=_CONFLICT_ERRORS
+                "write the blast-radius guard table", "table", let_through=CONFLICTS
             ):
                 if etag is None:
                     self._table.create_entity(entity)
@@ -340,18 +342,12 @@ class BlastRadiusGuard:
                     )
             return decision
 
-        try:
-            return _CONFLICTS.call(
-                attempt,
-                transient=any_of(*_CONFLICT_ERRORS),
-                what=f"collection={collection_id}: writing the guard row",
-                sleep=self._sleep,
-            )
-        except _CONFLICT_ERRORS:
-            raise StorageError(
-                f"collection={collection_id}: the guard row kept changing under "
-                f"{_CONFLICTS.attempts} attempts; the message will be retried"
-            ) from None
+        return without_conflicts(
+            attempt,
+            attempts=_CONFLICT_ATTEMPTS,
+            what=f"collection={collection_id}: the guard row",
+            sleep=self._sleep,
+        )
 
 
 def _expire(pool: _Pool, second: int) -> None:

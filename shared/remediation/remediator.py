@@ -193,7 +193,8 @@ class Remediator:
                 resource_id=resource_id,
                 settle=released,
             )
-        rule = next(r for r in self._rules.rules if r.name == request.rule)  # validated
+        rule = self._rules.named(request.rule)
+        assert rule is not None  # _input_problem refused a request without one
         slot = GuardSlot(
             None if released else self._guard,
             request,
@@ -308,7 +309,7 @@ class Remediator:
 
     def _input_problem(self, request: RemediationRequest) -> str | None:
         """Why this request must not be acted on, or None."""
-        rule = next((r for r in self._rules.rules if r.name == request.rule), None)
+        rule = self._rules.named(request.rule)
         if rule is None:
             return f"rule {request.rule!r} is not in the rules file"
         if (rule.collection_id, rule.action, rule.target) != (
