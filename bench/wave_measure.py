@@ -1,4 +1,4 @@
-"""How ``bench/wave.py`` measures: SQL statements from the server's own log, the
+"""How ``bench/upgrade_wave.py`` measures: SQL statements from the server's own log, the
 resident memory of this process, percentiles, and the AdminService call log."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reference points of ``bench/wave.py``: the per-device baseline, the bound, and
+"""The reference points of ``bench/upgrade_wave.py``: the per-device baseline, the bound, and
 the raw queue send rate."""
 
 from __future__ import annotations

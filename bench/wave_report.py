@@ -1,4 +1,4 @@
-"""What ``bench/wave.py`` shows: the table on the terminal, the JSON file of every
+"""What ``bench/upgrade_wave.py`` shows: the table on the terminal, the JSON file of every
 figure and parameter, and the bar chart (matplotlib, Agg: no display needed)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The remediation wave of ``bench/wave.py``: status messages a Microsoft 365 upgrade
+"""The remediation wave of ``bench/upgrade_wave.py``: status messages a Microsoft 365 upgrade
 wave sends, the discovery records behind them, and the fleet already in one collection.
 
 Built with devstack's workload builder (``devstack.datagen.builder.WorkloadBuilder``),

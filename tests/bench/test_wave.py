@@ -1,4 +1,4 @@
-"""The remediation-wave benchmark (``bench/wave.py``, the README's "Benchmarks") runs end
+"""The remediation-wave benchmark (``bench/upgrade_wave.py``, the README's "Benchmarks") runs end
 to end at N=200 and writes its figures. It proves the script works; it never asserts
 how fast anything is."""
 
@@ -23,7 +23,7 @@ def _load_wave() -> ModuleType:
     # name: bench/ goes on the path, after the standard library (which has a ``wave``).
     if str(BENCH) not in sys.path:
         sys.path.append(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_wave", BENCH / "wave.py")
+    spec = importlib.util.spec_from_file_location("bench_wave", BENCH / "upgrade_wave.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up

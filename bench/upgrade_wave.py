@@ -1,7 +1,7 @@
 """The remediation-wave benchmark: one Microsoft 365 upgrade wave, end to end, on the
 local stack, against a per-device baseline and a bound.
 
-Usage: .venv/bin/python bench/wave.py [--messages 1000|10000|100000] [--latency-ms 50]
+Usage: .venv/bin/python bench/upgrade_wave.py [--messages 1000|10000|100000] [--latency-ms 50]
     [--identity sitedb|adminservice] [--out bench/results]
 
 1. Generates the wave (``bench/wave_workload.py``): N status messages (default 10,000)
@@ -101,7 +101,9 @@ class WaveRun:
 def parse_args(argv: list[str] | None) -> WaveOptions:
     """The options from the command line."""
     parser = argparse.ArgumentParser(
-        prog="bench/wave.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="bench/upgrade_wave.py",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--messages", type=int, default=10_000, help="status messages (N)")
     parser.add_argument(
