@@ -10,7 +10,7 @@ import resource
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -221,18 +221,42 @@ def _cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu_seconds(native_id: int | None) -> float:
+    """User + system CPU seconds of one of this process's threads so far (Linux)."""
+    if native_id is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuUse:
     """The CPU this process (the host, the worker, the simulators) and Azurite (a node
-    process of its own) used while the block ran: which one a phase waits for."""
+    process of its own) used while the block ran: which one a phase waits for. With
+    ``app_threads`` (the worker's pool), also the CPU of the functions themselves: what
+    an instance on Azure spends, without the simulators and the host's own work."""
 
-    def __init__(self, azurite_pid: int | None) -> None:
+    def __init__(
+        self,
+        azurite_pid: int | None,
+        app_threads: Callable[[], Sequence[threading.Thread]] | None = None,
+    ) -> None:
         self._pid = azurite_pid
+        self._app_threads = app_threads
         self.figures: dict[str, float | None] = {}
+
+    def _app_cpu(self) -> dict[int, float]:
+        threads = self._app_threads() if self._app_threads is not None else []
+        return {t.native_id: _thread_cpu_seconds(t.native_id) for t in threads if t.native_id}
 
     def __enter__(self) -> CpuUse:
         self._wall = time.perf_counter()
         self._own = time.process_time()
         self._azurite = _cpu_seconds(self._pid)
+        self._app = self._app_cpu()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -240,12 +264,19 @@ class CpuUse:
         own = time.process_time() - self._own
         after = _cpu_seconds(self._pid)
         azurite = after - self._azurite if after is not None and self._azurite is not None else None
+        # A pool thread started during the block counts from zero.
+        app = sum(
+            seconds - self._app.get(native_id, 0.0)
+            for native_id, seconds in self._app_cpu().items()
+        )
         self.figures = {
             "wall_seconds": wall,
             "this_process_cpu_seconds": own,
             "this_process_cores": own / wall if wall else None,
             "azurite_cpu_seconds": azurite,
             "azurite_cores": azurite / wall if azurite is not None and wall else None,
+            "app_cpu_seconds": app if self._app_threads is not None else None,
+            "app_cores": app / wall if self._app_threads is not None and wall else None,
         }
 
 

@@ -96,14 +96,18 @@ def run_raw_queue(stack: LocalStack, count: int) -> dict[str, Any]:
     }
 
 
-def bounds(results: dict[str, Any], latency_ms: float, threads: int) -> dict[str, Any]:
+def bounds(results: dict[str, Any], latency_ms: float) -> dict[str, Any]:
     """concurrency / (L x AdminService calls per added device), at host.json's
     concurrency (batchSize + newBatchThreshold) and at the one the worker's thread pool
-    allows; None without latency or without an added device."""
+    allows; and the CPU bound: one core (the functions' Python code holds the GIL) /
+    the functions' CPU per added device. None without latency or without an added
+    device."""
     drain = results["drain"]
     concurrency = drain["batch_size"] + drain["new_batch_threshold"]
+    threads = drain["worker_threads"] or concurrency
     per_added = results["adminservice"]["calls_per_added_device"] if drain["added"] else None
     latency = latency_ms / 1000
+    cpu_ms = drain["app_cpu_ms_per_added_device"] if drain["added"] else None
 
     def bound(parallel: int) -> float | None:
         return parallel / (latency * per_added) if latency > 0 and per_added else None
@@ -116,4 +120,6 @@ def bounds(results: dict[str, Any], latency_ms: float, threads: int) -> dict[str
         "calls_per_added_device": per_added,
         "devices_per_second": bound(concurrency),
         "devices_per_second_at_worker_threads": bound(min(concurrency, threads)),
+        "app_cpu_ms_per_added_device": cpu_ms,
+        "cpu_devices_per_second": 1000 / cpu_ms if cpu_ms else None,
     }

@@ -47,8 +47,13 @@ def _cpu(cpu: dict[str, Any]) -> str:
     def cores(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
+    functions = (
+        f" (of it the functions, on the worker's threads, {cores(cpu['app_cores'])})"
+        if cpu.get("app_cores") is not None
+        else ""
+    )
     return (
-        f"this process {cores(cpu['this_process_cores'])} cores, Azurite "
+        f"this process {cores(cpu['this_process_cores'])} cores{functions}, Azurite "
         f"{cores(cpu['azurite_cores'])} cores (CPU seconds per second of the phase)"
     )
 
@@ -84,6 +89,8 @@ def table_lines(results: dict[str, Any]) -> list[str]:
         + (", ".join(f"{r:,.1f}/s" for r in drain["requests_per_second_by_quarter"]) or "-")
         + " (requests settled per second, first to last quarter of them)",
         f"  CPU         : {_cpu(drain['cpu'])}",
+        f"  functions   : {drain['app_cpu_ms_per_request']:.1f} ms of CPU per request, "
+        f"{drain['app_cpu_ms_per_added_device']:.1f} ms per added device",
         f"  invocation  : p50 {_seconds(drain['invocation_seconds_p50'])}, p95 "
         f"{_seconds(drain['invocation_seconds_p95'])} (request to response, waiting for a "
         "worker thread included)",
@@ -130,7 +137,9 @@ def table_lines(results: dict[str, Any]) -> list[str]:
         f"bound         : {bound['concurrency']} in flight / ({bound['latency_seconds']:g} s x "
         f"{bound['calls_per_added_device'] or 0:.2f} calls per added device) = "
         f"{_rate(bound['devices_per_second'])}; at the worker's {bound['worker_threads']} "
-        f"threads: {_rate(bound['devices_per_second_at_worker_threads'])}",
+        f"threads: {_rate(bound['devices_per_second_at_worker_threads'])}; CPU: 1 core / "
+        f"{bound['app_cpu_ms_per_added_device'] or 0:.1f} ms per added device = "
+        f"{_rate(bound['cpu_devices_per_second'])}",
         f"raw queue     : {raw['messages']:,} small messages, {raw['workers']} senders, "
         f"{_seconds(raw['seconds'])}: {_rate(raw['messages_per_second'])}; the export's "
         f"enqueue rate is {raw['export_enqueue_share']:.0%} of it",
@@ -140,6 +149,7 @@ def table_lines(results: dict[str, Any]) -> list[str]:
     for key, label in (
         ("devices_per_second", "of the bound"),
         ("devices_per_second_at_worker_threads", "of the bound at the worker's threads"),
+        ("cpu_devices_per_second", "of the CPU bound"),
     ):
         if bound[key]:
             versus.append(f"{ours / bound[key]:.0%} {label}")
@@ -168,6 +178,7 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
             bound["devices_per_second_at_worker_threads"],
             "#f0c870",
         ),
+        ("CPU bound\n(1 core)", bound["cpu_devices_per_second"], "#c05050"),
     ]
     queue = [
         ("export\nenqueue", results["export"]["enqueued_per_second"], "#2b7bba"),

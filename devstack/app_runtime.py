@@ -22,13 +22,18 @@ from shared.app.overrides import ExporterFactory, Overrides
 from shared.app.runtime import Runtime, install_runtime, process_overrides
 from shared.export.exporter import Exporter, ExportOptions, ExportReport
 from shared.platform.settings import SETTING_FIELDS
+from shared.queue.options import QueueOptions
 
+_QUEUES = QueueOptions.from_host_json(REPO)
 #: The app settings the host needs besides the stack's: it resolves %EXPORT_SCHEDULE%
 #: and %REMEDIATION_QUEUE% in the bindings from them.
 HOST_SETTINGS = {
     "REMEDIATION_QUEUE": "cm-remediation",
     "EXPORT_SCHEDULE": "0 */5 * * * *",
     "AzureWebJobsScriptRoot": str(REPO),
+    # As infra sets it: a thread for every invocation host.json lets run at once (the
+    # worker's own default is min(32, CPUs + 4)).
+    "PYTHON_THREADPOOL_THREAD_COUNT": str(_QUEUES.batch_size + _QUEUES.new_batch_threshold),
 }
 
 ExportProgress = Callable[[ExportReport], None]

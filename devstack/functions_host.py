@@ -226,6 +226,21 @@ class FunctionsHost:
             self._require_success(loaded.result, f"FunctionLoadRequest({meta.name})")
             self.functions[meta.name] = IndexedFunction(meta.name, meta.function_id, bindings)
 
+    def worker_threads(self) -> list[threading.Thread]:
+        """The threads of the worker's pool, which run the synchronous functions (for
+        the benchmarks' CPU figures; the pool's thread list is its own business)."""
+        pool = importlib.import_module(
+            "azure_functions_runtime.utils.threadpool"
+        ).get_threadpool_executor()
+        return list(getattr(pool, "_threads", ())) if pool is not None else []
+
+    def worker_thread_limit(self) -> int | None:
+        """The pool's size: PYTHON_THREADPOOL_THREAD_COUNT, else Python's default."""
+        pool = importlib.import_module(
+            "azure_functions_runtime.utils.threadpool"
+        ).get_threadpool_executor()
+        return getattr(pool, "_max_workers", None) if pool is not None else None
+
     def stop(self) -> None:
         """Stop the worker's thread pool and the host's event loop."""
         if self._loop is not None:

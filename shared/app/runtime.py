@@ -66,9 +66,9 @@ from shared.remediation.guard import BlastRadiusGuard, guard_table_name
 from shared.remediation.held import HeldRequests
 from shared.remediation.remediator import Remediator
 from shared.targets.adminservice import AdminServiceClient
+from shared.targets.adminservice_batches import DeviceBatches, MembershipBatches
 from shared.targets.adminservice_membership import AdminServiceMembership, CollectionRefresher
 from shared.targets.configmgr_webservice import ConfigMgrWebServiceTarget
-from shared.targets.membership_batches import MembershipBatches
 from shared.targets.rest_webservice import RestWebServiceTarget
 
 
@@ -239,7 +239,8 @@ class Runtime:
         if self.overrides.device_source is not None:
             return self.overrides.device_source
         if self.settings.identity == "adminservice":
-            return self.adminservice
+            # Names looked up side by side go out together.
+            return DeviceBatches(self.adminservice.find_devices_named)
         return self.site_database
 
     @cached_property
@@ -256,9 +257,13 @@ class Runtime:
         """The claims that make one add per (collection, device) across instances."""
         if self.overrides.claims is not None:
             return self.overrides.claims
+        outcomes = self.outcome_store
         return TableMembershipClaims(
             self.storage.table(claims_table_name(self.settings.remediation_queue)),
             standing=timedelta(hours=self.settings.membership_claim_hours),
+            outcome_of=lambda site, record, rule, dry_run: outcomes.kind_of(
+                site, record, rule, dry_run=dry_run
+            ),
         )
 
     @cached_property

@@ -120,6 +120,12 @@ class OutcomeStore(Protocol):
         """The outcome already recorded for this request, if any."""
         ...
 
+    def kind_of(
+        self, site_code: str, record_id: int, rule: str, *, dry_run: bool
+    ) -> OutcomeKind | None:
+        """The kind of outcome recorded for one (status message, rule), if any."""
+        ...
+
     def record(
         self,
         request: RemediationRequest,
@@ -190,19 +196,13 @@ class Guard(Protocol[Verdict]):
 
 class MembershipClaims(Protocol):
     """Exactly one add per (collection, device) across threads and instances: a claim
-    taken before the add and settled after it."""
+    taken before the add, settled by the outcome the request then records."""
 
     def take(
         self, request: RemediationRequest, resource_id: int, now: datetime, *, dry_run: bool
     ) -> Claim:
         """Claim the device's membership in the request's collection for this request,
         or say who holds it."""
-        ...
-
-    def settle(
-        self, request: RemediationRequest, resource_id: int, now: datetime, *, dry_run: bool
-    ) -> None:
-        """This request's claim: the device is a member now (added, or found in)."""
         ...
 
     def release(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:

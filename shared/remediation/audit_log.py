@@ -124,6 +124,21 @@ class AuditLog:
         entity = self._get(*_keys(request.site_code, request.record_id, request.rule, dry_run))
         return None if entity is None else _from_entity(dict(entity), new=False)
 
+    def kind_of(
+        self, site_code: str, record_id: int, rule: str, *, dry_run: bool
+    ) -> OutcomeKind | None:
+        """The kind of outcome recorded for one (status message, rule), if any."""
+        with storage_errors("read the audit table", "table"):
+            self._ensure_table()
+            try:
+                entity = self._table.get_entity(
+                    *_keys(site_code, record_id, rule, dry_run), select=["Outcome"]
+                )
+            except ResourceNotFoundError:
+                return None
+        kind: OutcomeKind = entity["Outcome"]
+        return kind
+
     def record(
         self,
         request: RemediationRequest,

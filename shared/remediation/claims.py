@@ -3,10 +3,13 @@
 Before a target adds a device to a collection, the request claims the pair in a table
 row (``PartitionKey`` the collection, ``RowKey`` the ResourceID): created if absent,
 otherwise changed only ETag-conditionally, so two deliveries, on any instances, cannot
-both hold it. The claim is settled as ``added`` once the device is a member. While that
+both hold it. The row names the claimant's (site, record, rule), and the outcome that
+claimant records next settles it: ``added`` or ``already-member`` there means the
+device is a member, so no second write per add is needed (the next request for the
+pair reads that outcome, one row, only when it meets the claim). While a settled claim
 stands (``MEMBERSHIP_CLAIM_HOURS``, the window before the site has evaluated the
 collection), another status message for the same pair is ``already-member`` without a
-single call to the target.
+single call to the target. Rows settled as ``added`` by earlier versions count the same.
 
 A claimant that fails between claim and add marks its ``adding`` row abandoned, and a
 claimant that stops (a crash) leaves it as it is: its own redelivery takes it back, and
@@ -25,12 +28,14 @@ from typing import Any, Final
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.domain.membership import Claim, claim_owner
+from shared.domain.outcomes import OutcomeKind
 from shared.domain.requests import RemediationRequest
 from shared.errors import ClaimBusy
 from shared.platform.retry import RetryPolicy, Sleep, any_of
@@ -47,6 +52,10 @@ from shared.platform.storage import (
 #: the device for long.
 LEASE: Final = timedelta(minutes=10)
 _ADDING, _ADDED = "adding", "added"
+#: The claimant's outcomes that leave the device a member: its claim is settled.
+_MEMBER: Final = frozenset({"added", "already-member"})
+#: The outcome recorded for (site code, record ID, rule, dry run), if any.
+OutcomeOf = Callable[[str, int, str, bool], OutcomeKind | None]
 #: Another instance wrote the row first: read it again soon.
 _CONFLICT_ATTEMPTS = 10
 #: Another request is adding the pair: it usually settles within a second.
@@ -64,10 +73,16 @@ class TableMembershipClaims:
     """Claims in an Azure Table. Create once, reuse."""
 
     def __init__(
-        self, table: TableClient, *, standing: timedelta, sleep: Sleep | None = None
+        self,
+        table: TableClient,
+        *,
+        standing: timedelta,
+        outcome_of: OutcomeOf,
+        sleep: Sleep | None = None,
     ) -> None:
         self._table = table
         self._standing = standing
+        self._outcome_of = outcome_of
         self._sleep = sleep
         self._ready = False
 
@@ -76,13 +91,22 @@ class TableMembershipClaims:
     ) -> Claim:
         """Claim the pair for ``request``; ``busy`` only after waiting a few seconds for
         the request that holds it."""
-        owner = claim_owner(request)
         keys = _keys(request.collection_id, resource_id, dry_run)
-
+        fresh: dict[str, Any] = {
+            "PartitionKey": keys[0],
+            "RowKey": keys[1],
+            "State": _ADDING,
+            "Owner": claim_owner(request),
+            "Since": now,
+            # Where the outcome that settles the claim will be recorded.
+            "SiteCode": request.site_code,
+            "RecordId": str(request.record_id),
+            "Rule": request.rule,
+        }
         last: list[Claim] = []
 
         def attempt() -> Claim:
-            claim = self._conflict_free(lambda: self._take_once(keys, owner, now), request)
+            claim = self._conflict_free(lambda: self._take_once(fresh, now, dry_run), request)
             last[:] = [claim]
             if claim.state == "busy":
                 raise ClaimBusy(f"{claim.owner} is adding the device since {claim.since}")
@@ -98,22 +122,6 @@ class TableMembershipClaims:
             )
         except ClaimBusy:
             return last[0]  # still busy after the wait: the caller looks again later
-
-    def settle(
-        self, request: RemediationRequest, resource_id: int, now: datetime, *, dry_run: bool
-    ) -> None:
-        """The device is a member now: the claim stands as ``added``."""
-        partition, row = _keys(request.collection_id, resource_id, dry_run)
-        entity = {
-            "PartitionKey": partition,
-            "RowKey": row,
-            "State": _ADDED,
-            "Owner": claim_owner(request),
-            "Since": now,
-        }
-        self._ensure_table()
-        with storage_errors("write the membership claims table", "table"):
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     def release(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:
         """Drop this request's ``adding`` claim (nothing was added)."""
@@ -182,38 +190,56 @@ class TableMembershipClaims:
             except ResourceNotFoundError:
                 return None
 
-    def _take_once(self, keys: tuple[str, str], owner: str, now: datetime) -> Claim:
-        """One read and at most one conditional write; raises a conflict to retry."""
-        found = self._get(*keys)
-        fresh: dict[str, Any] = {
-            "PartitionKey": keys[0],
-            "RowKey": keys[1],
-            "State": _ADDING,
-            "Owner": owner,
-            "Since": now,
-        }
+    def _take_once(self, fresh: dict[str, Any], now: datetime, dry_run: bool) -> Claim:
+        """A create when the pair has no row (the usual case: one write); otherwise one
+        read, the holder's outcome when it may have one, and at most one conditional
+        write. Raises a conflict to try again."""
+        owner = str(fresh["Owner"])
+        self._ensure_table()
         with storage_errors("write the membership claims table", "table", let_through=CONFLICTS):
-            if found is None:
+            try:
                 self._table.create_entity(fresh)
                 return Claim("taken", owner, now)
-            holder, since = str(found["Owner"]), found["Since"]
-            if found["State"] == _ADDED and now - since < self._standing:
-                return Claim("added", holder, since)
-            resumed = found["State"] == _ADDING and holder == owner
-            fresh_lease = now - since < LEASE and not found.get("Abandoned")
-            if found["State"] == _ADDING and not resumed and fresh_lease:
-                return Claim("busy", holder, since)
-            # Its own earlier attempt's claim, an added claim that has run its time (the
-            # site has evaluated since), or an adding one whose claimant failed or
-            # vanished: (re)take it, conditionally, so that of two takers one wins.
+            except ResourceExistsError:
+                pass
+        found = self._get(fresh["PartitionKey"], fresh["RowKey"])
+        if found is None:
+            # Dropped between the create and the read (released, forgotten): again.
+            raise ResourceModifiedError("the claim changed between the create and the read")
+        holder, since, state = str(found["Owner"]), found["Since"], found["State"]
+        finished = False
+        if state == _ADDING and holder != owner:
+            outcome = self._holder_outcome(found, dry_run)
+            if outcome in _MEMBER:
+                state = _ADDED
+            # Done without making it a member (held, refused) and not released: over.
+            finished = outcome is not None
+        if state == _ADDED and now - since < self._standing:
+            return Claim("added", holder, since)
+        resumed = state == _ADDING and holder == owner
+        fresh_lease = now - since < LEASE and not found.get("Abandoned") and not finished
+        if state == _ADDING and not resumed and fresh_lease:
+            return Claim("busy", holder, since)
+        # Its own earlier attempt's claim, a settled claim that has run its time (the
+        # site has evaluated since), or an adding one whose claimant failed or vanished:
+        # (re)take it, conditionally, so that of two takers one wins.
+        with storage_errors("write the membership claims table", "table", let_through=CONFLICTS):
             self._table.update_entity(
                 fresh,
                 mode=UpdateMode.REPLACE,
                 etag=found.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
-            recovering = found["State"] == _ADDING
-            return Claim("taken", owner, now, recovering=recovering, resumed=resumed)
+        recovering = state == _ADDING
+        return Claim("taken", owner, now, recovering=recovering, resumed=resumed)
+
+    def _holder_outcome(self, found: Any, dry_run: bool) -> OutcomeKind | None:
+        """The outcome the holder of an ``adding`` claim recorded, if any (rows written
+        before claims named their request have none to look up)."""
+        site, record, rule = found.get("SiteCode"), found.get("RecordId"), found.get("Rule")
+        if not (site and record and rule):
+            return None
+        return self._outcome_of(str(site), int(record), str(rule), dry_run)
 
     def _conflict_free(self, once: Callable[[], Claim], request: RemediationRequest) -> Claim:
         return without_conflicts(

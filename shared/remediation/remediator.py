@@ -230,7 +230,9 @@ class Remediator:
             kind, reason = "added", f"added by an earlier attempt ({reason})"
         if kind != "added":
             slot.give_back()
-        self._settle_claim(request, resource_id)
+        if request.action == "remove":
+            self._forget_claim(request, resource_id)
+        # An add's claim is settled by the outcome recorded now (see claims).
         return self._record(
             request,
             kind,
@@ -259,13 +261,9 @@ class Remediator:
         except CmRemediateError as error:
             log.warning("%s: could not give up the claim: %s", _fields(request), error)
 
-    def _settle_claim(self, request: RemediationRequest, resource_id: int) -> None:
-        if self._claims is None:
-            return
-        if request.action == "add":
-            # A member now, however it came to be: the next message for it need not ask.
-            self._claims.settle(request, resource_id, self._clock(), dry_run=self._dry_run)
-        else:
+    def _forget_claim(self, request: RemediationRequest, resource_id: int) -> None:
+        """The direct rule is gone: a later add must not be told it is a member."""
+        if self._claims is not None:
             self._claims.forget(request, resource_id, dry_run=self._dry_run)
 
     def _hold(self, request: RemediationRequest, decision: Decision, resource_id: int) -> Outcome:

@@ -72,31 +72,38 @@ class AdminServiceClient:
 
     def find_devices(self, netbios_name: str) -> list[DeviceRecord]:
         """SMS_R_System records whose NetbiosName equals the name (an escaped literal)."""
-        if not is_text(netbios_name):
-            return []  # no URL can carry it, and no record is named with it
+        return self.find_devices_named([netbios_name]).get(netbios_name.casefold(), [])
+
+    def find_devices_named(self, names: Sequence[str]) -> dict[str, list[DeviceRecord]]:
+        """SMS_R_System records of several machines in one query, by casefolded name
+        (``NetbiosName eq 'a' or NetbiosName eq 'b' ...``, escaped literals)."""
+        # A name no URL can carry has no record either.
+        wanted = sorted({name for name in names if is_text(name)})
+        if not wanted:
+            return {}
         entities = self.service.query(
             "SMS_R_System",
-            where=f"NetbiosName eq {odata_string(netbios_name)}",
+            where=" or ".join(f"NetbiosName eq {odata_string(name)}" for name in wanted),
             select=_DEVICE_PROPERTIES,
-            what=f"devices named {netbios_name!r}",
+            what=f"devices named {wanted[0]!r}"
+            + (f" and {len(wanted) - 1} more" if len(wanted) > 1 else ""),
         )
-        records = []
+        found: dict[str, list[DeviceRecord]] = {}
         for item in entities:
             created = parse_datetime(item.get("CreationDate"))
-            records.append(
-                DeviceRecord(
-                    resource_id=int(item["ResourceId"]),
-                    name=item.get("Name"),
-                    netbios_name=item.get("NetbiosName"),
-                    client=flag(item.get("Client")),
-                    active=flag(item.get("Active")),
-                    obsolete=flag(item.get("Obsolete")),
-                    decommissioned=flag(item.get("Decommissioned")),
-                    # Compared with the site database's naive UTC times.
-                    creation_date=created.replace(tzinfo=None) if created else None,
-                )
+            record = DeviceRecord(
+                resource_id=int(item["ResourceId"]),
+                name=item.get("Name"),
+                netbios_name=item.get("NetbiosName"),
+                client=flag(item.get("Client")),
+                active=flag(item.get("Active")),
+                obsolete=flag(item.get("Obsolete")),
+                decommissioned=flag(item.get("Decommissioned")),
+                # Compared with the site database's naive UTC times.
+                creation_date=created.replace(tzinfo=None) if created else None,
             )
-        return records
+            found.setdefault(str(record.netbios_name or "").casefold(), []).append(record)
+        return found
 
     def collection_rules(self, collection_id: str) -> list[dict[str, Any]] | None:
         """The collection's membership rules (the lazy property of the key GET), or

@@ -97,6 +97,11 @@ def test_the_json_holds_every_figure_with_sane_values(wave_run):
     assert bound["concurrency"] == drain["batch_size"] + drain["new_batch_threshold"]
     assert _positive(bound["devices_per_second"])
     assert _positive(bound["devices_per_second_at_worker_threads"])
+    # the functions' own CPU, from the worker's pool threads, is part of the process's
+    cpu = drain["cpu"]
+    assert 0 < cpu["app_cpu_seconds"] <= cpu["this_process_cpu_seconds"]
+    assert _positive(drain["app_cpu_ms_per_request"])
+    assert bound["cpu_devices_per_second"] == 1000 / drain["app_cpu_ms_per_added_device"]
 
     raw = results["raw_queue"]
     assert raw["messages"] == 200 and _positive(raw["messages_per_second"])

@@ -27,7 +27,7 @@ OUTAGE_SECONDS = 1.0
 STILL_RUNNING_SECONDS = 0.05
 #: What the queue function does with the audit table while it handles a message.
 AUDIT_CALLS = ("find", "record", "settle")
-CLAIM_CALLS = ("take", "settle", "abandon")
+CLAIM_CALLS = ("take", "abandon")
 
 
 class Outage:

@@ -6,6 +6,7 @@ copied list; the settings come from the templates as pycep-parser reads them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,6 @@ def test_the_worker_has_a_thread_for_every_invocation_host_json_runs_at_once(
     assert default == options.batch_size + options.new_batch_threshold
     host = bicep[APP].variables["hostSettings"]["value"]
     assert "PYTHON_THREADPOOL_THREAD_COUNT" in host
+    # ... and so does a local run with Core Tools, from the sample local settings
+    local = json.loads((ROOT / "local.settings.json.example").read_text(encoding="utf-8"))
+    assert int(local["Values"]["PYTHON_THREADPOOL_THREAD_COUNT"]) == default

@@ -206,8 +206,9 @@ def test_a_refused_password_is_not_tried_again_by_every_message(pauses, remediat
 def test_an_add_whose_outcome_was_lost_is_recorded_as_added_on_redelivery(
     make_remediation, monkeypatch
 ):
-    """The add landed and the claim settled, then the audit write failed: the message is
-    retried, and its outcome is still ``added`` (by this very message), not a second add."""
+    """The add landed, then the audit write failed (the outcome that would settle the
+    claim): the message is retried, takes its own claim back as recovering, finds the
+    rule and still records ``added`` (by this very message), not a second add."""
     remediation = make_remediation()
     audit = remediation.runtime.audit
     original = audit.record
@@ -226,5 +227,5 @@ def test_an_add_whose_outcome_was_lost_is_recorded_as_added_on_redelivery(
     remediation.deliver(body, message_id="lost", dequeue_count=2)
     outcome = remediation.outcome(fixture("01-add")["body"])
     assert outcome is not None and outcome.kind == "added"
-    assert "an earlier attempt of this message added the device" in outcome.reason
+    assert "added by an earlier attempt" in outcome.reason
     assert adds(remediation.adminservice) == Counter({("PS100123", 16777301): 1})

@@ -1,4 +1,5 @@
-"""Membership questions about one collection go out together while a query is on its way."""
+"""AdminService questions (membership in one collection, device records by name) go out
+together while a query is on its way."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from shared.domain.devices import DeviceRecord
 from shared.domain.membership import Membership
-from shared.targets.membership_batches import MAX_PER_QUERY, MembershipBatches
+from shared.targets.adminservice_batches import MAX_PER_QUERY, DeviceBatches, MembershipBatches
 
 
 class SlowLookup:
@@ -38,7 +40,7 @@ def wait_for_batch(batches: MembershipBatches, collection_id: str, size: int) ->
     while time.monotonic() < deadline:
         with batches._changed:
             batch = batches._waiting.get(collection_id)
-            if batch is not None and len(batch.resource_ids) == size:
+            if batch is not None and len(batch.items) == size:
                 return
         time.sleep(0.001)
     raise AssertionError(f"{size} questions never gathered")
@@ -110,3 +112,40 @@ def test_a_failed_query_fails_every_question_in_it_and_the_next_batch_starts_afr
         batches.membership("PS100123", 1)
     assert batches.membership("PS100123", 1) == "direct"
     assert calls == [(1,), (1,)]
+
+
+def _record(resource_id: int, name: str) -> DeviceRecord:
+    return DeviceRecord(
+        resource_id=resource_id,
+        name=name,
+        netbios_name=name,
+        client=1,
+        active=1,
+        obsolete=0,
+        decommissioned=0,
+        creation_date=None,
+    )
+
+
+def test_machine_names_looked_up_during_a_query_share_the_next_one_whatever_their_case():
+    records = {"pc-01": [_record(1, "PC-01")], "pc-02": [_record(2, "pc-02"), _record(3, "PC-02")]}
+    queries: list[tuple[str, ...]] = []
+    gate, entered = threading.Event(), threading.Semaphore(0)
+
+    def lookup(names: Sequence[str]) -> dict[str, list[DeviceRecord]]:
+        queries.append(tuple(names))
+        entered.release()
+        gate.wait(timeout=10)
+        return {name: records[name] for name in names if name in records}
+
+    batches = DeviceBatches(lookup)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        first = pool.submit(batches.find_devices, "PC-09")
+        assert entered.acquire(timeout=5)
+        later = [pool.submit(batches.find_devices, n) for n in ("PC-01", "Pc-02", "pc-03")]
+        wait_for_batch(batches, "", 3)
+        gate.set()
+        assert first.result(timeout=10) == []
+        found = [f.result(timeout=10) for f in later]
+    assert [[r.resource_id for r in f] for f in found] == [[1], [2, 3], []]
+    assert queries == [("pc-09",), ("pc-01", "pc-02", "pc-03")]
