@@ -23,6 +23,7 @@ from devstack.adminservice.filter import _lex
 from devstack.adminservice.odata import _query_options
 from shared.errors import CmRemediateError
 from shared.targets.adminservice import AdminServiceClient
+from shared.targets.adminservice_batches import MAX_PER_QUERY
 from tests.property.conftest import DEVICE_NAMES, with_fixtures
 from tests.property.strategies import any_text, hostile_char, lone_surrogate, unicode_text
 
@@ -154,6 +155,24 @@ def test_the_adminservice_answers_only_records_of_the_name(
     expected = sorted(n for n in DEVICE_NAMES if n.casefold() == name.casefold())
     assert sorted(r.netbios_name or "" for r in found) == expected
     assert all(call.status == 200 for call in simulator.calls), simulator.calls[-1]
+
+
+@with_fixtures(100)
+@given(st.lists(names_to_ask, min_size=1, max_size=MAX_PER_QUERY))
+def test_names_asked_together_get_what_each_gets_alone(
+    adminservice_client: AdminServiceClient, simulator: AdminServiceSimulator, names: list[str]
+) -> None:
+    before = simulator.count_calls("SMS_R_System")
+    try:
+        together = adminservice_client.find_devices_named(names)
+    except CmRemediateError as error:  # pragma: no cover - shown with the names on failure
+        pytest.fail(f"{names!r}: {error}")
+    # one query for the whole batch (none when no name can be carried)
+    assert simulator.count_calls("SMS_R_System") - before <= 1
+    for name in names:
+        expected = sorted(n for n in DEVICE_NAMES if n.casefold() == name.casefold())
+        found = together.get(name.casefold(), [])
+        assert sorted(r.netbios_name or "" for r in found) == expected, name
 
 
 def test_the_property_client_is_authorised(

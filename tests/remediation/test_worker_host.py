@@ -89,7 +89,9 @@ def test_deliveries_run_side_by_side_within_the_hosts_bound(remediation):
         bound = listener.options.batch_size + listener.options.new_batch_threshold
     assert report.succeeded == 60
     assert 1 < report.max_in_flight <= bound
-    assert len({i.invocation_id for i in report.invocations}) == 60
+    # Each invocation has an ID of its own (one that failed under load and was retried
+    # is one more invocation, not a reused ID).
+    assert len({i.invocation_id for i in report.invocations}) == len(report.invocations)
 
 
 def test_a_failing_last_attempt_is_parked_where_it_does_not_expire(one_http_attempt, remediation):
