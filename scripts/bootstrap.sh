@@ -220,7 +220,7 @@ npm_stamp_file=devstack/node_modules/.bootstrap-stamp
 if [[ -x devstack/node_modules/.bin/azurite && -f $npm_stamp_file && $(cat "$npm_stamp_file") == "$npm_stamp" ]]; then
     say "azurite up to date (devstack/node_modules)"
 else
-    say "installing azurite: npm ci in devstack/"
+    say "installing azurite and hyco-ws: npm ci in devstack/"
     (cd devstack && npm ci --no-audit --no-fund --loglevel=error)
     [[ -x devstack/node_modules/.bin/azurite ]] || die "npm ci finished but devstack/node_modules/.bin/azurite is missing"
     printf '%s\n' "$npm_stamp" >"$npm_stamp_file"

@@ -6,7 +6,9 @@ Every exception cm-remediate raises on purpose (a subclass under its base)::
     ├── ConfigurationError               a setting or the rules file; nothing runs
     ├── SiteDatabaseError
     │   ├── SiteDatabaseUnavailable      transient
+    │   │   └── RelayUnavailable         the hybrid connection: no listener, target down
     │   └── SiteDatabaseRefused          login, permission, missing view
+    │       └── RelayRefused             the hybrid connection: token, rights, port name
     ├── StorageError                     queue, table or blob
     │   └── WatermarkConflict            the export state changed since it was read
     ├── QueueMessageError                recorded as rejected-input
@@ -65,6 +67,16 @@ class SiteDatabaseUnavailable(SiteDatabaseError):
 class SiteDatabaseRefused(SiteDatabaseError):
     """The site database answered with an error that retrying will not fix
     (login failed, missing permission, missing view)."""
+
+
+class RelayUnavailable(SiteDatabaseUnavailable):
+    """The tunnel to the site database through Azure Relay is down for now (no listener
+    online, the listener cannot reach SQL Server, the relay did not answer)."""
+
+
+class RelayRefused(SiteDatabaseRefused):
+    """Azure Relay or the on-premises listener refused the tunnel (token, rights, port
+    name): retrying will not help until the configuration is fixed."""
 
 
 class StorageError(CmRemediateError):

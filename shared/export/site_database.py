@@ -12,10 +12,11 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import pyodbc
 
@@ -28,7 +29,7 @@ from shared.domain.status_messages import (
     StatusMessage,
     sql_equal,
 )
-from shared.errors import SiteDatabaseRefused, SiteDatabaseUnavailable
+from shared.errors import SiteDatabaseError, SiteDatabaseRefused, SiteDatabaseUnavailable
 from shared.export.paging import KeysetPaged
 from shared.platform.retry import RetryPolicy, Sleep
 
@@ -123,12 +124,14 @@ _CERTIFICATE = re.compile(r"certificate|SSL Provider|TLS", re.IGNORECASE)
 
 #: A connection that broke under a query. Some drivers report it as a general error,
 #: HY000 (psqlODBC: "server closed the connection unexpectedly" when the server stops or
-#: restarts; ODBC Driver 18: "Connection may have been terminated by the server"): a
-#: retry on a new connection gets past it, as it does past the 08xxx states.
+#: restarts, "SSL SYSCALL error: EOF detected" when the link under TLS is cut, as when
+#: a relay listener goes away; ODBC Driver 18: "Connection may have been terminated by
+#: the server"): a retry on a new connection gets past it, as it does past the 08xxx
+#: states.
 _CONNECTION_LOST = re.compile(
     r"server closed the connection|terminating connection|no connection to the server"
     r"|connection may have been terminated|communication link failure"
-    r"|transport-level error",
+    r"|transport-level error|SSL SYSCALL error",
     re.IGNORECASE,
 )
 
@@ -163,6 +166,14 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class PathDiagnosis(Protocol):
+    """What the network path to SQL Server knows about a failure (the relay tunnel)."""
+
+    def failure_since(self, since: float) -> SiteDatabaseError | None:
+        """Its failure at or after ``since`` (``time.monotonic``), if any."""
+        ...
+
+
 class SiteDatabaseClient(KeysetPaged):
     """Reads status messages from the site database. Create once, reuse, ``close()``.
 
@@ -179,8 +190,10 @@ class SiteDatabaseClient(KeysetPaged):
         query_timeout_seconds: int = 120,
         retry: RetryPolicy | None = None,
         sleep: Sleep | None = None,
+        path: PathDiagnosis | None = None,
     ) -> None:
         self._connection_string = connection_string
+        self._path = path
         self._login_timeout = login_timeout_seconds
         self._query_timeout = query_timeout_seconds
         self._retry = retry or RetryPolicy()
@@ -221,6 +234,7 @@ class SiteDatabaseClient(KeysetPaged):
 
     def _query(self, sql: str, params: Sequence[object], what: str) -> list[Any]:
         """Run one read, on a new connection after a transient failure."""
+        started = time.monotonic()
         try:
             return self._retry.call(
                 partial(self._execute, sql, params),
@@ -230,6 +244,10 @@ class SiteDatabaseClient(KeysetPaged):
             )
         except pyodbc.Error as error:
             state, detail, transient = _diagnose(error)
+            # The driver only saw a broken link; the tunnel knows why.
+            cause = self._path.failure_since(started) if self._path is not None else None
+            if transient and cause is not None:
+                raise type(cause)(f"site database unavailable for {what}: {cause}") from None
             if transient:
                 raise SiteDatabaseUnavailable(
                     f"site database unavailable for {what} after {self._retry.attempts} "

@@ -256,6 +256,52 @@ def _check_psqlodbc(by_key: dict[str, list[Attribute]]) -> None:
         raise ValueError("pqopt: requiressl is an obsolete spelling of sslmode: remove it")
 
 
+def through_tunnel(text: str, port: int) -> str:
+    """The connection string with its server replaced by the loopback tunnel on ``port``,
+    the certificate still checked against the host it named (SQL Server: ``Server=`` the
+    tunnel, ``HostNameInCertificate=`` the host; psqlODBC: ``Server=127.0.0.1``, whose
+    name the local stand-in's certificate carries, and ``Port=``). Raises ValueError for
+    a server the tunnel cannot stand in for (a named instance needs SQL Browser)."""
+    attributes = parse_odbc(text)
+    keys = {a.key for a in attributes}
+    driver = next((a.value for a in attributes if a.key == "driver"), "")
+    loopback = "127.0.0.1"
+    out: list[tuple[str, str]] = []
+    if _SQL_SERVER_DRIVER.search(driver):
+        for attribute in attributes:
+            if attribute.key not in ("server", "address", "addr"):
+                out.append((attribute.keyword, attribute.value))
+                continue
+            host = attribute.value.strip()
+            host = host[4:] if host.lower().startswith("tcp:") else host
+            host = host.split(",", 1)[0].strip()
+            if "\\" in host:
+                raise ValueError(
+                    f"{attribute.keyword}= names an instance; through the relay SQL Server "
+                    "needs a static port: Server=host,port"
+                )
+            out.append((attribute.keyword, f"tcp:{loopback},{port}"))
+            if not keys & {"hostnameincertificate", "servercertificate"}:
+                out.append(("HostNameInCertificate", host))
+    else:
+        for attribute in attributes:
+            if attribute.key in ("server", "servername"):
+                out.append((attribute.keyword, loopback))
+            elif attribute.key == "port":
+                continue
+            else:
+                out.append((attribute.keyword, attribute.value))
+        out.append(("Port", str(port)))
+    return ";".join(f"{keyword}={_odbc_value(value)}" for keyword, value in out)
+
+
+def _odbc_value(value: str) -> str:
+    """A value as ODBC reads it back: braced when it holds what would end it."""
+    if any(c in value for c in ";{}= ") or not value:
+        return "{" + value.replace("}", "}}") + "}"
+    return value
+
+
 # -- the storage account ---------------------------------------------------------------
 
 

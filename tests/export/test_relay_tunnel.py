@@ -1,0 +1,201 @@
+"""The site database through the hybrid connection: ODBC to the app's loopback tunnel,
+the tunnel to the relay double, the double to a local listener of each kind, the
+listener to the PostgreSQL stand-in. TLS stays end to end (the stand-in's certificate is
+checked through the tunnel), and every way the path fails reaches the operator as its
+own message."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from devstack.relay import (
+    AuthorizationRule,
+    HybridConnection,
+    HybridConnectionManagerListener,
+    RelayBridgeListener,
+    RelayDouble,
+)
+from devstack.sitedb import SiteDatabase
+from devstack.tls import LocalCA
+from shared.errors import RelayRefused, RelayUnavailable
+from shared.export.site_database import SiteDatabaseClient
+from shared.platform.connection_strings import through_tunnel
+from shared.platform.relay.tokens import SasTokens
+from shared.platform.relay.tunnel import ListenerKind, RelayRoute, RelayTunnel
+from shared.platform.retry import RetryPolicy
+
+pytestmark = pytest.mark.stack
+
+PATH = "site-db"
+SEND, LISTEN = "cmremediate-send", "onprem-listen"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def relay(local_ca: LocalCA, site_db: SiteDatabase) -> Iterator[RelayDouble]:
+    hc = HybridConnection(
+        PATH,
+        user_metadata=f'[{{"key":"endpoint","value":"127.0.0.1:{site_db.port}"}}]',
+        rules=(AuthorizationRule.create(SEND, "Send"), AuthorizationRule.create(LISTEN, "Listen")),
+    )
+    with RelayDouble(local_ca, hybrid_connections=[hc], rendezvous_timeout=5.0) as double:
+        yield double
+
+
+def _key(relay: RelayDouble, rule: str) -> str:
+    found = relay.hybrid_connection(PATH).rule(rule)
+    assert found is not None
+    return found.primary_key
+
+
+def _listener(
+    kind: ListenerKind, relay: RelayDouble, local_ca: LocalCA, target: tuple[str, int]
+) -> RelayBridgeListener | HybridConnectionManagerListener:
+    def token() -> str:
+        return relay.sas_token(PATH, LISTEN)
+
+    if kind == "bridge":
+        return RelayBridgeListener(
+            relay.endpoint(PATH), token, targets={"sql": target}, ca_bundle=local_ca.bundle_path
+        )
+    metadata = f'[{{"key":"endpoint","value":"{target[0]}:{target[1]}"}}]'
+    return HybridConnectionManagerListener(
+        relay.endpoint(PATH), token, user_metadata=metadata, ca_bundle=local_ca.bundle_path
+    )
+
+
+def _tunnel(
+    relay: RelayDouble,
+    local_ca: LocalCA,
+    kind: ListenerKind,
+    *,
+    port_name: str = "sql",
+    tokens: SasTokens | None = None,
+) -> RelayTunnel:
+    route = RelayRoute(relay.endpoint(PATH), PATH, kind, port_name)
+    tokens = tokens or SasTokens(relay.namespace, PATH, SEND, _key(relay, SEND))
+    tunnel = RelayTunnel(
+        route,
+        tokens,
+        ssl_context=ssl.create_default_context(cafile=str(local_ca.bundle_path)),
+        connect_timeout=10.0,
+    )
+    tunnel.start()
+    return tunnel
+
+
+def _client(site_db: SiteDatabase, tunnel: RelayTunnel, attempts: int = 1) -> SiteDatabaseClient:
+    return SiteDatabaseClient(
+        through_tunnel(site_db.reader_connection_string, tunnel.port),
+        login_timeout_seconds=10,
+        retry=RetryPolicy(attempts=attempts, initial_backoff_seconds=0.05),
+        path=tunnel,
+    )
+
+
+@pytest.mark.parametrize("kind", ["bridge", "hcm"])
+def test_the_site_database_answers_through_the_tunnel(kind, relay, local_ca, site_db):
+    with _listener(kind, relay, local_ca, ("127.0.0.1", site_db.port)) as listener:
+        assert listener.wait_online()
+        tunnel = _tunnel(relay, local_ca, kind)
+        try:
+            with _client(site_db, tunnel) as client:
+                client.ping()  # every view the app reads, over TLS inside the tunnel
+                client.sites()
+                client.sites()  # a pooled connection: no new tunnel link
+        finally:
+            tunnel.close()
+    assert tunnel.stats.connections == 1 and tunnel.stats.failures == 0
+    assert tunnel.stats.bytes_up > 0 and tunnel.stats.bytes_down > 0
+    assert listener.accepted == 1
+
+
+def _refused_with(
+    error: type[Exception], match: str, site_db: SiteDatabase, tunnel: RelayTunnel
+) -> None:
+    try:
+        with _client(site_db, tunnel) as client, pytest.raises(error, match=match):
+            client.sites()
+    finally:
+        tunnel.close()
+
+
+def test_no_listener_online_is_said_so(relay, local_ca, site_db):
+    assert relay.listener_count(PATH) == 0
+    tunnel = _tunnel(relay, local_ca, "bridge")
+    _refused_with(RelayUnavailable, "no listener is online", site_db, tunnel)
+
+
+def test_a_wrong_key_an_expired_token_and_a_listen_rule_are_refused(relay, local_ca, site_db):
+    with _listener("bridge", relay, local_ca, ("127.0.0.1", site_db.port)) as listener:
+        assert listener.wait_online()
+        wrong = SasTokens(relay.namespace, PATH, SEND, "bm90IHRoZSBrZXkgb2YgdGhlIHJ1bGUK")
+        _refused_with(
+            RelayRefused,
+            "refused the token",
+            site_db,
+            _tunnel(relay, local_ca, "bridge", tokens=wrong),
+        )
+        hours_ago = SasTokens(
+            relay.namespace, PATH, SEND, _key(relay, SEND), clock=lambda: time.time() - 7200
+        )
+        _refused_with(
+            RelayRefused,
+            "refused the token",
+            site_db,
+            _tunnel(relay, local_ca, "bridge", tokens=hours_ago),
+        )
+        listen_only = SasTokens(relay.namespace, PATH, LISTEN, _key(relay, LISTEN))
+        _refused_with(
+            RelayRefused,
+            "does not allow sending",
+            site_db,
+            _tunnel(relay, local_ca, "bridge", tokens=listen_only),
+        )
+        assert listener.accepted == 0  # none of them reached the listener
+
+
+def test_an_unknown_port_name_is_refused_by_the_bridge(relay, local_ca, site_db):
+    with _listener("bridge", relay, local_ca, ("127.0.0.1", site_db.port)) as listener:
+        assert listener.wait_online()
+        tunnel = _tunnel(relay, local_ca, "bridge", port_name="sql-typo")
+        _refused_with(RelayRefused, "refused port name 'sql-typo'", site_db, tunnel)
+        assert listener.refused == 1
+
+
+@pytest.mark.parametrize("kind", ["bridge", "hcm"])
+def test_sql_server_unreachable_behind_the_listener_is_said_so(kind, relay, local_ca, site_db):
+    with _listener(kind, relay, local_ca, ("127.0.0.1", _free_port())) as listener:
+        assert listener.wait_online()
+        tunnel = _tunnel(relay, local_ca, kind)
+        _refused_with(RelayUnavailable, "could not reach SQL Server", site_db, tunnel)
+
+
+def test_a_listener_back_after_an_outage_carries_the_next_query(relay, local_ca, site_db):
+    target = ("127.0.0.1", site_db.port)
+    tunnel = _tunnel(relay, local_ca, "hcm")
+    try:
+        # a second attempt, on a new connection, is how a broken pooled one is left behind
+        with _client(site_db, tunnel, attempts=2) as client:
+            with _listener("hcm", relay, local_ca, target) as listener:
+                assert listener.wait_online()
+                client.sites()
+            # the listener is gone: the pooled link broke, a new one finds nobody
+            with pytest.raises(RelayUnavailable, match="no listener is online"):
+                client.sites()
+            with _listener("hcm", relay, local_ca, target) as back:
+                assert back.wait_online()
+                client.sites()
+    finally:
+        tunnel.close()
+    assert tunnel.stats.connections == 2
