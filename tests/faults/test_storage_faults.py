@@ -26,8 +26,9 @@ OUTAGE_SECONDS = 1.0
 #: A call still running this long after Azurite stopped answering was waiting on it.
 STILL_RUNNING_SECONDS = 0.05
 #: What the queue function does with the audit table while it handles a message.
-AUDIT_CALLS = ("find", "record", "settle")
+AUDIT_CALLS = ("find", "record", "settle", "kind_of")
 CLAIM_CALLS = ("take", "abandon")
+GUARD_CALLS = ("reserve", "flush")
 
 
 class Outage:
@@ -127,11 +128,12 @@ def test_azurite_restart_mid_processing(
     # The queue function's audit lookups and writes (several invocations run at once).
     audit_calls = calls_meeting(outage, monkeypatch, runtime.audit, *AUDIT_CALLS)
     claim_calls = calls_meeting(outage, monkeypatch, runtime.claims, *CLAIM_CALLS)
+    guard_calls = calls_meeting(outage, monkeypatch, runtime.guard, *GUARD_CALLS)
     stop = Trigger[Processed](lambda report: report.succeeded >= 10, outage)
     s.process(progress=stop)
     outage.wait_healed()
     assert stop.fired and s.azurite.running
-    # a message's audit or claim lookup or write ran into the outage
-    assert any(audit_calls) or any(claim_calls)
+    # a message's audit, claim or guard lookup or write ran into the outage
+    assert any(audit_calls) or any(claim_calls) or any(guard_calls)
     s.settle(runtime)
     s.assert_ledger(runtime)
