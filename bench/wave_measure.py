@@ -209,28 +209,26 @@ class Drain:
         return True
 
 
-def _cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of another process so far (Linux), else None."""
-    if pid is None:
-        return None
+def _stat_cpu_seconds(stat: Path) -> float | None:
+    """User + system CPU seconds so far from a /proc ``stat`` file (Linux), else None."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = stat.read_text().rpartition(")")[2].split()
     except OSError:
         return None
     # After the command: state is field 3, utime field 14 and stime field 15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of another process so far, else None."""
+    return None if pid is None else _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
 def _thread_cpu_seconds(native_id: int | None) -> float:
-    """User + system CPU seconds of one of this process's threads so far (Linux)."""
+    """CPU seconds of one of this process's threads so far (0 when unknown)."""
     if native_id is None:
         return 0.0
-    try:
-        stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu_seconds(Path(f"/proc/self/task/{native_id}/stat")) or 0.0
 
 
 class CpuUse:

@@ -73,6 +73,12 @@ def load_worker() -> tuple[ModuleType, ModuleType]:
     return worker, protos
 
 
+def _worker_pool() -> Any:
+    """The worker library's thread pool for synchronous functions (None before start)."""
+    threadpool = importlib.import_module("azure_functions_runtime.utils.threadpool")
+    return threadpool.get_threadpool_executor()
+
+
 @dataclass(frozen=True)
 class IndexedFunction:
     """One function as the worker reported it to the host."""
@@ -229,16 +235,12 @@ class FunctionsHost:
     def worker_threads(self) -> list[threading.Thread]:
         """The threads of the worker's pool, which run the synchronous functions (for
         the benchmarks' CPU figures; the pool's thread list is its own business)."""
-        pool = importlib.import_module(
-            "azure_functions_runtime.utils.threadpool"
-        ).get_threadpool_executor()
+        pool = _worker_pool()
         return list(getattr(pool, "_threads", ())) if pool is not None else []
 
     def worker_thread_limit(self) -> int | None:
         """The pool's size: PYTHON_THREADPOOL_THREAD_COUNT, else Python's default."""
-        pool = importlib.import_module(
-            "azure_functions_runtime.utils.threadpool"
-        ).get_threadpool_executor()
+        pool = _worker_pool()
         return getattr(pool, "_max_workers", None) if pool is not None else None
 
     def stop(self) -> None:

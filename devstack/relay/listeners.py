@@ -14,6 +14,7 @@ Typical use::
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -71,6 +72,16 @@ class _Forwarder(RelayAgent):
         with self._lock:
             self._refused += 1
         session.close(code, short_reason(reason))
+
+    def _open(self, session: ClientConnection, target: tuple[str, int]) -> socket.socket | None:
+        """A TCP connection to ``target``; None after closing the session with 1011 and a
+        reason naming the target when it cannot be reached."""
+        host, port = target
+        try:
+            return open_target(host, port, self.target_timeout)
+        except OSError as error:
+            self._refuse(session, CloseCode.INTERNAL_ERROR, f"Cannot reach {host}:{port}: {error}")
+            return None
 
 
 class RelayBridgeListener(_Forwarder):
@@ -153,11 +164,8 @@ class RelayBridgeListener(_Forwarder):
             return
         if self.answer_before_connect:
             session.send(PREAMBLE_ACCEPTED)
-        host, port = target
-        try:
-            connection = open_target(host, port, self.target_timeout)
-        except OSError as error:
-            self._refuse(session, CloseCode.INTERNAL_ERROR, f"Cannot reach {host}:{port}: {error}")
+        connection = self._open(session, target)
+        if connection is None:
             return
         if not self.answer_before_connect:
             session.send(PREAMBLE_ACCEPTED)
@@ -194,10 +202,6 @@ class HybridConnectionManagerListener(_Forwarder):
 
     def serve(self, session: ClientConnection, accept: dict[str, Any]) -> None:
         """Connect the endpoint and relay bytes."""
-        host, port = self.target
-        try:
-            connection = open_target(host, port, self.target_timeout)
-        except OSError as error:
-            self._refuse(session, CloseCode.INTERNAL_ERROR, f"Cannot reach {host}:{port}: {error}")
-            return
-        pump(session, connection)
+        connection = self._open(session, self.target)
+        if connection is not None:
+            pump(session, connection)

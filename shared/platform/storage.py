@@ -199,6 +199,36 @@ def ensure_table(table: TableClient, purpose: str) -> None:
     create_missing(table.create_table, f"the {purpose} table {table.table_name!r}", "table")
 
 
+class LazyTable:
+    """A table client whose table is created on its first use by this object, and the
+    read of one row that says what failed (None when there is no such row). Create
+    once, reuse: the components that keep rows in a table share this."""
+
+    def __init__(self, client: TableClient, purpose: str) -> None:
+        self._client = client
+        self._purpose = purpose
+        self._ready = False
+
+    @property
+    def client(self) -> TableClient:
+        """The SDK's client, the table created first if need be."""
+        if not self._ready:
+            ensure_table(self._client, self._purpose)
+            self._ready = True
+        return self._client
+
+    def get(self, partition: str, row: str, *, select: list[str] | None = None) -> Any:
+        """The row, or None; StorageError naming the table when the read fails."""
+        client = self.client
+        with storage_errors(f"read the {self._purpose} table", "table"):
+            try:
+                if select is None:
+                    return client.get_entity(partition, row)
+                return client.get_entity(partition, row, select=select)
+            except ResourceNotFoundError:
+                return None
+
+
 def approximate_depth(queue: QueueClient) -> int:
     """Approximately how many messages a queue holds, invisible ones included (0 when
     it does not exist)."""

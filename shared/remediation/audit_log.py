@@ -23,7 +23,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableEntity, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 
 from shared.domain.clock import Clock, utc_now
 from shared.domain.outcomes import HELD, Outcome, OutcomeKind
@@ -32,7 +32,7 @@ from shared.errors import StorageError
 from shared.platform.redaction import secrets
 from shared.platform.retry import RetryPolicy, Sleep, any_of
 from shared.platform.storage import (
-    ensure_table,
+    LazyTable,
     storage_error,
     storage_errors,
     table_name_beside,
@@ -100,42 +100,23 @@ class AuditLog:
         sleep: Sleep | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        self._table = table
+        self._rows = LazyTable(table, "audit")
         self._clock = clock
-        self._ready = False
         self._attempts = attempts
         self._sleep = sleep
 
-    def _ensure_table(self) -> None:
-        if not self._ready:
-            ensure_table(self._table, "audit")
-            self._ready = True
-
-    def _get(self, partition: str, row: str) -> TableEntity | None:
-        self._ensure_table()
-        with storage_errors("read the audit table", "table"):
-            try:
-                return self._table.get_entity(partition, row)
-            except ResourceNotFoundError:
-                return None
-
     def find(self, request: RemediationRequest, *, dry_run: bool = False) -> Outcome | None:
         """The outcome already recorded for this request, if any."""
-        entity = self._get(*_keys(request.site_code, request.record_id, request.rule, dry_run))
+        entity = self._rows.get(*_keys(request.site_code, request.record_id, request.rule, dry_run))
         return None if entity is None else _from_entity(dict(entity), new=False)
 
     def kind_of(
         self, site_code: str, record_id: int, rule: str, *, dry_run: bool
     ) -> OutcomeKind | None:
         """The kind of outcome recorded for one (status message, rule), if any."""
-        with storage_errors("read the audit table", "table"):
-            self._ensure_table()
-            try:
-                entity = self._table.get_entity(
-                    *_keys(site_code, record_id, rule, dry_run), select=["Outcome"]
-                )
-            except ResourceNotFoundError:
-                return None
+        entity = self._rows.get(*_keys(site_code, record_id, rule, dry_run), select=["Outcome"])
+        if entity is None:
+            return None
         kind: OutcomeKind = entity["Outcome"]
         return kind
 
@@ -190,7 +171,7 @@ class AuditLog:
         partition, row = _keys(request.site_code, request.record_id, request.rule, dry_run)
 
         def attempt() -> Outcome:
-            found = self._get(partition, row)
+            found = self._rows.get(partition, row)
             if found is None:
                 return self.record(request, kind, reason, resource_id=resource_id, dry_run=dry_run)
             current = dict(found)
@@ -211,7 +192,7 @@ class AuditLog:
                 entity["DecidedBy"] = decided_by
             # Changed under us (released, or settled): the retry looks again.
             with storage_errors("write the audit table", "table", let_through=_CHANGED):
-                self._table.update_entity(
+                self._rows.client.update_entity(
                     entity,
                     mode=UpdateMode.REPLACE,
                     etag=found.metadata["etag"],
@@ -233,11 +214,11 @@ class AuditLog:
         """Mark a held row released; False when it is no longer held."""
         assert outcome.site_code is not None and outcome.rule is not None
         partition, row = _keys(outcome.site_code, outcome.record_id, outcome.rule, outcome.dry_run)
-        current = self._get(partition, row)
+        current = self._rows.get(partition, row)
         if current is None or current["Outcome"] != HELD:
             return False
         try:
-            self._table.update_entity(
+            self._rows.client.update_entity(
                 {
                     "PartitionKey": partition,
                     "RowKey": row,
@@ -256,10 +237,9 @@ class AuditLog:
 
     def held(self) -> list[tuple[Outcome, RemediationRequest]]:
         """Every request waiting for an operator, oldest first, with the request."""
-        self._ensure_table()
         with storage_errors("read the audit table", "table"):
             entities = list(
-                self._table.query_entities("Outcome eq @held", parameters={"held": HELD})
+                self._rows.client.query_entities("Outcome eq @held", parameters={"held": HELD})
             )
         found = [
             (_from_entity(dict(e), new=False), RemediationRequest.model_validate_json(e["Request"]))
@@ -285,16 +265,15 @@ class AuditLog:
     def _create(self, entity: dict[str, Any]) -> Outcome:
         """Create the row. The change it describes has already happened, so a failed
         write is tried again here (a redelivery could only say ``already-member``)."""
-        self._ensure_table()
         tries = itertools.count(1)
 
         def attempt() -> Outcome:
             retried = next(tries) > 1
             try:
-                self._table.create_entity(entity)
+                self._rows.client.create_entity(entity)
                 return _from_entity(entity, new=True)
             except ResourceExistsError:
-                existing = self._get(entity["PartitionKey"], entity["RowKey"])
+                existing = self._rows.get(entity["PartitionKey"], entity["RowKey"])
                 if existing is None:
                     raise  # gone again in between: the retry creates it after all
                 # On a retry the row may be our own earlier attempt that did land.
@@ -313,7 +292,6 @@ class AuditLog:
         since: datetime | None = None,
     ) -> list[Outcome]:
         """Outcomes, newest first, filtered by machine, collection and time."""
-        self._ensure_table()
         clauses: list[str] = []
         parameters: dict[str, Any] = {}
         if collection_id:
@@ -324,9 +302,11 @@ class AuditLog:
             parameters["since"] = since
         with storage_errors("read the audit table", "table"):
             if clauses:
-                entities = self._table.query_entities(" and ".join(clauses), parameters=parameters)
+                entities = self._rows.client.query_entities(
+                    " and ".join(clauses), parameters=parameters
+                )
             else:
-                entities = self._table.list_entities()
+                entities = self._rows.client.list_entities()
             outcomes = [_from_entity(dict(e), new=False) for e in entities]
         if machine_name:
             # Machine names compare case-insensitively, which the table service cannot.

@@ -41,7 +41,7 @@ from shared.errors import ClaimBusy
 from shared.platform.retry import RetryPolicy, Sleep, any_of
 from shared.platform.storage import (
     CONFLICTS,
-    ensure_table,
+    LazyTable,
     storage_errors,
     table_name_beside,
     without_conflicts,
@@ -80,11 +80,10 @@ class TableMembershipClaims:
         outcome_of: OutcomeOf,
         sleep: Sleep | None = None,
     ) -> None:
-        self._table = table
+        self._rows = LazyTable(table, "membership claims")
         self._standing = standing
         self._outcome_of = outcome_of
         self._sleep = sleep
-        self._ready = False
 
     def take(
         self, request: RemediationRequest, resource_id: int, now: datetime, *, dry_run: bool
@@ -129,7 +128,7 @@ class TableMembershipClaims:
             request,
             resource_id,
             dry_run,
-            lambda keys, etag: self._table.delete_entity(
+            lambda keys, etag: self._rows.client.delete_entity(
                 *keys, etag=etag, match_condition=MatchConditions.IfNotModified
             ),
         )
@@ -141,7 +140,7 @@ class TableMembershipClaims:
             request,
             resource_id,
             dry_run,
-            lambda keys, etag: self._table.update_entity(
+            lambda keys, etag: self._rows.client.update_entity(
                 {"PartitionKey": keys[0], "RowKey": keys[1], "Abandoned": True},
                 mode=UpdateMode.MERGE,
                 etag=etag,
@@ -159,7 +158,7 @@ class TableMembershipClaims:
         """``write`` the pair's row if this request holds it ``adding``, unless someone
         else changed it meanwhile (then it is theirs to settle)."""
         keys = _keys(request.collection_id, resource_id, dry_run)
-        found = self._get(*keys)
+        found = self._rows.get(*keys)
         if found is None or found["Owner"] != claim_owner(request) or found["State"] != _ADDING:
             return
         gone = (ResourceModifiedError, ResourceNotFoundError)
@@ -171,38 +170,23 @@ class TableMembershipClaims:
 
     def forget(self, request: RemediationRequest, resource_id: int, *, dry_run: bool) -> None:
         """Drop the pair's claim, whoever holds it: the direct rule is gone."""
-        self._ensure_table()
         with storage_errors("write the membership claims table", "table"):
-            self._table.delete_entity(*_keys(request.collection_id, resource_id, dry_run))
+            self._rows.client.delete_entity(*_keys(request.collection_id, resource_id, dry_run))
 
     # -- storage -------------------------------------------------------------------
-
-    def _ensure_table(self) -> None:
-        if not self._ready:
-            ensure_table(self._table, "membership claims")
-            self._ready = True
-
-    def _get(self, partition: str, row: str) -> Any:
-        self._ensure_table()
-        with storage_errors("read the membership claims table", "table"):
-            try:
-                return self._table.get_entity(partition, row)
-            except ResourceNotFoundError:
-                return None
 
     def _take_once(self, fresh: dict[str, Any], now: datetime, dry_run: bool) -> Claim:
         """A create when the pair has no row (the usual case: one write); otherwise one
         read, the holder's outcome when it may have one, and at most one conditional
         write. Raises a conflict to try again."""
         owner = str(fresh["Owner"])
-        self._ensure_table()
         with storage_errors("write the membership claims table", "table", let_through=CONFLICTS):
             try:
-                self._table.create_entity(fresh)
+                self._rows.client.create_entity(fresh)
                 return Claim("taken", owner, now)
             except ResourceExistsError:
                 pass
-        found = self._get(fresh["PartitionKey"], fresh["RowKey"])
+        found = self._rows.get(fresh["PartitionKey"], fresh["RowKey"])
         if found is None:
             # Dropped between the create and the read (released, forgotten): again.
             raise ResourceModifiedError("the claim changed between the create and the read")
@@ -224,7 +208,7 @@ class TableMembershipClaims:
         # site has evaluated since), or an adding one whose claimant failed or vanished:
         # (re)take it, conditionally, so that of two takers one wins.
         with storage_errors("write the membership claims table", "table", let_through=CONFLICTS):
-            self._table.update_entity(
+            self._rows.client.update_entity(
                 fresh,
                 mode=UpdateMode.REPLACE,
                 etag=found.metadata["etag"],

@@ -31,9 +31,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    ResourceNotFoundError,
-)
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.domain.clock import Clock
@@ -43,7 +40,7 @@ from shared.errors import AddHeld
 from shared.platform.retry import Sleep
 from shared.platform.storage import (
     CONFLICTS,
-    ensure_table,
+    LazyTable,
     storage_errors,
     table_name_beside,
     without_conflicts,
@@ -161,8 +158,7 @@ class BlastRadiusGuard:
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIMIT}")
         self.limit = limit
-        self._table = table
-        self._ready = False
+        self._rows = LazyTable(table, "blast-radius guard")
         self._sleep = sleep
         #: (partition, limit) → this instance's slots there.
         self._pools: dict[tuple[str, int], _Pool] = {}
@@ -284,19 +280,11 @@ class BlastRadiusGuard:
     def _partition(collection_id: str, dry_run: bool) -> str:
         return f"{collection_id}-dry-run" if dry_run else collection_id
 
-    def _ensure_table(self) -> None:
-        if not self._ready:
-            ensure_table(self._table, "blast-radius guard")
-            self._ready = True
-
     def _load(self, partition: str, now: datetime) -> tuple[dict[bytes, int], bool, Any]:
         """The window's entries (expired ones dropped), the holding flag, and the ETag."""
-        self._ensure_table()
-        with storage_errors("read the blast-radius guard table", "table"):
-            try:
-                entity = self._table.get_entity(partition, _ROW)
-            except ResourceNotFoundError:
-                return {}, False, None
+        entity = self._rows.get(partition, _ROW)
+        if entity is None:
+            return {}, False, None
         blob = b"".join(bytes(entity[f"Adds{i}"]) for i in range(int(entity.get("Chunks", 0))))
         oldest_kept = int((now - WINDOW).timestamp())
         entries = {key: second for key, second in _ENTRY.iter_unpack(blob) if second > oldest_kept}
@@ -332,9 +320,9 @@ class BlastRadiusGuard:
                 "write the blast-radius guard table", "table", let_through=CONFLICTS
             ):
                 if etag is None:
-                    self._table.create_entity(entity)
+                    self._rows.client.create_entity(entity)
                 else:
-                    self._table.update_entity(
+                    self._rows.client.update_entity(
                         entity,
                         mode=UpdateMode.REPLACE,
                         etag=etag,

@@ -143,15 +143,8 @@ class AdminServiceMembership:
         change.before_add()
         if dry_run:
             return "added", "dry run: would add a direct rule"
-        # Only the AdminService's own answers may hide a landed add: a token that
-        # could not be had (TokenEndpointUnavailable) stopped the call unsent.
-        try:
-            self._client.add_direct_rule(collection_id, resource_id, change.request.machine_name)
-        except (AdminServiceUnavailable, AdminServiceRefused) as error:
-            self._failed(error, collection_id, resource_id, rule_wanted=True)
-            return "added", f"direct rule added (the service also answered: {error})"
-        self._refresher.changed(collection_id)
-        return "added", "direct rule added"
+        answered = self._rule_call(self._client.add_direct_rule, change, rule_wanted=True)
+        return "added", f"direct rule added{answered}"
 
     def _remove(self, change: MembershipChange, dry_run: bool) -> tuple[ChangeResult, str]:
         collection_id = change.request.collection_id
@@ -162,13 +155,29 @@ class AdminServiceMembership:
             return "not-member", "the device has no direct rule in the collection"
         if dry_run:
             return "removed", "dry run: would delete the direct rule"
+        answered = self._rule_call(self._client.delete_direct_rule, change, rule_wanted=False)
+        return "removed", f"direct rule deleted{answered}"
+
+    def _rule_call(
+        self,
+        call: Callable[[str, int, str], None],
+        change: MembershipChange,
+        *,
+        rule_wanted: bool,
+    ) -> str:
+        """Add or delete the direct rule; a failure that left the rule as wanted passes
+        (``_failed``) and is returned as text for the reason, any other raises. A call
+        the service answered well makes the collection due for a refresh."""
+        collection_id, resource_id = change.request.collection_id, change.resource_id
+        # Only the AdminService's own answers may hide a landed change: a token that
+        # could not be had (TokenEndpointUnavailable) stopped the call unsent.
         try:
-            self._client.delete_direct_rule(collection_id, resource_id, change.request.machine_name)
+            call(collection_id, resource_id, change.request.machine_name)
         except (AdminServiceUnavailable, AdminServiceRefused) as error:
-            self._failed(error, collection_id, resource_id, rule_wanted=False)
-            return "removed", f"direct rule deleted (the service also answered: {error})"
+            self._failed(error, collection_id, resource_id, rule_wanted=rule_wanted)
+            return f" (the service also answered: {error})"
         self._refresher.changed(collection_id)
-        return "removed", "direct rule deleted"
+        return ""
 
     def run_deferred(self) -> None:
         """Request the collection evaluations that are due."""

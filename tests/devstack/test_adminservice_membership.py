@@ -50,32 +50,6 @@ def or_chain(collection_id: str, resource_ids: list[int]) -> str:
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def signer() -> TokenSigner:
-    return TokenSigner()
-
-
-@pytest.fixture(scope="module")
-def jwks(local_ca: LocalCA, signer: TokenSigner) -> Iterator[JwksServer]:
-    with JwksServer(local_ca, [signer]) as server:
-        yield server
-
-
-@pytest.fixture
-def db(site_db: SiteDatabase) -> SiteDatabase:
-    site_db.reset()
-    return site_db
-
-
-@pytest.fixture
-def reader(db: SiteDatabase) -> Iterator[pyodbc.Connection]:
-    connection = db.connect_reader()
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
 class Api:
     """Calls against one simulator with one session and token."""
 

@@ -34,17 +34,6 @@ EAST = timezone(timedelta(hours=2))
 
 
 @pytest.fixture(scope="module")
-def signer() -> TokenSigner:
-    return TokenSigner()
-
-
-@pytest.fixture(scope="module")
-def jwks(local_ca: LocalCA, signer: TokenSigner) -> Iterator[JwksServer]:
-    with JwksServer(local_ca, [signer]) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def workload() -> Workload:
     return generate_workload(seed=12, message_count=1500, devices_per_site=40)
 

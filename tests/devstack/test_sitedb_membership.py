@@ -4,7 +4,6 @@ through pyodbc, as cm-remediate reads it to decide "already a member"."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pyodbc
 import pytest
@@ -17,21 +16,6 @@ LOOKUP = (
     "SELECT CollectionID, ResourceID, IsDirect, Name, SiteCode, ResourceType "
     "FROM v_FullCollectionMembership WHERE CollectionID = ? AND ResourceID = ?"
 )
-
-
-@pytest.fixture
-def db(site_db: SiteDatabase) -> SiteDatabase:
-    site_db.reset()
-    return site_db
-
-
-@pytest.fixture
-def reader(db: SiteDatabase) -> Iterator[pyodbc.Connection]:
-    connection = db.connect_reader()
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def rows_of(reader: pyodbc.Connection, collection_id: str) -> dict[int, int]:

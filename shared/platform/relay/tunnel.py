@@ -28,6 +28,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -84,7 +85,9 @@ class TunnelStats:
     failures: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
-    connect_seconds: list[float] = field(default_factory=list)
+    #: How long the latest links took to open (connect, rendezvous, preamble); bounded,
+    #: as an instance runs for months.
+    connect_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class RelayTunnel:
