@@ -30,6 +30,7 @@ from shared.domain.ports import (
 from shared.domain.rules import RuleSet
 from shared.export.exporter import Exporter, ExportOptions
 from shared.export.watermark import SiteWatermark
+from shared.platform.relay.tokens import RelayTokens
 from shared.platform.retry import RetryPolicy
 from shared.platform.tokens import TokenProvider
 from shared.remediation.guard import Decision
@@ -78,6 +79,8 @@ class Overrides:
     http_retry: RetryPolicy | None = None
     #: How the site database reader retries; None: its own policy.
     site_db_retry: RetryPolicy | None = None
+    #: The sender's tokens for the site database's hybrid connection (Entra ID in a test).
+    relay_tokens: RelayTokens | None = None
     #: How often the Azure SDK retries a storage call; None: ``STORAGE_RETRIES``.
     storage_retries: int | None = None
     #: The exporter's ports.

@@ -45,6 +45,7 @@ from shared.export.exporter import Exporter, ExportOptions
 from shared.export.site_database import SiteDatabaseClient
 from shared.export.watermark import SiteWatermark
 from shared.export.watermark_store import WatermarkStore
+from shared.platform.connection_strings import through_tunnel
 from shared.platform.http import new_session, trust_store
 from shared.platform.probes import Probes
 from shared.platform.redaction import (
@@ -53,6 +54,7 @@ from shared.platform.redaction import (
     secrets,
     url_secrets,
 )
+from shared.platform.relay.setup import open_tunnel
 from shared.platform.settings import Settings
 from shared.platform.storage import STORAGE_RETRIES, StorageAccount
 from shared.platform.tokens import AppTokens, DelegatedTokens
@@ -114,13 +116,18 @@ class Runtime:
 
     @cached_property
     def site_database(self) -> SiteDatabaseClient:
-        """The site database reader (EXPORT_SOURCE or IDENTITY_SOURCE sitedb)."""
+        """The site database reader (EXPORT_SOURCE or IDENTITY_SOURCE sitedb), through
+        the hybrid connection's loopback tunnel when SITE_DB_RELAY_* are set."""
         connection = self.settings.site_db_connection
         if connection is None:
             raise ConfigurationError(
                 "SITE_DB_CONNECTION is required: EXPORT_SOURCE or IDENTITY_SOURCE is sitedb"
             )
-        return SiteDatabaseClient(connection.get_secret_value(), retry=self.overrides.site_db_retry)
+        odbc, tunnel = connection.get_secret_value(), None
+        if self.settings.relay_configured:
+            tunnel = open_tunnel(self.settings, self.trust_store, self.overrides.relay_tokens)
+            odbc = through_tunnel(odbc, tunnel.port)
+        return SiteDatabaseClient(odbc, retry=self.overrides.site_db_retry, path=tunnel)
 
     @cached_property
     def adminservice_status_messages(self) -> AdminServiceStatusMessages:
@@ -406,6 +413,7 @@ def register_secrets(settings: Settings) -> None:
         plain(settings.adminservice_password),
         plain(settings.entra_client_secret),
         plain(settings.webservice_secret),
+        plain(settings.site_db_relay_key),
         *url_secrets(settings.webservice_url, settings.adminservice_url),
     )
 

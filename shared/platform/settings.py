@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared.errors import ConfigurationError
 from shared.platform.connection_strings import check_site_db_tls, check_storage_tls
@@ -37,12 +37,13 @@ from shared.platform.raw_settings import (
     storage_given,
     unreadable,
 )
+from shared.platform.relay_settings import RelaySettings
 
 _QUEUE_NAME = re.compile(r"^(?=.{3,56}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
 
 
-class Settings(BaseSettings):
+class Settings(RelaySettings):
     """Every setting cm-remediate reads, with its default and validation."""
 
     model_config = SettingsConfigDict(
