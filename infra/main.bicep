@@ -54,15 +54,29 @@ param instanceMemoryMB int = 2048
 
 // ---------------------------------------------------------------- network
 
-@description('How the app reaches the site database. vnet: it integrates into integrationSubnetId, whose network reaches the database over VPN or ExpressRoute (TCP 1433), and SITE_DB_CONNECTION is a Key Vault secret. none: nothing reads SQL (EXPORT_SOURCE and IDENTITY_SOURCE adminservice, through the cloud management gateway): no VNet integration is needed and no SQL secret is stored or referenced.')
+@description('How the app reaches the site database. vnet: it integrates into integrationSubnetId, whose network reaches the database over VPN or ExpressRoute (TCP 1433), and SITE_DB_CONNECTION is a Key Vault secret. relay: through an Azure Relay hybrid connection the app opens itself (an on-premises listener, Azure Relay Bridge, forwards to SQL Server): no VNet integration is needed, SITE_DB_CONNECTION is a Key Vault secret, the app identity gets Azure Relay Sender on the hybrid connection. none: nothing reads SQL (EXPORT_SOURCE and IDENTITY_SOURCE adminservice, through the cloud management gateway): no VNet integration is needed and no SQL secret is stored or referenced.')
 @allowed([
   'vnet'
+  'relay'
   'none'
 ])
 param siteDbPath string = 'vnet'
 
 @description('Resource ID of the subnet the app integrates into (required with siteDbPath vnet: that network reaches the site database). Delegated to Microsoft.App/environments (Flex Consumption) or Microsoft.Web/serverFarms (Elastic Premium); without private endpoints it needs the Microsoft.Storage and Microsoft.KeyVault service endpoints. Empty (siteDbPath none only): no VNet integration; the app reaches storage and Key Vault over their public endpoints, Entra ID and RBAC only.')
 param integrationSubnetId string = ''
+
+@description('siteDbPath relay: host:port of SQL Server as the on-premises listener reaches it (a static port), written to the hybrid connection\'s endpoint metadata.')
+param siteDbRelayEndpoint string = ''
+
+@description('siteDbPath relay: the on-premises listener, bridge (Azure Relay Bridge, recommended) or hcm (Hybrid Connection Manager; Microsoft supports it only with App Service\'s own sender).')
+@allowed([
+  'bridge'
+  'hcm'
+])
+param siteDbRelayListener string = 'bridge'
+
+@description('siteDbPath relay, bridge: the port name Azure Relay Bridge maps to SQL Server (azbridge -R <hybrid connection>:<port name>/<host>:<port>).')
+param siteDbRelayPortName string = 'sql'
 
 @description('Resource ID of a subnet for private endpoints of storage and Key Vault (needs integrationSubnetId: the app reaches them from inside the network); empty: none (service endpoints from the integration subnet instead).')
 param privateEndpointSubnetId string = ''
@@ -250,7 +264,8 @@ var vnetIntegration = (siteDbPath == 'vnet') || !empty(integrationSubnetId)
 // SITE_DB_CONNECTION (secret and setting) exists only with vnet, and only when given. A
 // deployment that reads SQL without it is reported by the app itself (SITE_DB_MISSING),
 // not refused here: infra/README.md, The site database path.
-var storeSiteDbConnection = (siteDbPath == 'vnet') && !empty(siteDbConnection)
+var storeSiteDbConnection = (siteDbPath != 'none') && !empty(siteDbConnection)
+var relayPath = siteDbPath == 'relay'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
@@ -319,6 +334,20 @@ module keyVault 'modules/keyvault.bicep' = {
     adminServicePassword: adminServicePassword
     entraClientSecret: entraClientSecret
     webServiceSecret: webServiceSecret
+  }
+}
+
+module siteDbRelay 'modules/relay.bicep' = if (relayPath) {
+  name: 'relay'
+  scope: rg
+  params: {
+    name: 'relay-cmremediate-${resourceToken}'
+    location: location
+    tags: tags
+    hybridConnectionName: 'site-db'
+    sqlEndpoint: siteDbRelayEndpoint
+    appPrincipalId: identity.outputs.principalId
+    keyVaultName: keyVault.outputs.name
   }
 }
 
@@ -399,7 +428,14 @@ var setWhenGiven = union(
   },
   empty(tlsCaBundle) ? {} : {
     TLS_CA_BUNDLE: tlsCaBundle
-  }
+  },
+  relayPath ? {
+    SITE_DB_RELAY_NAMESPACE: siteDbRelay.outputs.namespaceHost
+    SITE_DB_RELAY_PATH: siteDbRelay.outputs.hybridConnectionName
+    SITE_DB_RELAY_LISTENER: siteDbRelayListener
+    SITE_DB_RELAY_PORT_NAME: siteDbRelayPortName
+    SITE_DB_RELAY_CLIENT_ID: identity.outputs.clientId
+  } : {}
 )
 
 module app 'modules/functionapp.bicep' = {

@@ -59,6 +59,10 @@ NEVER_WRITTEN = {
     "AzureWebJobsStorage": "shared key",
     # the Functions host sets it to the app's directory
     "AzureWebJobsScriptRoot": "set by the host",
+    # siteDbPath relay signs in with the app's identity (Azure Relay Sender): a Send
+    # rule's key is for a deployment outside this template
+    "SITE_DB_RELAY_KEY_NAME": "identity instead",
+    "SITE_DB_RELAY_KEY": "identity instead",
 }
 
 #: Where a parameter's default deliberately differs from the model's default.

@@ -25,6 +25,7 @@ EXPECTED_SKIPS = {
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.adminServicePasswordSecret"),
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.entraClientSecretSecret"),
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.webServiceSecretSecret"),
+    ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.listenKey"),
     # checkov reads no properties of a conditional resource; contentType is set
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.siteDbConnectionSecret"),
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.adminServicePasswordSecret"),

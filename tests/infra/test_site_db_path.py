@@ -103,8 +103,8 @@ def test_site_db_path_is_a_network_parameter_defaulting_to_vnet(
     main = bicep["main.bicep"]
     assert main.parameters["siteDbPath"]["default"] == "vnet"
     decorators = main.decorators("siteDbPath")
-    assert decorators["allowed"] == ["vnet", "none"]
-    assert "vnet:" in decorators["description"] and "none:" in decorators["description"]
+    assert decorators["allowed"] == ["vnet", "relay", "none"]
+    assert all(f"{path}:" in decorators["description"] for path in ("vnet", "relay", "none"))
     sections = (INFRA / "main.bicep").read_text().split("// " + "-" * 64 + " ")
     network_section = next(s for s in sections if s.startswith("network\n"))
     assert "param siteDbPath string" in network_section
