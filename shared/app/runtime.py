@@ -55,6 +55,7 @@ from shared.platform.redaction import (
     url_secrets,
 )
 from shared.platform.relay.setup import open_tunnel
+from shared.platform.relay.tunnel import RelayTunnel
 from shared.platform.settings import Settings
 from shared.platform.storage import STORAGE_RETRIES, StorageAccount
 from shared.platform.tokens import AppTokens, DelegatedTokens
@@ -123,11 +124,17 @@ class Runtime:
             raise ConfigurationError(
                 "SITE_DB_CONNECTION is required: EXPORT_SOURCE or IDENTITY_SOURCE is sitedb"
             )
-        odbc, tunnel = connection.get_secret_value(), None
-        if self.settings.relay_configured:
-            tunnel = open_tunnel(self.settings, self.trust_store, self.overrides.relay_tokens)
+        odbc, tunnel = connection.get_secret_value(), self.relay_tunnel
+        if tunnel is not None:
             odbc = through_tunnel(odbc, tunnel.port)
         return SiteDatabaseClient(odbc, retry=self.overrides.site_db_retry, path=tunnel)
+
+    @cached_property
+    def relay_tunnel(self) -> RelayTunnel | None:
+        """The loopback tunnel to the site database's hybrid connection (SITE_DB_RELAY_*)."""
+        if not self.settings.relay_configured:
+            return None
+        return open_tunnel(self.settings, self.trust_store, self.overrides.relay_tokens)
 
     @cached_property
     def adminservice_status_messages(self) -> AdminServiceStatusMessages:
@@ -393,6 +400,8 @@ class Runtime:
         """Release connections and threads (the CLI and tests; the host just exits)."""
         if "site_database" in self.__dict__:
             self.site_database.close()
+        if self.__dict__.get("relay_tunnel") is not None:
+            self.relay_tunnel.close()  # type: ignore[union-attr]
         if "queue" in self.__dict__:
             self.queue.close()
         if "http" in self.__dict__:

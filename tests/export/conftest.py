@@ -11,17 +11,32 @@ behave as they do through the SMS Provider.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
 from devstack.adminservice import AdminServiceSimulator, StatusMessageReader
 from devstack.entra import EntraSimulator
+from devstack.relay import (
+    AuthorizationRule,
+    HybridConnection,
+    HybridConnectionManagerListener,
+    RelayAgent,
+    RelayBridgeListener,
+    RelayDouble,
+)
 from devstack.tls import LocalCA
 from tests.conftest import Stack
 from tests.remediation import scenario
 
 #: Run a module's tests once per status message source.
 SOURCES = pytest.mark.parametrize("export_source", ["sitedb", "adminservice"], indirect=True)
+#: ... and once more per path to SQL through the relay double's hybrid connection, with
+#: each on-premises listener (the export still reads SQL: EXPORT_SOURCE sitedb).
+ALL_PATHS = pytest.mark.parametrize(
+    "export_source", ["sitedb", "adminservice", "relay-bridge", "relay-hcm"], indirect=True
+)
+RELAY_PATH, SEND, LISTEN = "site-db", "cmremediate-send", "onprem-listen"
 
 
 @pytest.fixture
@@ -37,6 +52,9 @@ def stack(
     """The stack, its settings pointing the export at the chosen source."""
     if export_source == "sitedb":
         yield stack
+        return
+    if export_source.startswith("relay-"):
+        yield from _through_relay(stack, local_ca, export_source.removeprefix("relay-"))
         return
     request.getfixturevalue("no_odbc")
     entra: EntraSimulator = request.getfixturevalue("entra")
@@ -62,3 +80,42 @@ def stack(
         yield stack
         unbounded = [q for q in adminservice.status_message_queries() if not q.selective]
         assert not unbounded, f"status message queries that are not selective: {unbounded}"
+
+
+def _through_relay(stack: Stack, ca: LocalCA, kind: str) -> Iterator[Stack]:
+    """The stack with SITE_DB_RELAY_* set: the app's tunnel, the relay double (its
+    namespace "localhost", so that the SAS audience of localhost:<port> is its own), and
+    an on-premises listener of ``kind`` forwarding to the PostgreSQL stand-in."""
+    target = ("127.0.0.1", stack.site_db.port)
+    metadata = f'[{{"key":"endpoint","value":"127.0.0.1:{stack.site_db.port}"}}]'
+    hc = HybridConnection(
+        RELAY_PATH,
+        user_metadata=metadata,
+        rules=(AuthorizationRule.create(SEND, "Send"), AuthorizationRule.create(LISTEN, "Listen")),
+    )
+    with RelayDouble(ca, "localhost", hybrid_connections=[hc]) as relay:
+        token = partial(relay.sas_token, RELAY_PATH, LISTEN)
+        listener: RelayAgent = (
+            RelayBridgeListener(
+                relay.endpoint(RELAY_PATH), token, targets={"sql": target}, ca_bundle=ca.bundle_path
+            )
+            if kind == "bridge"
+            else HybridConnectionManagerListener(
+                relay.endpoint(RELAY_PATH), token, user_metadata=metadata, ca_bundle=ca.bundle_path
+            )
+        )
+        send = relay.hybrid_connection(RELAY_PATH).rule(SEND)
+        assert send is not None
+        with listener:
+            assert listener.wait_online()
+            stack.source_settings = {
+                "SITE_DB_RELAY_NAMESPACE": f"localhost:{relay.port}",
+                "SITE_DB_RELAY_PATH": RELAY_PATH,
+                "SITE_DB_RELAY_LISTENER": kind,
+                "SITE_DB_RELAY_KEY_NAME": SEND,
+                "SITE_DB_RELAY_KEY": send.primary_key,
+                "TLS_CA_BUNDLE": str(ca.bundle_path),
+            }
+            yield stack
+        # the export really went through the hybrid connection
+        assert listener.accepted >= 1

@@ -12,7 +12,7 @@ from devstack.datagen import M365_RULES, GeneratedStatusMessage, generate_worklo
 from shared.domain.clock import utc_now
 from shared.errors import StorageError
 from tests.conftest import StoreWrapper
-from tests.export.conftest import SOURCES
+from tests.export.conftest import ALL_PATHS, SOURCES
 
 pytestmark = pytest.mark.stack
 
@@ -63,7 +63,7 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-@SOURCES
+@ALL_PATHS
 def test_ten_thousand_messages_over_two_sites(stack, app):
     """Through the real timer function: one run, then a second that finds nothing new."""
     workload = generate_workload(seed=2026, sites=("PS1", "PS2"), message_count=10_000)
@@ -110,7 +110,7 @@ def test_ten_thousand_messages_over_two_sites(stack, app):
     assert stack.drain() == []
 
 
-@SOURCES
+@ALL_PATHS
 def test_late_commit_inside_the_overlap_is_exported_once(stack):
     expected = insert(stack, [message(machine=f"EARLY{n}", minutes=n) for n in range(5)])
     late = stack.site_db.begin_late_commit(message(machine="LATE01", minutes=6))

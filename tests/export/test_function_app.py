@@ -13,13 +13,13 @@ import pytest
 
 from devstack.datagen import GeneratedStatusMessage
 from shared.app.runtime import get_runtime
-from tests.export.conftest import SOURCES
+from tests.export.conftest import ALL_PATHS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.stack
-@SOURCES
+@ALL_PATHS
 def test_timer_function_exports_through_the_real_trigger(export_source, app, stack):
     messages = [
         GeneratedStatusMessage(

@@ -262,3 +262,44 @@ def test_reading_sql_without_its_secret_is_reported_by_the_app(
     with pytest.raises(ConfigurationError, match=SITE_DB_MISSING):
         load_settings(as_app_settings(settings))
     assert f"`{SITE_DB_MISSING}`" in (INFRA / "README.md").read_text()
+
+
+# ------------------------------------------------------------------ relay: hybrid connection
+
+#: A deployment that reads the site database through the relay hybrid connection.
+OVER_RELAY = {
+    "siteDbPath": "relay",
+    "siteDbConnection": "given",
+    "siteDbRelayEndpoint": "sql01.contoso.local:1433",
+}
+
+
+def test_through_the_relay_the_app_gets_the_tunnel_settings_and_its_sql_secret(
+    bicep: dict[str, Template],
+) -> None:
+    settings = written(bicep, OVER_RELAY)
+    assert isinstance(settings["SITE_DB_CONNECTION"], Interpolated)
+    assert settings["SITE_DB_RELAY_LISTENER"] == "bridge"
+    assert settings["SITE_DB_RELAY_PORT_NAME"] == "sql"
+    for name in ("SITE_DB_RELAY_NAMESPACE", "SITE_DB_RELAY_PATH", "SITE_DB_RELAY_CLIENT_ID"):
+        assert isinstance(settings[name], Unknown), name  # the relay module's, the identity's
+    assert "SITE_DB_RELAY_KEY" not in settings  # the identity signs in: no key stored
+    loaded = load_settings(as_app_settings(settings))
+    assert loaded.relay_configured and loaded.reads_site_database
+    assert written(bicep, OVER_VNET).keys().isdisjoint({"SITE_DB_RELAY_NAMESPACE"})
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_through_the_relay_the_app_needs_no_vnet(bicep: dict[str, Template], plan: str) -> None:
+    props = site(bicep, {**OVER_RELAY, "hostingPlan": plan})
+    assert props["virtualNetworkSubnetId"] is None
+
+
+def test_the_hybrid_connection_names_sql_server_for_hcm_and_wants_a_token(
+    bicep: dict[str, Template],
+) -> None:
+    relay = bicep["modules/relay.bicep"]
+    hc = relay.only("Microsoft.Relay/namespaces/hybridConnections")
+    assert hc["properties"]["requiresClientAuthorization"] is True
+    secret = relay.only("Microsoft.KeyVault/vaults/secrets")
+    assert secret["name"] == "site-db-relay-listen-key"

@@ -11,9 +11,11 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from shared.errors import ConfigurationError
 from shared.platform.connection_strings import check_site_db_tls, parse_odbc, through_tunnel
 from shared.platform.relay.tokens import SasTokens, relay_audience, sas_token
 from shared.platform.relay.tunnel import RelayRoute
+from shared.platform.settings import load_settings
 
 DEVSTACK = Path(__file__).resolve().parents[2] / "devstack"
 NAMESPACE = "contoso-relay.servicebus.windows.net"
@@ -78,3 +80,28 @@ def test_odbc_goes_to_the_tunnel_and_still_checks_the_sql_servers_name():
     check_site_db_tls(tunnelled)  # still encrypted and verified
     with pytest.raises(ValueError, match="static port"):
         through_tunnel(original.replace("tcp:sql01.contoso.local,1433", "sql01\\CM"), 1)
+
+
+REQUIRED = {
+    "SITE_DB_CONNECTION": "Driver={ODBC Driver 18 for SQL Server};Server=sql01,1433;Uid=u;Pwd=p",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+}
+
+
+def test_relay_settings_come_in_pairs_and_name_what_is_wrong():
+    settings = load_settings(
+        {**REQUIRED, "SITE_DB_RELAY_NAMESPACE": NAMESPACE.upper(), "SITE_DB_RELAY_PATH": "site-db"}
+    )
+    assert settings.relay_configured and settings.site_db_relay_namespace == NAMESPACE
+    assert settings.site_db_relay_listener == "bridge" and settings.site_db_relay_port_name == "sql"
+    assert not load_settings(REQUIRED).relay_configured
+    relay = {"SITE_DB_RELAY_NAMESPACE": NAMESPACE, "SITE_DB_RELAY_PATH": "site-db"}
+    for broken, named in (
+        ({"SITE_DB_RELAY_NAMESPACE": NAMESPACE}, "SITE_DB_RELAY_PATH"),
+        ({**relay, "SITE_DB_RELAY_KEY_NAME": "send"}, "SITE_DB_RELAY_KEY"),
+        ({"SITE_DB_RELAY_NAMESPACE": "https://x/", "SITE_DB_RELAY_PATH": "a"}, "NAMESPACE"),
+        ({**relay, "SITE_DB_RELAY_LISTENER": "vpn"}, "SITE_DB_RELAY_LISTENER"),
+        ({**relay, "SITE_DB_RELAY_PORT_NAME": "x" * 256}, "SITE_DB_RELAY_PORT_NAME"),
+    ):
+        with pytest.raises(ConfigurationError, match=named):
+            load_settings({**REQUIRED, **broken})
