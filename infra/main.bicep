@@ -75,7 +75,7 @@ param siteDbRelayEndpoint string = ''
 ])
 param siteDbRelayListener string = 'bridge'
 
-@description('siteDbPath relay, bridge: the port name Azure Relay Bridge maps to SQL Server (azbridge -R <hybrid connection>:<port name>/<host>:<port>).')
+@description('siteDbPath relay, bridge: the port name Azure Relay Bridge maps to SQL Server (PortName of its remote forwarder; azbridge -T <hybrid connection>:<port name>/<host>:<port>).')
 param siteDbRelayPortName string = 'sql'
 
 @description('Resource ID of a subnet for private endpoints of storage and Key Vault (needs integrationSubnetId: the app reaches them from inside the network); empty: none (service endpoints from the integration subnet instead).')
@@ -121,7 +121,7 @@ param keyVaultSoftDeleteRetentionInDays int = 90
 
 // ---------------------------------------------------------------- secrets (Key Vault)
 
-@description('SITE_DB_CONNECTION: Driver={ODBC Driver 18 for SQL Server};Server=host,port;Database=CM_<site>;Uid=...;Pwd=...;Encrypt=yes (siteDbPath vnet; ignored with none); empty: not stored.')
+@description('SITE_DB_CONNECTION: Driver={ODBC Driver 18 for SQL Server};Server=host,port;Database=CM_<site>;Uid=...;Pwd=...;Encrypt=yes (siteDbPath vnet or relay; ignored with none); empty: not stored.')
 @secure()
 param siteDbConnection string = ''
 
@@ -261,7 +261,7 @@ var privateAccess = !empty(privateEndpointSubnetId)
 // only when a subnet is given, else the app reaches both over their public endpoints
 // (Entra ID and RBAC only, no shared key).
 var vnetIntegration = (siteDbPath == 'vnet') || !empty(integrationSubnetId)
-// SITE_DB_CONNECTION (secret and setting) exists only with vnet, and only when given. A
+// SITE_DB_CONNECTION (secret and setting) exists only with vnet or relay, and only when given. A
 // deployment that reads SQL without it is reported by the app itself (SITE_DB_MISSING),
 // not refused here: infra/README.md, The site database path.
 var storeSiteDbConnection = (siteDbPath != 'none') && !empty(siteDbConnection)

@@ -8,7 +8,7 @@ to SQL Server. None of that runs here, so:
   ``wss://localhost:<port>/$hc/<path>`` with SAS and Entra ID authorization, the held
   connect and rendezvous, ``renewToken`` and fault controls (``double``, with
   ``upgrade``, ``channels``, ``rendezvous`` and ``auth`` under it);
-- :class:`RelayBridgeListener` (Azure Relay Bridge, ``azbridge -R``) and
+- :class:`RelayBridgeListener` (Azure Relay Bridge's remote forwarder) and
   :class:`HybridConnectionManagerListener` (App Service's Hybrid Connection Manager)
   listen on it and relay bytes to a TCP target, the site database stand-in
   (``listeners``, ``agent``);

@@ -31,6 +31,9 @@ picks the following (each one is a choice, not verified against the service):
   ``requires_client_authorization=False`` admits senders without a token (a token
   that is sent is still checked). Tokens are checked at the upgrade only, except the
   listener's: its control channel closes with 1008 when the token expires unrenewed.
+  Whether Azure also ends a joined sender link when the sender's token expires is not
+  documented; ``expire_sender_links=True`` makes the double do it (close 1008 on both
+  sides), so the app is proven against the stricter answer.
 - New connections go to the open control channels of the path in turn (round robin).
 - The joined sockets: a close on one side closes the other with the same code and
   reason; a side that drops without a close frame closes the other with 1001.
@@ -103,8 +106,10 @@ class RelayDouble(Service):
         keepalive_interval: float = 30.0,
         max_listeners: int = 25,
         port: int | None = None,
+        expire_sender_links: bool = False,
     ) -> None:
         self.namespace = namespace.lower()
+        self.expire_sender_links = expire_sender_links
         self.rendezvous_timeout = rendezvous_timeout
         self.keepalive_interval = keepalive_interval
         self.max_listeners = max_listeners
@@ -321,11 +326,13 @@ class RelayDouble(Service):
         hc = upgrade.hc
         try:
             anonymous = not hc.requires_client_authorization
-            self._auth.authorize(upgrade.token, hc, Right.SEND, anonymous=anonymous)
+            grant = self._auth.authorize(upgrade.token, hc, Right.SEND, anonymous=anonymous)
         except AuthFailure as failure:
             return self._refuse(upgrade, failure.status, failure.message)
         sender_id = upgrade.id or str(uuid.uuid4())
         join = self._book.open(connection, upgrade.path, sender_id)
+        if self.expire_sender_links:
+            join.sender_expires_at = grant.expires_at
         try:
             host, port = connection.remote_address[:2]
             accept = {

@@ -1,5 +1,5 @@
 """The two on-premises agents that stand between a hybrid connection and the site
-database: Azure Relay Bridge (``azbridge -R``) and App Service's Hybrid Connection
+database: Azure Relay Bridge (a remote forwarder) and App Service's Hybrid Connection
 Manager. Both keep a control channel to the relay (:class:`RelayAgent`) and, per
 accepted connection, relay bytes between the WebSocket and a TCP connection.
 
@@ -85,7 +85,7 @@ class _Forwarder(RelayAgent):
 
 
 class RelayBridgeListener(_Forwarder):
-    """Azure Relay Bridge as a remote forwarder (``azbridge -R``) with ``targets``, a
+    """Azure Relay Bridge as a remote forwarder (``azbridge -T``) with ``targets``, a
     map of port names to ``host:port``.
 
     Per connection it reads the sender's preamble (``01 00 <mode> <n> <n bytes of

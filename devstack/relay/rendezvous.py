@@ -68,6 +68,8 @@ class Join:
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _sender_open: threading.Event = field(default_factory=threading.Event)
     _closing: bool = False
+    #: When the sender's token expires, if the relay ends the joined link then.
+    sender_expires_at: float | None = None
 
     def __post_init__(self) -> None:
         self.rid = f"{self.sender_id}_{secrets.token_hex(12)}"
@@ -142,10 +144,16 @@ class Join:
     def relay(self, source: ServerConnection, target: ServerConnection) -> None:
         """Forward every message of ``source`` to ``target`` as it is (text or binary,
         same boundaries) until ``source`` closes; then close ``target`` with the same
-        code and reason, unless ``target`` closed first. Runs in ``source``'s handler."""
+        code and reason, unless ``target`` closed first. Runs in ``source``'s handler.
+        The sender's side ends both with 1008 at ``sender_expires_at``, if set."""
+        deadline = self.sender_expires_at if source is self.sender else None
         while True:
             try:
-                message = source.recv()
+                wait = None if deadline is None else max(0.0, deadline - time.time())
+                message = source.recv(timeout=wait)
+            except TimeoutError:
+                self._expire()
+                continue  # the closes come back to both handlers as ConnectionClosed
             except ConnectionClosed as closed:
                 self._propagate(closed, target)
                 return
@@ -155,6 +163,16 @@ class Join:
                 # target's own handler closes source with target's code; keep reading
                 # until that happens, so source is not closed twice.
                 continue
+
+    def _expire(self) -> None:
+        with self._changed:
+            if self._closing:
+                return
+            self._closing = True
+        reason = "ExpiredToken: The sender's token expired."
+        for side in (self.sender, self.listener):
+            if side is not None:
+                side.close(int(CloseCode.POLICY_VIOLATION), reason)
 
     def _propagate(self, closed: ConnectionClosed, target: ServerConnection) -> None:
         with self._changed:

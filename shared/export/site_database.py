@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import threading
 import time
@@ -166,11 +167,16 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class PathDiagnosis(Protocol):
-    """What the network path to SQL Server knows about a failure (the relay tunnel)."""
+class NetworkPath(Protocol):
+    """What the network path to SQL Server (the relay tunnel) knows: why a link broke,
+    and how long a connection may be reused."""
 
     def failure_since(self, since: float) -> SiteDatabaseError | None:
         """Its failure at or after ``since`` (``time.monotonic``), if any."""
+        ...
+
+    def reuse_until(self) -> float:
+        """Until when (``time.monotonic``) a connection opened now may be reused."""
         ...
 
 
@@ -190,7 +196,7 @@ class SiteDatabaseClient(KeysetPaged):
         query_timeout_seconds: int = 120,
         retry: RetryPolicy | None = None,
         sleep: Sleep | None = None,
-        path: PathDiagnosis | None = None,
+        path: NetworkPath | None = None,
     ) -> None:
         self._connection_string = connection_string
         self._path = path
@@ -200,8 +206,9 @@ class SiteDatabaseClient(KeysetPaged):
         self._sleep = sleep
         self._warned_no_timeout = False
         # One connection per concurrent query: the worker's threads never queue behind
-        # one connection. Idle ones wait here for the next query.
-        self._idle: list[Any] = []
+        # one connection. Idle ones wait here for the next query, each with the time
+        # after which it must not be reused (the path's, or never).
+        self._idle: list[tuple[Any, float]] = []
         self._lock = threading.Lock()
 
     def __enter__(self) -> SiteDatabaseClient:
@@ -216,8 +223,21 @@ class SiteDatabaseClient(KeysetPaged):
         back to the idle ones when it returns."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for connection in idle:
+        for connection, _ in idle:
             _close_quietly(connection)
+
+    def _checkout(self) -> tuple[Any, float]:
+        """An idle connection still fit for reuse, or a new one; with its reuse limit."""
+        while True:
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            if idle is None:
+                break
+            if time.monotonic() < idle[1]:
+                return idle
+            _close_quietly(idle[0])  # retired before its relay link's token expires
+        until = self._path.reuse_until() if self._path is not None else math.inf
+        return self._connect(), until
 
     def _connect(self) -> Any:
         connection = pyodbc.connect(
@@ -261,10 +281,7 @@ class SiteDatabaseClient(KeysetPaged):
             ) from None
 
     def _execute(self, sql: str, params: Sequence[object]) -> list[Any]:
-        with self._lock:
-            connection = self._idle.pop() if self._idle else None
-        if connection is None:
-            connection = self._connect()
+        connection, until = self._checkout()
         try:
             cursor = connection.cursor()
             try:
@@ -278,7 +295,7 @@ class SiteDatabaseClient(KeysetPaged):
         with self._lock:
             keep = len(self._idle) < MAX_IDLE_CONNECTIONS
             if keep:
-                self._idle.append(connection)
+                self._idle.append((connection, until))
         if not keep:
             _close_quietly(connection)
         return rows

@@ -34,7 +34,7 @@ class RelaySettings(BaseSettings):
     site_db_relay_listener: Literal["bridge", "hcm"] = Field(
         default="bridge",
         alias="SITE_DB_RELAY_LISTENER",
-        description="The on-premises listener: bridge (Azure Relay Bridge, azbridge -R; "
+        description="The on-premises listener: bridge (Azure Relay Bridge, azbridge; "
         "recommended) or hcm (Hybrid Connection Manager; Microsoft supports it only with "
         "App Service's own sender).",
     )
@@ -42,7 +42,8 @@ class RelaySettings(BaseSettings):
         default="sql",
         alias="SITE_DB_RELAY_PORT_NAME",
         description="The port name Azure Relay Bridge maps to SQL Server "
-        "(azbridge -R <hybrid connection>:<port name>/<host>:<port>); bridge only.",
+        "(PortName of its RemoteForward entry; azbridge -T "
+        "<hybrid connection>:<port name>/<host>:<port>); bridge only.",
     )
     site_db_relay_key_name: str | None = Field(
         default=None,

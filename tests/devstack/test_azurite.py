@@ -226,7 +226,7 @@ def test_restart_with_persistent_dir_keeps_data(tmp_path: Path) -> None:
         assert blobs.get_blob_client("keep", "b").download_blob().readall() == b"kept"
 
 
-def test_restart_in_memory_loses_data() -> None:
+def test_restart_without_persistent_dir_loses_data() -> None:
     with Azurite() as server:
         QueueServiceClient.from_connection_string(server.connection_string).create_queue("gone")
         server.restart()

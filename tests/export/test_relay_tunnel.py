@@ -81,6 +81,7 @@ def _tunnel(
     *,
     port_name: str = "sql",
     tokens: SasTokens | None = None,
+    recycle_margin: float = 60.0,
 ) -> RelayTunnel:
     route = RelayRoute(relay.endpoint(PATH), PATH, kind, port_name)
     tokens = tokens or SasTokens(relay.namespace, PATH, SEND, _key(relay, SEND))
@@ -89,6 +90,7 @@ def _tunnel(
         tokens,
         ssl_context=ssl.create_default_context(cafile=str(local_ca.bundle_path)),
         connect_timeout=10.0,
+        recycle_margin=recycle_margin,
     )
     tunnel.start()
     return tunnel
@@ -151,7 +153,7 @@ def test_a_wrong_key_an_expired_token_and_a_listen_rule_are_refused(relay, local
         )
         _refused_with(
             RelayRefused,
-            "refused the token",
+            "the token has expired",
             site_db,
             _tunnel(relay, local_ca, "bridge", tokens=hours_ago),
         )
@@ -199,3 +201,64 @@ def test_a_listener_back_after_an_outage_carries_the_next_query(relay, local_ca,
     finally:
         tunnel.close()
     assert tunnel.stats.connections == 2
+
+
+def _expiring_relay(local_ca: LocalCA, site_db: SiteDatabase) -> RelayDouble:
+    """A double that ends a joined link when the sender's token expires (whether Azure
+    does is not documented: the stricter answer)."""
+    hc = HybridConnection(
+        PATH,
+        user_metadata=f'[{{"key":"endpoint","value":"127.0.0.1:{site_db.port}"}}]',
+        rules=(AuthorizationRule.create(SEND, "Send"), AuthorizationRule.create(LISTEN, "Listen")),
+    )
+    return RelayDouble(local_ca, hybrid_connections=[hc], expire_sender_links=True)
+
+
+def _short_lived(relay: RelayDouble) -> SasTokens:
+    """Tokens that expire 5 to 6 s after signing (the expiry is whole seconds)."""
+    return SasTokens(
+        relay.namespace, PATH, SEND, _key(relay, SEND), lifetime_seconds=6, renew_before_seconds=4
+    )
+
+
+def test_a_pooled_connection_is_retired_before_its_links_token_expires(local_ca, site_db):
+    with (
+        _expiring_relay(local_ca, site_db) as relay,
+        _listener("hcm", relay, local_ca, ("127.0.0.1", site_db.port)) as listener,
+    ):
+        assert listener.wait_online()
+        # retired 2 s before its token expires: 3 to 4 s after it opened
+        tunnel = _tunnel(relay, local_ca, "hcm", tokens=_short_lived(relay), recycle_margin=2)
+        try:
+            with _client(site_db, tunnel) as client:  # one attempt: no failure allowed
+                client.sites()
+                client.sites()  # reused while its token is good
+                assert tunnel.stats.connections == 1
+                time.sleep(4.2)  # past its reuse, before the relay would end the link
+                client.sites()  # on a new link, with a renewed token
+        finally:
+            tunnel.close()
+    assert tunnel.stats.connections == 2
+    assert tunnel.stats.failures == tunnel.stats.expired_links == 0, tunnel.failure_since(0.0)
+
+
+def test_a_link_the_relay_ends_at_token_expiry_is_said_so_and_replaced(local_ca, site_db):
+    with (
+        _expiring_relay(local_ca, site_db) as relay,
+        _listener("hcm", relay, local_ca, ("127.0.0.1", site_db.port)) as listener,
+    ):
+        assert listener.wait_online()
+        # kept past expiry, as without recycling
+        tunnel = _tunnel(relay, local_ca, "hcm", tokens=_short_lived(relay), recycle_margin=-5)
+        try:
+            with _client(site_db, tunnel, attempts=2) as client:
+                client.sites()
+                time.sleep(6.5)  # the relay closes the idle link with 1008
+                client.sites()  # the broken pooled connection is left behind
+                failure = tunnel.failure_since(0.0)
+        finally:
+            tunnel.close()
+    assert tunnel.stats.connections == 2
+    assert (tunnel.stats.expired_links, tunnel.stats.failures) == (1, 0)  # expected, no fault
+    assert failure is not None and "close 1008" in str(failure)
+    assert "expired token" in str(failure)

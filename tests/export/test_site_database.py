@@ -245,4 +245,4 @@ def test_a_failed_query_drops_its_connection_and_the_retry_opens_another(monkeyp
     client = SiteDatabaseClient("Driver=x", retry=RetryPolicy(attempts=2), sleep=lambda _: None)
     assert client._query("SELECT 1", (), "a read") == [(1,)]
     assert [c.closed for c in opened] == [True, False]
-    assert client._idle == [opened[1]]
+    assert [c for c, _ in client._idle] == [opened[1]]

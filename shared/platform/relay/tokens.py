@@ -72,18 +72,24 @@ def sas_token(audience: str, key_name: str, key: str, expiry: int) -> str:
 
 
 class _Cached:
-    """A token renewed once it has less than :data:`RENEW_BEFORE_SECONDS` left."""
+    """A token renewed once it has less than ``renew_before`` seconds left."""
 
-    def __init__(self, fetch: Callable[[], tuple[str, float]], clock: Callable[[], float]):
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, float]],
+        clock: Callable[[], float],
+        renew_before: float = RENEW_BEFORE_SECONDS,
+    ):
         self._fetch = fetch
         self._clock = clock
+        self._renew_before = renew_before
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires = 0.0
 
     def token(self) -> str:
         with self._lock:
-            if self._token is None or self._expires - self._clock() < RENEW_BEFORE_SECONDS:
+            if self._token is None or self._expires - self._clock() < self._renew_before:
                 self._token, self._expires = self._fetch()
                 secrets.add_token(self._token)
             return self._token
@@ -104,6 +110,7 @@ class SasTokens(_Cached):
         key: str,
         *,
         lifetime_seconds: int = SAS_LIFETIME_SECONDS,
+        renew_before_seconds: float = RENEW_BEFORE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         audience = relay_audience(namespace, path)
@@ -113,7 +120,7 @@ class SasTokens(_Cached):
             expiry = int(clock()) + lifetime_seconds
             return sas_token(audience, key_name, key, expiry), float(expiry)
 
-        super().__init__(sign, clock)
+        super().__init__(sign, clock, renew_before_seconds)
 
 
 class EntraRelayTokens(_Cached):

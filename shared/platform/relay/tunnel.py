@@ -6,7 +6,7 @@ the ``ServiceBusAuthorization`` header, no compression. Once the relay has joine
 the on-premises listener, bytes travel as binary messages both ways until either side
 closes. Two listener kinds:
 
-- ``bridge``, **Azure Relay Bridge** (``azbridge -R``) as a remote forwarder: the sender
+- ``bridge``, **Azure Relay Bridge** (``azbridge``) as a remote forwarder: the sender
   first writes the preamble ``01 00 00 <n> <port name>`` and the listener answers
   ``01 00 00`` to accept; anything else, or a close, is a refusal;
 - ``hcm``, App Service's **Hybrid Connection Manager**: raw bytes from the first one; the
@@ -48,14 +48,17 @@ _PREAMBLE_HEAD: Final = b"\x01\x00\x00"
 #: The listener's answer that accepts the port name.
 _ACCEPTED: Final = b"\x01\x00\x00"
 #: Close codes of the protocol that say something an operator must hear.
-_POLICY, _INTERNAL = 1008, 1011
+_GOING_AWAY, _POLICY, _INTERNAL = 1001, 1008, 1011
 _CHUNK: Final = 64 * 1024
 _PORT_NAME_HINT: Final = (
-    "check that SITE_DB_RELAY_PORT_NAME matches the port name in Azure Relay Bridge's -R "
-    "option (azbridge -R <hybrid connection>:<port name>/<sql host>:<port>)"
+    "check that SITE_DB_RELAY_PORT_NAME matches the port name of Azure Relay Bridge's "
+    "remote forwarder (PortName in its configuration; on its command line "
+    "azbridge -T <hybrid connection>:<port name>/<sql host>:<port>)"
 )
 #: The relay's keep-alive: a ping at most every 30 s keeps idle pooled links open.
 _PING_SECONDS: Final = 25.0
+#: A pooled connection is retired this long before its link's token expires.
+RECYCLE_MARGIN_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class TunnelStats:
 
     connections: int = 0
     failures: int = 0
+    #: Links the relay ended at their token's expiry (pooled past it; not a fault).
+    expired_links: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     #: How long the latest links took to open (connect, rendezvous, preamble); bounded,
@@ -101,10 +106,12 @@ class RelayTunnel:
         *,
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 30.0,
+        recycle_margin: float = RECYCLE_MARGIN_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.route = route
         self._tokens = tokens
+        self._margin = recycle_margin
         self._ssl = ssl_context
         self._timeout = connect_timeout
         self._clock = clock
@@ -138,6 +145,15 @@ class RelayTunnel:
         if server is not None:
             server.close()
 
+    def reuse_until(self) -> float:
+        """Until when (the clock's time) a connection opened now may be reused: a margin
+        before the token its link opens with expires. Whether Azure Relay ends a joined
+        link when the sender's token expires is not documented; retiring pooled
+        connections first works either way."""
+        self._tokens.token()  # renewed now if it is close to expiry: the link gets this one
+        left = self._tokens.expires_at() - time.time()
+        return self._clock() + left - self._margin
+
     def failure_since(self, since: float) -> SiteDatabaseError | None:
         """The tunnel's last failure if it happened at or after ``since`` (the clock's
         time): what explains an ODBC connection that broke then."""
@@ -163,12 +179,13 @@ class RelayTunnel:
             try:
                 started = self._clock()
                 with self._refusals(), self._connect() as link:
+                    expires = self._tokens.expires_at()
                     early = self._pass_preamble(link)
                     with self._lock:
                         self.stats.connections += 1
                         self.stats.connect_seconds.append(self._clock() - started)
                     client.sendall(early)
-                    self._pump(client, link)
+                    self._pump(client, link, expires)
             except SiteDatabaseError as error:
                 self._fail(error)
 
@@ -221,10 +238,13 @@ class RelayTunnel:
             )
         return data[len(_ACCEPTED) :]
 
-    def _pump(self, client: socket.socket, link: ClientConnection) -> None:
+    def _pump(self, client: socket.socket, link: ClientConnection, expires: float) -> None:
         """Bytes both ways until either side closes; the other is closed after it."""
         down = threading.Thread(
-            target=self._downstream, args=(client, link), name="relay-tunnel-down", daemon=True
+            target=self._downstream,
+            args=(client, link, expires),
+            name="relay-tunnel-down",
+            daemon=True,
         )
         down.start()
         try:
@@ -240,7 +260,7 @@ class RelayTunnel:
         link.close()
         down.join(timeout=10)
 
-    def _downstream(self, client: socket.socket, link: ClientConnection) -> None:
+    def _downstream(self, client: socket.socket, link: ClientConnection, expires: float) -> None:
         try:
             for message in link:
                 data = message if isinstance(message, bytes) else message.encode("utf-8")
@@ -251,16 +271,26 @@ class RelayTunnel:
             pass
         # Recorded before ODBC sees the link end, so that its error can name the cause.
         received = link.close_code
-        if received in (_POLICY, _INTERNAL):
-            self._fail(_closed(f"hybrid connection {self.route.path!r}", received, link))
+        if received in (_GOING_AWAY, _POLICY, _INTERNAL):
+            error = _closed(f"hybrid connection {self.route.path!r}", received, link)
+            # A link left idle in the pool past its token's expiry: expected, not a fault
+            # (a query on it is retried on a new link, and told why if that fails too).
+            expected = received == _POLICY and time.time() >= expires - 1.0
+            self._fail(error, expected=expected)
         with contextlib.suppress(OSError):
             client.shutdown(socket.SHUT_RDWR)
 
-    def _fail(self, error: SiteDatabaseError) -> None:
+    def _fail(self, error: SiteDatabaseError, *, expected: bool = False) -> None:
         with self._lock:
             self._failure = (self._clock(), error)
-            self.stats.failures += 1
-        log.warning("relay tunnel: %s", error)
+            if expected:
+                self.stats.expired_links += 1
+            else:
+                self.stats.failures += 1
+        if expected:
+            log.info("relay tunnel: a link ended at its token's expiry: %s", error)
+        else:
+            log.warning("relay tunnel: %s", error)
 
 
 def _reason(error: InvalidStatus) -> str:
@@ -276,6 +306,12 @@ def _refusal(where: str, status: int, reason: str) -> SiteDatabaseError:
             f"{where}: no listener is online ({said}); start the on-premises listener "
             "(Azure Relay Bridge, or the Hybrid Connection Manager) and check that it "
             "reaches *.servicebus.windows.net on 443"
+        )
+    if status == 401 and "expired" in reason.lower():
+        return RelayRefused(
+            f"{where}: Azure Relay says the token has expired ({said}); check the function "
+            "app's clock (a SAS token is signed for an hour from it) or, with the managed "
+            "identity, that its token is renewed"
         )
     if status == 401:
         return RelayRefused(
@@ -319,6 +355,12 @@ def _closed(
     where: str, code: int, link: ClientConnection | None, reason: str | None = None
 ) -> SiteDatabaseError:
     said = reason if reason is not None else (link.close_reason if link is not None else "")
+    if code == _GOING_AWAY:
+        return RelayUnavailable(
+            f"{where}: the on-premises listener went away (close 1001: {said}); the query "
+            "is retried on a new link; if this repeats, check the listener's service, its "
+            "log and its outbound HTTPS to *.servicebus.windows.net"
+        )
     if code == _INTERNAL:
         return RelayUnavailable(
             f"{where}: the listener could not reach SQL Server (close 1011: {said}); check "
