@@ -114,6 +114,9 @@ param storageSku string = 'Standard_ZRS'
 @maxValue(730)
 param logRetentionInDays int = 90
 
+@description('E-mail address the alert rules notify (poison queue, export lag, no export run, held adds, sign-in refused); empty: the rules fire in the portal only.')
+param alertEmail string = ''
+
 @description('Days a deleted vault or secret stays recoverable; purge protection keeps the name taken that long.')
 @minValue(7)
 @maxValue(90)
@@ -129,7 +132,7 @@ param siteDbConnection string = ''
 @secure()
 param adminServicePassword string = ''
 
-@description('ENTRA_CLIENT_SECRET: client secret of the app registration (app-only tokens, REST web service); empty: not set.')
+@description('ENTRA_CLIENT_SECRET: client secret of the app registration: the confidential client of the service account\'s token request for the AdminService (needed when public client flows are off), and the app-only credential of a REST web service; empty: not set.')
 @secure()
 param entraClientSecret string = ''
 
@@ -163,7 +166,7 @@ param exportOverlapMinutes int = 10
 @maxValue(1000000)
 param exportMaxMessagesPerRun int = 50000
 
-@description('ADMINSERVICE_URL: https://<CMG>/CCM_Proxy_ServerAuth/<id>/AdminService (SELECT ExternalUrl FROM vProxy_Routings); empty: not set.')
+@description('ADMINSERVICE_URL: https://<CMG>/CCM_Proxy_ServerAuth/<id>/AdminService for a bearer token (community practice; Microsoft documents CCM_Proxy_MutualAuth/<id>/AdminService, the client-certificate form; the id from the undocumented vProxy_Routings); empty: not set.')
 param adminServiceUrl string = ''
 
 @description('ADMINSERVICE_SCOPE: the ConfigMgr server app\'s Application ID URI + /user_impersonation.')
@@ -293,6 +296,17 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: tags
     retentionInDays: logRetentionInDays
     publisherPrincipalId: identity.outputs.principalId
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    location: location
+    tags: tags
+    alertEmail: alertEmail
   }
 }
 

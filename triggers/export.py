@@ -21,4 +21,4 @@ def export_status_messages(timer: func.TimerRequest) -> None:
     """Read → enqueue → checkpoint. Raising lets the host log the run as failed."""
     if timer.past_due:
         log.warning("export timer is past due; running now")
-    get_runtime().exporter.run()
+    get_runtime().export_function.run()

@@ -94,6 +94,9 @@ var hostSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // The worker sends the app's logs and custom metrics through the Azure Monitor distro
+  // (host.json telemetryMode OpenTelemetry; requirements.txt azure-monitor-opentelemetry).
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
   PYTHON_THREADPOOL_THREAD_COUNT: string(workerThreadCount)
 }
 

@@ -68,4 +68,5 @@ resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 
 output workspaceId string = workspace.id
 output applicationInsightsName string = appInsights.name
+output applicationInsightsId string = appInsights.id
 output connectionString string = appInsights.properties.ConnectionString

@@ -22,11 +22,12 @@ from functools import cached_property
 from pathlib import Path
 
 import requests
-from pydantic import SecretStr
 
 from shared.app.configuration import load_configuration, validate_targets
+from shared.app.export_function import ExportFunction
 from shared.app.overrides import Overrides
 from shared.app.queue_function import QueueFunction
+from shared.app.secret_settings import register_secrets
 from shared.domain.clock import utc_now
 from shared.domain.ports import (
     DeviceSource,
@@ -48,16 +49,11 @@ from shared.export.watermark_store import WatermarkStore
 from shared.platform.connection_strings import through_tunnel
 from shared.platform.http import new_session, trust_store
 from shared.platform.probes import Probes
-from shared.platform.redaction import (
-    connection_string_secrets,
-    install_log_redaction,
-    secrets,
-    url_secrets,
-)
 from shared.platform.relay.setup import open_tunnel
 from shared.platform.relay.tunnel import RelayTunnel
 from shared.platform.settings import Settings
 from shared.platform.storage import STORAGE_RETRIES, StorageAccount
+from shared.platform.telemetry import telemetry
 from shared.platform.tokens import AppTokens, DelegatedTokens
 from shared.queue.local_host import LocalQueueHost
 from shared.queue.options import QueueOptions
@@ -198,6 +194,16 @@ class Runtime:
             options=self.export_options(),
             clock=self.clock,
         )
+
+    @cached_property
+    def export_function(self) -> ExportFunction:
+        """What the export timer does: a run, then its metrics."""
+        names = {
+            "remediation": self.settings.remediation_queue,
+            "poison": self.settings.poison_queue,
+        }
+        depths = {role: self.storage.queue(name, raw=True) for role, name in names.items()}
+        return ExportFunction(self.exporter, telemetry, depths)
 
     @cached_property
     def trust_store(self) -> Path:
@@ -406,25 +412,6 @@ class Runtime:
             self.queue.close()
         if "http" in self.__dict__:
             self.http.close()
-
-
-def register_secrets(settings: Settings) -> None:
-    """Make every secret setting unloggable (see shared.platform.redaction), from now on."""
-    install_log_redaction()
-
-    def plain(value: SecretStr | None) -> str | None:
-        return value.get_secret_value() if value is not None else None
-
-    secrets.add(
-        *connection_string_secrets(
-            plain(settings.site_db_connection), plain(settings.storage_connection)
-        ),
-        plain(settings.adminservice_password),
-        plain(settings.entra_client_secret),
-        plain(settings.webservice_secret),
-        plain(settings.site_db_relay_key),
-        *url_secrets(settings.webservice_url, settings.adminservice_url),
-    )
 
 
 def quiet_sdk_logs() -> None:

@@ -98,6 +98,17 @@ class RemediationRequest(BaseModel):
             raise out_of_range
         return utc
 
+    def log_attributes(self) -> dict[str, object]:
+        """The fields that identify this request in a log line, as record attributes
+        (``extra=``; customDimensions in Application Insights)."""
+        return {
+            "site_code": self.site_code,
+            "record_id": self.record_id,
+            "machine_name": self.machine_name,
+            "collection_id": self.collection_id,
+            "rule": self.rule,
+        }
+
     @classmethod
     def for_match(
         cls, message: StatusMessage, rule: Rule, *, exported_utc: datetime

@@ -36,6 +36,15 @@ class SiteReport:
     high_record_id: int = 0
     complete: bool = False
     busy: bool = False
+    #: Time of the newest status message read this run (the site's clock, UTC).
+    newest_time_utc: datetime | None = None
+
+    def lag_seconds(self, now: datetime) -> float:
+        """How far behind the export is: 0 once the run read everything there was,
+        else the age of the newest message it reached."""
+        if self.complete or self.newest_time_utc is None:
+            return 0.0
+        return max(0.0, (now - self.newest_time_utc).total_seconds())
 
 
 @dataclass
@@ -247,8 +256,13 @@ class Exporter:
                 request.collection_id,
                 request.rule,
                 request.action,
+                extra=request.log_attributes(),
             )
         site.read += len(messages)
+        if messages:
+            newest = max(m.time_utc for m in messages)
+            if site.newest_time_utc is None or newest > site.newest_time_utc:
+                site.newest_time_utc = newest
         site.matched += len({r.record_id for r in requests})
         site.enqueued += 0 if dry_run else len(requests)
 

@@ -21,6 +21,7 @@ import requests
 from shared.errors import AdminServiceRefused, AdminServiceUnavailable
 from shared.platform.http import DEFAULT_TIMEOUT, HttpPipeline, RemoteService, odata_error
 from shared.platform.retry import RetryPolicy
+from shared.platform.telemetry import telemetry
 from shared.platform.tokens import TokenProvider
 
 SERVICE = RemoteService(
@@ -56,6 +57,16 @@ def parse_datetime(value: object) -> datetime | None:
     except ValueError:
         return None
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _operation(method: str, path: str) -> str:
+    """The request without keys or query options, for metrics: ``GET SMS_R_System``,
+    ``POST AddMembershipRule``, ``GET $metadata``."""
+    resource = path.split("?", 1)[0]
+    if "/AdminService." in resource:
+        return f"{method} {resource.rsplit('/AdminService.', 1)[1]}"
+    last = resource.rstrip("/").rsplit("/", 1)[-1]
+    return f"{method} {last.split('(', 1)[0]}"
 
 
 class AdminService:
@@ -105,7 +116,26 @@ class AdminService:
     def _request(
         self, method: str, path: str, *, what: str, body: dict[str, Any] | None = None
     ) -> requests.Response:
-        return self._http.request(method, self._base + path, what=what, body=body)
+        operation = _operation(method, path)
+        started = time.monotonic()
+        try:
+            response = self._http.request(method, self._base + path, what=what, body=body)
+        except Exception as error:  # the pipeline's typed errors, after its retries
+            failure = {"operation": operation, "failure": type(error).__name__}
+            telemetry.record("cmremediate.adminservice.failures", 1, failure)
+            raise
+        status = response.status_code
+        elapsed_ms = (time.monotonic() - started) * 1000
+        telemetry.record(
+            "cmremediate.adminservice.duration",
+            elapsed_ms,
+            {"operation": operation, "status": str(status)},
+        )
+        # A 404 on a read is an answer (no such instance); any other 4xx/5xx a failure.
+        if status >= 400 and not (status == 404 and method == "GET"):
+            failure = {"operation": operation, "failure": f"HTTP {status}"}
+            telemetry.record("cmremediate.adminservice.failures", 1, failure)
+        return response
 
     def _get_json(self, path: str, what: str) -> dict[str, Any] | None:
         """The answer's JSON document; None on 404."""

@@ -59,7 +59,9 @@ class Settings(RelaySettings):
         description="ODBC connection string of the site database (ODBC Driver 18 for SQL "
         "Server, SQL authentication). Always encrypted and verified: TrustServerCertificate=yes "
         "and Encrypt=no/optional are refused, as is a driver whose encryption cannot be checked. "
-        "Required unless EXPORT_SOURCE and IDENTITY_SOURCE are both adminservice.",
+        "Required unless EXPORT_SOURCE and IDENTITY_SOURCE are both adminservice. The SQL login "
+        "needs SELECT on v_StatusMessage, v_StatMsgInsStrings, v_R_System and "
+        "v_FullCollectionMembership: the health check reads one row of each.",
     )
     export_source: Literal["sitedb", "adminservice"] = Field(
         default="sitedb",
@@ -119,7 +121,8 @@ class Settings(RelaySettings):
         default=None,
         alias="EXPORT_START_TIME",
         description="ISO-8601 UTC; a first run exports messages from here on "
-        "(unset: everything still in the database).",
+        "(unset: everything still in the database, which keeps status messages only as long "
+        "as the site's status filter rules say).",
     )
     export_overlap_minutes: int = Field(
         default=10,
@@ -138,8 +141,12 @@ class Settings(RelaySettings):
     adminservice_url: str | None = Field(
         default=None,
         alias="ADMINSERVICE_URL",
-        description="AdminService base URL ending in /AdminService (cloud management gateway: "
-        "https://<CMG>/CCM_Proxy_ServerAuth/<id>/AdminService) or /AdminService_TokenAuth.",
+        description="AdminService base URL ending in /AdminService or /AdminService_TokenAuth. "
+        "Through the cloud management gateway with a token: "
+        "https://<CMG>/CCM_Proxy_ServerAuth/<id>/AdminService, which is community practice "
+        "(*unverified*: Microsoft documents only the client-certificate form "
+        "CCM_Proxy_MutualAuth/<id>/AdminService, and vProxy_Routings, where the <id> is read, "
+        "is undocumented).",
     )
     adminservice_scope: str = Field(
         default="https://ConfigMgrService/user_impersonation",
@@ -178,12 +185,19 @@ class Settings(RelaySettings):
     entra_client_secret: SecretStr | None = Field(
         default=None,
         alias="ENTRA_CLIENT_SECRET",
-        description="Client secret of the app registration, for app-only tokens.",
+        description="Client secret of the app registration (ENTRA_CLIENT_ID). AdminService "
+        "(a rule targets adminservice, or EXPORT_SOURCE or IDENTITY_SOURCE is adminservice): "
+        "when set, the service account's username/password (ROPC) token request is made as a "
+        "confidential client with this secret; needed when the app registration does not allow "
+        "public client flows. WEBSERVICE_KIND=rest: the app-only (client credentials) "
+        "credential; it wins over ENTRA_CLIENT_CERTIFICATE_PATH when both are set.",
     )
     entra_client_certificate_path: Path | None = Field(
         default=None,
         alias="ENTRA_CLIENT_CERTIFICATE_PATH",
-        description="PEM file with the private key and certificate, for app-only tokens.",
+        description="PEM file with the private key and certificate: the app-only credential "
+        "of WEBSERVICE_KIND=rest when ENTRA_CLIENT_SECRET is unset. Not used for the "
+        "AdminService.",
     )
     webservice_kind: Literal["configmgr-webservice", "rest"] | None = Field(
         default=None,
@@ -206,8 +220,9 @@ class Settings(RelaySettings):
     identity_source: Literal["sitedb", "adminservice"] | None = Field(
         default=None,
         alias="IDENTITY_SOURCE",
-        description="Where machine names become ResourceIDs: v_R_System (sitedb) or "
-        "SMS_R_System (adminservice). Default: the EXPORT_SOURCE.",
+        description="Where machine names become ResourceIDs and collection membership is "
+        "read: v_R_System and v_FullCollectionMembership (sitedb) or SMS_R_System and "
+        "SMS_FullCollectionMembership (adminservice). Default: the EXPORT_SOURCE.",
     )
     resolve_retry_hours: float = Field(
         default=24,

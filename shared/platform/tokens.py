@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import msal
@@ -27,6 +27,7 @@ import requests
 
 from shared.errors import TokenEndpointUnavailable, TokenError
 from shared.platform.redaction import secrets
+from shared.platform.telemetry import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ REFUSAL_PAUSE_SECONDS = 300.0
 class _MsalTokens:
     """Shared MSAL plumbing: one application object, created once, with its cache."""
 
+    #: What signs in, for the token failure metric.
+    credential_kind: ClassVar[str] = "application"
+
     def __init__(
         self,
         who: str,
@@ -152,19 +156,34 @@ class _MsalTokens:
                     "the app to try at once]"
                 )
         log.info("requesting a new token for %s", self._who)
-        result = _registered(self._guard(acquire))
+        try:
+            result = _registered(self._guard(acquire))
+        except TokenEndpointUnavailable:
+            self._count_failure("unavailable")
+            raise
+        except TokenError:
+            self._count_failure("tls")
+            raise
         if not result or "access_token" not in result:
-            if result and str(result.get("error")) in {"temporarily_unavailable", "server_error"}:
-                raise TokenEndpointUnavailable(_describe(result, self._who))
+            code = str((result or {}).get("error") or "no_result")
+            self._count_failure(code)
+            if code in {"temporarily_unavailable", "server_error"}:
+                raise TokenEndpointUnavailable(_describe(result or {}, self._who))
             refusal = _describe(result or {"error": "no_result"}, self._who)
             self._refused = (self._monotonic(), refusal)
             raise TokenError(refusal)
         self._refused = None
         return str(result["access_token"])
 
+    def _count_failure(self, failure: str) -> None:
+        where = {"credential": self.credential_kind, "failure": failure}
+        telemetry.record("cmremediate.token.failures", 1, where)
+
 
 class DelegatedTokens(_MsalTokens):
     """Tokens of the service account (ROPC), for the AdminService."""
+
+    credential_kind: ClassVar[str] = "service account"
 
     def __init__(
         self,

@@ -45,12 +45,27 @@ from shared.domain.requests import RemediationRequest, decode
 from shared.domain.rules import RuleSet
 from shared.domain.status_messages import INSERTION_STRING_MAX_LENGTH
 from shared.errors import AddHeld, CmRemediateError, QueueMessageError, TargetRefused
+from shared.platform.telemetry import telemetry
 from shared.remediation.guard import Decision, GuardSlot
 
 log = logging.getLogger(__name__)
 
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 _ROUTINE = frozenset({"added", "already-member", "removed", "not-member", HELD})
+
+
+def _count(outcome: Outcome) -> None:
+    """One more recorded outcome of its kind, for the metrics; a redelivery that found
+    its outcome recorded already is not counted again."""
+    if outcome.new:
+        attributes: dict[str, str | bool] = {
+            "kind": outcome.kind,
+            "rule": outcome.rule or "",
+            "collection_id": outcome.collection_id or "",
+            "site_code": outcome.site_code or "",
+            "dry_run": outcome.dry_run,
+        }
+        telemetry.record("cmremediate.outcomes", 1, attributes)
 
 
 def _fields(request: RemediationRequest) -> str:
@@ -101,13 +116,19 @@ class Remediator:
             request = decode(raw)
         except QueueMessageError as error:
             outcome = self._outcomes.record_unparsed(raw, message_id, str(error))
+            _count(outcome)
             log.warning("queue message %s rejected-input: %s", message_id or "-", error)
             return outcome
 
         try:
             return self._decide(request)
         except CmRemediateError as error:
-            log.warning("%s: not decided, the message will be retried: %s", _fields(request), error)
+            log.warning(
+                "%s: not decided, the message will be retried: %s",
+                _fields(request),
+                error,
+                extra=request.log_attributes(),
+            )
             raise
 
     def _decide(self, request: RemediationRequest) -> Outcome | None:
@@ -119,12 +140,18 @@ class Remediator:
                 _fields(request),
                 existing.kind,
                 waiting,
+                extra=request.log_attributes(),
             )
             return existing
         # Past here an outcome already recorded is a held add an operator released.
         released = existing is not None
         if existing is not None:
-            log.info("%s: held add released by %s", _fields(request), existing.decided_by)
+            log.info(
+                "%s: held add released by %s",
+                _fields(request),
+                existing.decided_by,
+                extra=request.log_attributes(),
+            )
 
         problem = self._input_problem(request)
         if problem is not None:
@@ -150,6 +177,7 @@ class Remediator:
                     resolution.reason,
                     self._retry_delay,
                     give_up_at.isoformat(),
+                    extra=request.log_attributes(),
                 )
                 return None
             hours = self._resolve_retry.total_seconds() / 3600
@@ -179,6 +207,7 @@ class Remediator:
                 claim.owner,
                 resource_id,
                 self._busy_retry_seconds,
+                extra=request.log_attributes(),
             )
             return None
         if claim is not None and claim.state == "added" and request.action == "add":
@@ -259,7 +288,12 @@ class Remediator:
         try:
             self._claims.abandon(request, resource_id, dry_run=self._dry_run)
         except CmRemediateError as error:
-            log.warning("%s: could not give up the claim: %s", _fields(request), error)
+            log.warning(
+                "%s: could not give up the claim: %s",
+                _fields(request),
+                error,
+                extra=request.log_attributes(),
+            )
 
     def _forget_claim(self, request: RemediationRequest, resource_id: int) -> None:
         """The direct rule is gone: a later add must not be told it is a member."""
@@ -287,6 +321,7 @@ class Remediator:
                 collection,
                 collection,
                 resumes,
+                extra=request.log_attributes(),
             )
         return self._record(
             request,
@@ -353,5 +388,7 @@ class Remediator:
             outcome.kind,
             " [dry run]" if self._dry_run else "",
             outcome.reason,
+            extra={**request.log_attributes(), "outcome": outcome.kind},
         )
+        _count(outcome)
         return outcome

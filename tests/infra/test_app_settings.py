@@ -51,6 +51,8 @@ PLATFORM_SETTINGS = {
     "ENABLE_ORYX_BUILD",
     # the Python worker: one thread per invocation host.json lets run at once
     "PYTHON_THREADPOOL_THREAD_COUNT",
+    # the Python worker: configure the Azure Monitor distro (logs and custom metrics)
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
 }
 
 #: Settings of the model no template may write.

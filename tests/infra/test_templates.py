@@ -44,6 +44,7 @@ def conditional(value: Any) -> tuple[Any, Any]:
 def test_infra_has_the_expected_templates() -> None:
     assert set(BICEP_FILES) == {
         "main.bicep",
+        "modules/alerts.bicep",
         "modules/functionapp.bicep",
         "modules/identity.bicep",
         "modules/keyvault.bicep",

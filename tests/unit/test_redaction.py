@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from shared.app.runtime import register_secrets
+from shared.app.secret_settings import register_secrets
 from shared.platform.redaction import (
     REDACTED,
     SecretRegistry,
