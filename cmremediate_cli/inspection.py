@@ -93,7 +93,8 @@ def check(
     else:
         for c in results:
             for line in render_check(c):
-                console.print(line, highlight=False)
+                # one line each, however long: every warning line names its rule
+                console.print(line, highlight=False, soft_wrap=True)
     if not all(c.ok for c in results):
         raise typer.Exit(1)
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 
+from rich.markup import escape
 from rich.table import Table
 
 from shared.app.health import Check, Status
@@ -252,9 +253,11 @@ def render_held(held: list[HeldRequest]) -> Table:
 
 
 def render_check(check: Check) -> list[str]:
-    """One dependency check as console markup lines: the verdict, then the fix if it failed."""
+    """One dependency check as console markup lines: the verdict, the fix if it failed,
+    then one line per warning (each names its rule and collection)."""
     mark = "[green]ok  [/]" if check.ok else "[red]FAIL[/]"
     lines = [f"{mark} {check.name}: {check.detail}"]
     if not check.ok:
         lines.append(f"     fix: {check.hint}")
+    lines += [f"[yellow]warn[/] {escape(warning)}" for warning in check.warnings]
     return lines

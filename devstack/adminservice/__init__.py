@@ -37,6 +37,25 @@ where it matters, so tests can run both answers):
   code reads it (``key_get_shape="value"``) or the bare entity (``"entity"``); an unknown
   key is 404 (``missing_key="404"``) or an empty ``value`` list (``"empty"``).
 - Every action answers 201 (AddMembershipRule's documented status, used for all).
+- What aims at a collection (``devstack.adminservice.targeting``): deployments are
+  ``SMS_DeploymentSummary`` rows (``add_deployment``: ``FeatureType`` and
+  ``DeploymentIntent`` as given, 1 Required / 2 Available being community practice,
+  unverified); maintenance windows are ``SMS_ServiceWindow`` objects in the lazy
+  ``ServiceWindows`` of ``SMS_CollectionSettings`` (``add_service_window``), which
+  only the key GET ``wmi/SMS_CollectionSettings('ID')`` answers; a collection without
+  settings (none until a window or ``add_collection_settings``) is a 404 there, as is
+  an unknown one. ``SMS_Collection.ServiceWindowsCount`` counts the windows. A query
+  refuses a lazy property in ``$select`` (400, as for any property the type lacks).
+- ``set_limiting_collection``: ``LimitToCollectionID``/``LimitToCollectionName`` say
+  so, and a resource whose rule is added becomes a member only if it is a member of
+  the limiting collection as evaluated then (a change of the limiting collection's
+  members does not reach the limited one until it is evaluated again). Otherwise
+  every collection but the built-in ones is limited to ``SMS00001`` "All Systems",
+  which limits nothing (it need not be a simulated collection).
+- ``SMS_Collection`` without ``$select`` answers its first five properties
+  (``CollectionID``, ``Name``, ``MemberCount``, ``CollectionType``,
+  ``LimitToCollectionID``; the key GET adds ``CollectionRules``); the real service
+  answers every non-lazy one. ``$select`` reaches the others.
 - The status message classes (``SMS_StatusMessage``, ``SMS_StatMsgWithInsStrings``,
   ``SMS_StatMsgInsStrings``) and ``SMS_Site`` come from the site database stand-in,
   committed rows only (``status_messages=StatusMessageReader...``; without it, an empty
@@ -85,7 +104,8 @@ The modules, from the wire inwards:
 - ``queries`` and ``actions``: the GET answers and the bound actions;
 - ``site``: the simulated devices and collections, their membership mirrored into the
   site database stand-in; ``entities``: the schema, its CSDL
-  and the entities built from the records;
+  and the entities built from the records; ``targeting``: deployments and
+  maintenance windows, and their codes;
 - ``odata``: answer and error shapes, query options, action bodies; ``filter``: ``$filter``;
   ``listing``: an entity-set GET's options as one request, answered in memory;
 - ``status_messages``: the status message classes and SMS_Site from the site database,

@@ -110,7 +110,7 @@ class Dispatcher:
             return self._actions.run(route, headers, body, info, context, options)
         assert route.entity_set is not None
         if route.collection_key is not None:
-            return self._queries.collection(route.collection_key, options, context)
+            return self._queries.by_key(route.entity_set, route.collection_key, options, context)
         return self._queries.entity_set(route.entity_set, options, context, info)
 
 

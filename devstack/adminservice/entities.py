@@ -19,6 +19,9 @@ _ACTIONS: Final = (
     "AddMembershipRules",
 )
 _DIRECT_RULE_TYPE: Final = "#AdminService.SMS_CollectionRuleDirect"
+#: The built-in collection every other one is limited to unless a test says otherwise.
+ALL_SYSTEMS: Final = "SMS00001"
+ALL_SYSTEMS_NAME: Final = "All Systems"
 
 # -- the entity types: WMI property name -> EDM type -----------------------------------
 
@@ -53,6 +56,94 @@ _COLLECTION_PROPERTIES: Final[dict[str, str]] = {
     "MemberCount": _INT32,
     "CollectionType": _INT32,
     "LimitToCollectionID": _STRING,
+    "LimitToCollectionName": _STRING,
+    "ServiceWindowsCount": _INT32,
+}
+#: SMS_DeploymentSummary: every documented property (UInt32 and SInt32 as Edm.Int32).
+_DEPLOYMENT_SUMMARY_PROPERTIES: Final[dict[str, str]] = {
+    "ApplicationName": _STRING,
+    "AssignmentID": _INT32,
+    "CI_ID": _INT32,
+    "CollectionID": _STRING,
+    "CollectionName": _STRING,
+    "CreationTime": _DATE,
+    "DeploymentID": _STRING,
+    "DeploymentIntent": _INT32,
+    "DeploymentTime": _DATE,
+    "DesiredConfigType": _INT32,
+    "EnforcementDeadline": _DATE,
+    "FeatureType": _INT32,
+    "ModelName": _STRING,
+    "ModificationTime": _DATE,
+    "NumberErrors": _INT32,
+    "NumberInProgress": _INT32,
+    "NumberOther": _INT32,
+    "NumberSuccess": _INT32,
+    "NumberTargeted": _INT32,
+    "NumberUnknown": _INT32,
+    "ObjectTypeID": _INT32,
+    "PackageID": _STRING,
+    "PolicyModelID": _INT32,
+    "ProgramName": _STRING,
+    "SecuredObjectId": _STRING,
+    "SoftwareName": _STRING,
+    "SummarizationTime": _DATE,
+    "SummaryType": _INT32,
+}
+#: SMS_CollectionSettings: the properties a query answers (the lazy ones are below).
+_COLLECTION_SETTINGS_PROPERTIES: Final[dict[str, str]] = {
+    "ClusterCount": _INT32,
+    "ClusterPercentage": _INT32,
+    "ClusterTimeout": _INT32,
+    "CollectionID": _STRING,
+    "CollectionVariablePrecedence": _INT32,
+    "LastModificationTime": _DATE,
+    "LocaleID": _INT32,
+    "PollingInterval": _INT32,
+    "PollingIntervalEnabled": _BOOL,
+    "PostAction": _STRING,
+    "PreAction": _STRING,
+    "RebootCountdown": _INT32,
+    "RebootCountdownEnabled": _BOOL,
+    "RebootCountdownFinalWindow": _INT32,
+    "SourceSite": _STRING,
+    "UseCluster": _INT32,
+    "UseClusterPercentage": _INT32,
+}
+#: The lazy properties of a keyed class (name -> element type): only its key GET
+#: answers them; a query refuses them in ``$select`` as properties it does not have.
+_LAZY: Final[dict[str, dict[str, str]]] = {
+    "SMS_Collection": {"CollectionRules": "AdminService.SMS_CollectionRule"},
+    "SMS_CollectionSettings": {
+        "CollectionVariables": "AdminService.SMS_CollectionVariable",
+        "PowerConfigs": "AdminService.SMS_PowerConfig",
+        "ServiceWindows": "AdminService.SMS_ServiceWindow",
+    },
+}
+#: SMS_ServiceWindow, embedded in SMS_CollectionSettings.ServiceWindows.
+_SERVICE_WINDOW_PROPERTIES: Final[dict[str, str]] = {
+    "Description": _STRING,
+    "Duration": _INT32,
+    "IsEnabled": _BOOL,
+    "IsGMT": _BOOL,
+    "Name": _STRING,
+    "RecurrenceType": _INT32,
+    "ServiceWindowID": _STRING,
+    "ServiceWindowSchedules": _STRING,
+    "ServiceWindowType": _INT32,
+    "StartTime": _DATE,
+}
+#: What a GET without ``$select`` answers where it is not every property: the
+#: simulator's first SMS_Collection shape (the real service answers every non-lazy
+#: property; the app always names the properties it reads).
+_DEFAULT_PROPERTIES: Final[dict[str, tuple[str, ...]]] = {
+    "SMS_Collection": (
+        "CollectionID",
+        "Name",
+        "MemberCount",
+        "CollectionType",
+        "LimitToCollectionID",
+    ),
 }
 #: SMS_StatusMessage: the columns of ``v_StatusMessage`` the SMS Provider class shows.
 _STATUS_MESSAGE_PROPERTIES: Final[dict[str, str]] = {
@@ -102,6 +193,8 @@ _ENTITY_SETS: Final[dict[str, dict[str, str]]] = {
     "SMS_StatMsgWithInsStrings": _STAT_MSG_WITH_INS_STRINGS_PROPERTIES,
     "SMS_StatMsgInsStrings": _INS_STRING_PROPERTIES,
     "SMS_Site": _SITE_PROPERTIES,
+    "SMS_DeploymentSummary": _DEPLOYMENT_SUMMARY_PROPERTIES,
+    "SMS_CollectionSettings": _COLLECTION_SETTINGS_PROPERTIES,
 }
 _KEYS: Final[dict[str, tuple[str, ...]]] = {
     "SMS_R_System": ("ResourceId",),
@@ -111,6 +204,8 @@ _KEYS: Final[dict[str, tuple[str, ...]]] = {
     "SMS_StatMsgWithInsStrings": ("RecordID",),
     "SMS_StatMsgInsStrings": ("RecordID", "InsStrIndex"),
     "SMS_Site": ("SiteCode",),
+    "SMS_DeploymentSummary": ("DeploymentID",),
+    "SMS_CollectionSettings": ("CollectionID",),
 }
 
 Entity = dict[str, Any]
@@ -128,6 +223,10 @@ class _Collection:
     counts: Counter[int] = field(default_factory=Counter)  # direct rules per ResourceID
     members: dict[int, bool] = field(default_factory=dict)  # ResourceID -> IsDirect, evaluated
     stale: bool = False  # the rules changed since the last evaluation
+    # The limiting collection a test set (None: All Systems, which limits nothing).
+    limit_to: str | None = None
+    settings: bool = False  # an SMS_CollectionSettings instance exists
+    windows: list[Entity] = field(default_factory=list)  # its ServiceWindows
 
 
 def _iso(value: datetime, *, fraction: bool = False) -> str:
@@ -157,13 +256,17 @@ def _system_entity(device: GeneratedDevice) -> Entity:
     }
 
 
-def _collection_entity(collection: _Collection) -> Entity:
+def _collection_entity(collection: _Collection, limit_name: str = "") -> Entity:
+    """Every non-lazy property; ``limit_name``: the limiting collection's name."""
+    built_in = collection.collection_id.startswith("SMS")
     return {
         "CollectionID": collection.collection_id,
         "Name": collection.name,
         "MemberCount": len(collection.members),
         "CollectionType": 2,  # device collection
-        "LimitToCollectionID": "" if collection.collection_id.startswith("SMS") else "SMS00001",
+        "LimitToCollectionID": collection.limit_to or ("" if built_in else ALL_SYSTEMS),
+        "LimitToCollectionName": limit_name,
+        "ServiceWindowsCount": len(collection.windows),
     }
 
 
@@ -182,11 +285,10 @@ def _csdl() -> bytes:
         refs = "".join(f'<PropertyRef Name="{key}"/>' for key in _KEYS[entity_set])
         lines.append(f"<Key>{refs}</Key>")
         lines.extend(f'<Property Name="{n}" Type="{t}"/>' for n, t in properties.items())
-        if entity_set == "SMS_Collection":
-            lines.append(
-                '<Property Name="CollectionRules" '
-                'Type="Collection(AdminService.SMS_CollectionRule)"/>'
-            )
+        lines.extend(
+            f'<Property Name="{n}" Type="Collection({t})"/>'
+            for n, t in _LAZY.get(entity_set, {}).items()
+        )
         lines.append("</EntityType>")
     lines += [
         '<ComplexType Name="SMS_CollectionRule" Abstract="true">',
@@ -194,6 +296,14 @@ def _csdl() -> bytes:
         '<ComplexType Name="SMS_CollectionRuleDirect" BaseType="AdminService.SMS_CollectionRule">',
         '<Property Name="ResourceClassName" Type="Edm.String"/>',
         '<Property Name="ResourceID" Type="Edm.Int64"/></ComplexType>',
+        '<ComplexType Name="SMS_ServiceWindow">',
+        *(f'<Property Name="{n}" Type="{t}"/>' for n, t in _SERVICE_WINDOW_PROPERTIES.items()),
+        "</ComplexType>",
+        '<ComplexType Name="SMS_CollectionVariable">',
+        '<Property Name="Name" Type="Edm.String"/><Property Name="Value" Type="Edm.String"/>',
+        '<Property Name="IsMasked" Type="Edm.Boolean"/></ComplexType>',
+        '<ComplexType Name="SMS_PowerConfig">',
+        '<Property Name="ConfigID" Type="Edm.String"/></ComplexType>',
     ]
     for action in _ACTIONS:
         lines.append(f'<Action Name="{action}" IsBound="true">')

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from devstack.adminservice.entities import _DATE, _ENTITY_SETS, Entity
+from devstack.adminservice.entities import _DATE, _DEFAULT_PROPERTIES, _ENTITY_SETS, Entity
 from devstack.adminservice.filter import Filter, parse_filter
 from devstack.adminservice.odata import OrderBy, _count, _orderby, _select
 
@@ -52,10 +52,14 @@ class Listing:
         return rows[self.skip : end]
 
     def project(self, rows: list[Entity]) -> list[Entity]:
-        """The ``$select``ed properties of each row (new rows), or the rows themselves."""
-        if self.select is None:
+        """The ``$select``ed properties of each row (new rows); without ``$select``, the
+        set's default properties (``_DEFAULT_PROPERTIES``) or the rows themselves."""
+        names = self.select
+        if names is None:
+            names = list(_DEFAULT_PROPERTIES.get(self.entity_set, ())) or None
+        if names is None:
             return rows
-        return [{name: row[name] for name in self.select} for row in rows]
+        return [{name: row[name] for name in names} for row in rows]
 
     def _sort_key(self, name: str) -> Callable[[Entity], tuple[bool, Any]]:
         is_date = _ENTITY_SETS[self.entity_set][name] == _DATE

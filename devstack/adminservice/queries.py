@@ -1,6 +1,6 @@
 """The GET answers: an entity set with its query options, from the simulated site or,
 for the status message classes and SMS_Site, from the site database; and one collection
-by key in the shape chosen for it."""
+or its settings by key, lazy properties included, in the shape chosen for it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from collections.abc import Mapping
 from typing import Literal
 
 from devstack.adminservice.calls import _CallInfo
-from devstack.adminservice.entities import _COLLECTION_PROPERTIES, _STATUS_MESSAGE_SETS, Entity
+from devstack.adminservice.entities import (
+    _DEFAULT_PROPERTIES,
+    _ENTITY_SETS,
+    _LAZY,
+    _STATUS_MESSAGE_SETS,
+    Entity,
+)
 from devstack.adminservice.filter import equality_scope, node_count
 from devstack.adminservice.listing import Listing
 from devstack.adminservice.odata import ODataError, _Answer, _json_answer, _select
@@ -69,23 +75,30 @@ class Queries:
             context += f"#{entity_set}"
         return _json_answer(200, {"@odata.context": context, "value": rows})
 
-    def collection(self, key: str, options: Mapping[str, str], context: str) -> _Answer:
-        """``wmi/SMS_Collection('<key>')``, with its rules."""
+    def by_key(
+        self, entity_set: str, key: str, options: Mapping[str, str], context: str
+    ) -> _Answer:
+        """``wmi/<class>('<key>')``, lazy properties included (SMS_Collection's rules,
+        SMS_CollectionSettings' windows, variables and power configurations)."""
         if options.keys() - {"$select"}:
             raise ODataError(400, "Only $select applies to a single entity.")
-        properties = {**_COLLECTION_PROPERTIES, "CollectionRules": "Collection"}
-        select = _select(options.get("$select"), properties, "SMS_Collection")
-        entity = self._site.collection_with_rules(key)
+        lazy = _LAZY.get(entity_set, {})
+        properties = {**_ENTITY_SETS[entity_set], **lazy}
+        select = _select(options.get("$select"), properties, entity_set)
+        if entity_set == "SMS_Collection":
+            entity = self._site.collection_with_rules(key)
+        else:
+            entity = self._site.settings_with_windows(key)
         if entity is None:
             if self.missing_key == "empty":
-                return _json_answer(
-                    200, {"@odata.context": f"{context}#SMS_Collection", "value": []}
-                )
-            raise ODataError(404, f"No SMS_Collection instance with key '{key}' was found.")
+                return _json_answer(200, {"@odata.context": f"{context}#{entity_set}", "value": []})
+            raise ODataError(404, f"No {entity_set} instance with key '{key}' was found.")
+        if select is None and entity_set in _DEFAULT_PROPERTIES:
+            select = [*_DEFAULT_PROPERTIES[entity_set], *lazy]
         if select is not None:
             entity = {name: entity[name] for name in select}
         if self.key_get_shape == "entity":
             return _json_answer(
-                200, {"@odata.context": f"{context}#SMS_Collection/$entity", **entity}
+                200, {"@odata.context": f"{context}#{entity_set}/$entity", **entity}
             )
-        return _json_answer(200, {"@odata.context": f"{context}#SMS_Collection", "value": [entity]})
+        return _json_answer(200, {"@odata.context": f"{context}#{entity_set}", "value": [entity]})

@@ -1,5 +1,5 @@
-"""Which route a request is for: the three base paths, the entity sets, one collection by
-key, and the actions bound to it."""
+"""Which route a request is for: the three base paths, the entity sets, one collection
+or its settings by key, and the actions bound to a collection."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from devstack.adminservice.odata import ODataError
 
 #: Route names, for per-route latency and faults and for ``Call.route``.
 ROUTES: Final = ("metadata", *_ENTITY_SETS, *_ACTIONS)
+#: The classes whose instances a key GET reads (both keyed by CollectionID).
+_KEYED: Final = ("SMS_Collection", "SMS_CollectionSettings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,24 +52,26 @@ def _route(rest: str) -> _Route | ODataError:
     if rest.startswith("wmi/") and rest[4:] in _ENTITY_SETS:
         name = rest[4:]
         return _Route(name, ("GET",), entity_set=name)
-    prefix = "wmi/SMS_Collection"
-    if rest.startswith(prefix + "(") or rest.startswith(prefix + "/"):
+    for keyed in _KEYED:
+        prefix = f"wmi/{keyed}"
+        if not (rest.startswith(prefix + "(") or rest.startswith(prefix + "/")):
+            continue
         try:
-            key, tail = _split_key(rest[len(prefix) :])
+            key, tail = _split_key(rest[len(prefix) :], keyed)
         except ODataError as error:
             return error
         if tail == "":
-            return _Route("SMS_Collection", ("GET",), "SMS_Collection", key)
-        if tail.startswith("/AdminService.") and tail[len("/AdminService.") :] in _ACTIONS:
-            action = tail[len("/AdminService.") :]
-            return _Route(action, ("POST",), "SMS_Collection", key, action)
+            return _Route(keyed, ("GET",), keyed, key)
+        action = tail[len("/AdminService.") :]
+        if keyed == "SMS_Collection" and tail.startswith("/AdminService.") and action in _ACTIONS:
+            return _Route(action, ("POST",), keyed, key, action)
         return ODataError(404, f"No resource matches '{rest}' (unknown action or segment).")
     if rest.startswith("wmi/"):
         return ODataError(404, f"The simulator has no WMI class for '{rest[4:]}'.")
     return ODataError(404, f"No resource matches '{rest}'.")
 
 
-def _split_key(after: str) -> tuple[str, str]:
+def _split_key(after: str, entity_set: str) -> tuple[str, str]:
     """``('PS100123')/tail`` (parentheses) or ``/PS100123/tail`` (key as segment)."""
     if after.startswith("/"):
         segment, _, tail = after[1:].partition("/")
@@ -81,4 +85,4 @@ def _split_key(after: str) -> tuple[str, str]:
             in_string = not in_string
         elif ch == ")" and not in_string:
             return _read_key(after[1:close]), after[close + 1 :]
-    raise ODataError(400, "The key of SMS_Collection is not closed by ')'.")
+    raise ODataError(400, f"The key of {entity_set} is not closed by ')'.")

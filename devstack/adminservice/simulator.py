@@ -21,6 +21,7 @@ from devstack.adminservice.routes import _prefixes
 from devstack.adminservice.server import _AdminServer
 from devstack.adminservice.site import Site
 from devstack.adminservice.status_messages import StatusMessageReader
+from devstack.adminservice.targeting import APPLICATION, GENERAL, REQUIRED
 from devstack.datagen import GeneratedDevice
 from devstack.lifecycle import Service
 from devstack.ports import LOOPBACK
@@ -247,6 +248,53 @@ class AdminServiceSimulator(Service):
     def direct_members(self, collection_id: str) -> set[int]:
         """ResourceIDs with a direct rule in the collection."""
         return self._site.direct_members(collection_id)
+
+    def set_limiting_collection(self, collection_id: str, limit_to: str) -> None:
+        """Limit the collection to ``limit_to`` (a simulated collection, or ``SMS00001``):
+        from then on a resource whose rule is added becomes a member only if it is a
+        member of ``limit_to``. Evaluates the membership again at once."""
+        self._site.set_limiting_collection(collection_id, limit_to)
+
+    def add_deployment(
+        self,
+        collection_id: str,
+        name: str,
+        *,
+        feature_type: int = APPLICATION,
+        intent: int = REQUIRED,
+        program: str = "",
+    ) -> str:
+        """Deploy software named ``name`` to the collection (an ``SMS_DeploymentSummary``
+        row; codes in ``devstack.adminservice.targeting``); returns its DeploymentID."""
+        return self._site.add_deployment(
+            collection_id, name, feature_type=feature_type, intent=intent, program=program
+        )
+
+    def add_collection_settings(self, collection_id: str) -> None:
+        """Give the collection an ``SMS_CollectionSettings`` instance without windows
+        (a collection has none until then: its key GET is a 404)."""
+        self._site.add_collection_settings(collection_id)
+
+    def add_service_window(
+        self,
+        collection_id: str,
+        name: str,
+        *,
+        description: str = "",
+        enabled: bool = True,
+        window_type: int = GENERAL,
+        duration_minutes: int = 120,
+    ) -> str:
+        """Add a maintenance window (``SMS_ServiceWindow`` in the collection settings'
+        ``ServiceWindows``, the settings made if missing); returns its ServiceWindowID."""
+        return self._site.add_service_window(
+            collection_id,
+            name,
+            description=description,
+            enabled=enabled,
+            window_type=window_type,
+            duration_minutes=duration_minutes,
+        )
 
     def direct_rule_counts(self, collection_id: str) -> Counter[int]:
         """How many direct rules each ResourceID has in the collection (more than one

@@ -14,12 +14,20 @@ import pyodbc
 
 from devstack.adminservice.entities import (
     _DIRECT_RULE_TYPE,
+    ALL_SYSTEMS,
+    ALL_SYSTEMS_NAME,
     Entity,
     _Collection,
     _collection_entity,
     _system_entity,
 )
 from devstack.adminservice.odata import ODataError
+from devstack.adminservice.targeting import (
+    deployment_entity,
+    deployment_id,
+    service_window_entity,
+    settings_entity,
+)
 from devstack.datagen import GeneratedDevice
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,11 @@ class Site:
     """Devices and collections (IDs are case-insensitive, like WMI keys); thread-safe, and
     changed while the simulator serves.
 
+    A collection limited to another one (``set_limiting_collection``) has as members
+    only the resources of its rules that are members of the limiting collection, as
+    evaluated then (All Systems, the default, limits nothing). Deployments and
+    maintenance windows are data only: they change no membership.
+
     A collection's rules may hold the same ResourceID more than once (a duplicate add
     that was kept). Its evaluated membership changes at evaluation only; each change
     is written to ``mirror`` first (a whole collection, or one row for one add or
@@ -69,6 +82,8 @@ class Site:
         self._devices: dict[int, GeneratedDevice] = {}
         self._system_rows: list[Entity] | None = None  # built on demand, dropped on change
         self._collections: dict[str, _Collection] = {}
+        self._deployments: dict[str, Entity] = {}  # SMS_DeploymentSummary by DeploymentID
+        self._serial = 0  # for the IDs of deployments and maintenance windows
         for device in devices:
             self._devices[device.resource_id] = device
         for collection_id, name in collections.items():
@@ -103,12 +118,80 @@ class Site:
         with self._lock:
             collection = self._collection(collection_id)
             ids = list(dict.fromkeys(resource_ids))
-            members = dict.fromkeys(ids, True)
+            members = {rid: True for rid in ids if self._within_limit(collection, rid)}
             self._publish(collection, members)
             collection.rules = [(rid, self._rule_name(rid)) for rid in ids]
             collection.counts = Counter(ids)
             collection.members = members
             collection.stale = False
+
+    def set_limiting_collection(self, collection_id: str, limit_to: str) -> None:
+        """Limit the collection to ``limit_to`` (a simulated collection, or All Systems)
+        and evaluate its membership again at once."""
+        with self._lock:
+            collection = self._collection(collection_id)
+            key = limit_to.upper()
+            if key != ALL_SYSTEMS and key not in self._collections:
+                raise KeyError(f"no limiting collection {limit_to!r} in the simulator")
+            if key == collection.collection_id:
+                raise ValueError("a collection cannot limit itself")
+            collection.limit_to = key
+            self._evaluate_all(collection)
+
+    def add_deployment(
+        self, collection_id: str, name: str, *, feature_type: int, intent: int, program: str
+    ) -> str:
+        """Deploy ``name`` to the collection: an SMS_DeploymentSummary row; its
+        DeploymentID."""
+        with self._lock:
+            collection = self._collection(collection_id)
+            self._serial += 1
+            key = collection.collection_id
+            deployment = deployment_id(key, feature_type, self._serial)
+            self._deployments[deployment] = deployment_entity(
+                deployment=deployment,
+                collection_id=key,
+                collection_name=collection.name,
+                name=name,
+                feature_type=feature_type,
+                intent=intent,
+                program=program,
+                serial=self._serial,
+            )
+            return deployment
+
+    def add_collection_settings(self, collection_id: str) -> None:
+        """Give the collection an SMS_CollectionSettings instance (without windows)."""
+        with self._lock:
+            self._collection(collection_id).settings = True
+
+    def add_service_window(
+        self,
+        collection_id: str,
+        name: str,
+        *,
+        description: str,
+        enabled: bool,
+        window_type: int,
+        duration_minutes: int,
+    ) -> str:
+        """Add a maintenance window to the collection's settings (made if missing); its
+        ServiceWindowID."""
+        with self._lock:
+            collection = self._collection(collection_id)
+            self._serial += 1
+            window_id = f"{{0A5E0000-0000-4000-8000-{self._serial:012X}}}"
+            collection.settings = True
+            window = service_window_entity(
+                window_id=window_id,
+                name=name,
+                description=description,
+                enabled=enabled,
+                window_type=window_type,
+                duration_minutes=duration_minutes,
+            )
+            collection.windows.append(window)
+            return window_id
 
     def direct_members(self, collection_id: str) -> set[int]:
         """ResourceIDs with a direct rule in the collection."""
@@ -152,7 +235,28 @@ class Site:
                         _system_entity(self._devices[rid]) for rid in sorted(self._devices)
                     ]
                 return self._system_rows  # never mutated: $select builds new rows
-            return [_collection_entity(c) for _, c in sorted(self._collections.items())]
+            if entity_set == "SMS_DeploymentSummary":
+                return [self._deployments[key] for key in sorted(self._deployments)]
+            collections = [c for _, c in sorted(self._collections.items())]
+            if entity_set == "SMS_CollectionSettings":
+                return [settings_entity(c.collection_id, None) for c in collections if c.settings]
+            return [_collection_entity(c, self._limit_name(c)) for c in collections]
+
+    def _limit_name(self, collection: _Collection) -> str:
+        built_in = collection.collection_id.startswith("SMS")
+        limit = collection.limit_to or ("" if built_in else ALL_SYSTEMS)
+        limiting = self._collections.get(limit)
+        if limiting is not None:
+            return limiting.name
+        return ALL_SYSTEMS_NAME if limit == ALL_SYSTEMS else ""
+
+    def settings_with_windows(self, key: str) -> Entity | None:
+        """The SMS_CollectionSettings with its lazy properties; None if there is none."""
+        with self._lock:
+            collection = self._collections.get(key.upper())
+            if collection is None or not collection.settings:
+                return None
+            return settings_entity(collection.collection_id, collection.windows)
 
     def memberships(
         self,
@@ -190,7 +294,7 @@ class Site:
             collection = self._collections.get(key.upper())
             if collection is None:
                 return None
-            entity = _collection_entity(collection)
+            entity = _collection_entity(collection, self._limit_name(collection))
             entity["CollectionRules"] = [
                 {
                     "@odata.type": _DIRECT_RULE_TYPE,
@@ -217,11 +321,23 @@ class Site:
     def refresh(self, key: str) -> None:
         """Evaluate the membership: the direct rules' resources (mirrored whole)."""
         with self._lock:
-            collection = self._collections[key]
-            members = dict.fromkeys(collection.counts, True)
-            self._publish(collection, members)
-            collection.members = members
-            collection.stale = False
+            self._evaluate_all(self._collections[key])
+
+    def _within_limit(self, collection: _Collection, resource_id: int) -> bool:
+        """Whether the limiting collection lets the resource be a member."""
+        limit = collection.limit_to
+        if limit is None or limit == ALL_SYSTEMS:
+            return True
+        limiting = self._collections.get(limit)
+        return limiting is not None and resource_id in limiting.members
+
+    def _evaluate_all(self, collection: _Collection) -> None:
+        """Evaluate the whole membership: the direct rules' resources within the limit
+        (mirrored whole)."""
+        members = {rid: True for rid in collection.counts if self._within_limit(collection, rid)}
+        self._publish(collection, members)
+        collection.members = members
+        collection.stale = False
 
     def add_rule(
         self,
@@ -266,9 +382,15 @@ class Site:
     def _evaluate_change(self, collection: _Collection, resource_id: int, *, member: bool) -> None:
         """Evaluate the membership as it will be once the rules of ``resource_id`` have
         changed (it has a rule, or none): one row's delta, or everything if an earlier
-        change was left unevaluated. Mirrored before anything changes here."""
+        change was left unevaluated. Mirrored before anything changes here. A resource
+        outside the limiting collection never becomes a member."""
+        member = member and self._within_limit(collection, resource_id)
         if collection.stale:
-            members = {rid: True for rid in collection.counts if rid != resource_id}
+            members = {
+                rid: True
+                for rid in collection.counts
+                if rid != resource_id and self._within_limit(collection, rid)
+            }
             if member:
                 members[resource_id] = True
             self._publish(collection, members)

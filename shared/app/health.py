@@ -21,10 +21,12 @@ from azure.core.exceptions import AzureError
 
 from shared.app.configuration import binding_problems
 from shared.app.runtime import Runtime, get_runtime
+from shared.domain.rules import Rule
 from shared.errors import CmRemediateError, ConfigurationError
 from shared.export.watermark import SiteWatermark
 from shared.platform.probes import Answer, Deadline, Pending
 from shared.platform.storage import approximate_depth
+from shared.targets.adminservice_review import TargetReview
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,16 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
+    #: What passed but deserves a look (printed and in the JSON; never a failure).
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Passed:
+    """A probe's value: it passed, with warnings."""
+
+    detail: str
+    warnings: list[str]
 
 
 @dataclass(frozen=True)
@@ -311,11 +323,15 @@ def _probes(runtime: Runtime) -> list[_Probe]:
             )
         )
     if adminservice_rules:
+        # One read of every rule's collection, shared by their checks.
+        review = TargetReview(
+            lambda: runtime.adminservice, [rule.collection_id for rule in adminservice_rules]
+        )
         probes += [
             _Probe(
                 f"collection {rule.collection_id}",
                 f"create the collection or fix collection_id of rule {rule.name!r}",
-                partial(_collection_exists, runtime, rule.collection_id),
+                partial(_collection_checked, review, rule),
                 f"{rule.collection_id} exists",
             )
             for rule in adminservice_rules
@@ -342,6 +358,9 @@ def _finish_checks(
         if error is not None:
             checks.append(Check(probe.name, False, error, probe.hint))
             continue
+        if isinstance(value, Passed):
+            checks.append(Check(probe.name, True, value.detail, warnings=value.warnings))
+            continue
         checks.append(Check(probe.name, True, value if isinstance(value, str) else probe.passed))
     return checks
 
@@ -358,9 +377,10 @@ def _tables_readable(runtime: Runtime) -> None:
     runtime.guard.usage("CHECK0000", runtime.clock())
 
 
-def _collection_exists(runtime: Runtime, collection_id: str) -> None:
-    if runtime.adminservice.collection_rules(collection_id) is None:
-        raise CmRemediateError(f"collection {collection_id} does not exist")
+def _collection_checked(review: TargetReview, rule: Rule) -> Passed:
+    """The rule's collection exists (else raises); what to know about it."""
+    warnings = review.warnings(rule.name, rule.collection_id, rule.action)
+    return Passed(f"{rule.collection_id} exists", warnings)
 
 
 def attention(figures: Status) -> list[str]:

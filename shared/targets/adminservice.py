@@ -1,9 +1,11 @@
 """Devices and direct membership rules through the ConfigMgr AdminService.
 
 What ``SMS_R_System``, ``SMS_Collection`` and ``SMS_FullCollectionMembership`` mean to
-cm-remediate; the protocol itself (query options, literals, errors, retries) is
-:class:`shared.platform.adminservice.AdminService`. Every value in a filter is an
-escaped OData literal.
+cm-remediate, and what ``check`` reads about the rules' collections
+(``SMS_DeploymentSummary``, ``SMS_CollectionSettings``; judged in
+:mod:`shared.targets.adminservice_review`); the protocol itself (query options,
+literals, errors, retries) is :class:`shared.platform.adminservice.AdminService`. Every
+value in a filter is an escaped OData literal.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import requests
 
 from shared.domain.devices import DeviceRecord, flag, is_text
 from shared.domain.membership import Membership
-from shared.platform.adminservice import AdminService, odata_string, parse_datetime
+from shared.platform.adminservice import AdminService, Entity, odata_string, parse_datetime
 from shared.platform.http import DEFAULT_TIMEOUT
 from shared.platform.retry import RetryPolicy
 from shared.platform.tokens import TokenProvider
+from shared.targets.adminservice_batches import MAX_PER_QUERY
 
 _DEVICE_PROPERTIES = (
     "ResourceId",
@@ -31,6 +34,38 @@ _DEVICE_PROPERTIES = (
     "Decommissioned",
     "CreationDate",
 )
+
+#: What ``check`` reads of a collection (``LimitToCollectionName``: the documented
+#: data type says DateTime, a documentation slip; it is the name).
+COLLECTION_PROPERTIES = (
+    "CollectionID",
+    "Name",
+    "MemberCount",
+    "LimitToCollectionID",
+    "LimitToCollectionName",
+    "ServiceWindowsCount",
+)
+#: What ``check`` reads of a deployment.
+DEPLOYMENT_PROPERTIES = (
+    "DeploymentID",
+    "CollectionID",
+    "SoftwareName",
+    "ApplicationName",
+    "PackageID",
+    "ProgramName",
+    "FeatureType",
+    "DeploymentIntent",
+)
+
+
+def _by_collection(collection_ids: Sequence[str]) -> list[str]:
+    """``CollectionID eq 'A' or ...`` filters for the distinct IDs, at most
+    ``MAX_PER_QUERY`` a filter (within ASP.NET OData's default node limit)."""
+    wanted = sorted({c.upper() for c in collection_ids})
+    return [
+        " or ".join(f"CollectionID eq {odata_string(c)}" for c in wanted[i : i + MAX_PER_QUERY])
+        for i in range(0, len(wanted), MAX_PER_QUERY)
+    ]
 
 
 class AdminServiceClient:
@@ -166,3 +201,42 @@ class AdminServiceClient:
             {},
             what=f"refresh of {collection_id}",
         )
+
+    def collections(self, collection_ids: Sequence[str]) -> dict[str, Entity]:
+        """The collections that exist among ``collection_ids``, by upper-case ID, with
+        ``COLLECTION_PROPERTIES``: one query per ``MAX_PER_QUERY`` IDs (no lazy property,
+        so no rule list, however long)."""
+        found: dict[str, Entity] = {}
+        for where in _by_collection(collection_ids):
+            for entity in self.service.query(
+                "SMS_Collection",
+                where=where,
+                select=COLLECTION_PROPERTIES,
+                what=f"{where.count(' or ') + 1} collection(s) by ID",
+            ):
+                found[str(entity.get("CollectionID") or "").upper()] = entity
+        return found
+
+    def deployments(self, collection_ids: Sequence[str]) -> list[Entity]:
+        """Every deployment (``SMS_DeploymentSummary``: applications, programs, software
+        updates, task sequences, baselines...) aimed at one of the collections, with
+        ``DEPLOYMENT_PROPERTIES``: one query per ``MAX_PER_QUERY`` IDs."""
+        found: list[Entity] = []
+        for where in _by_collection(collection_ids):
+            found += self.service.query(
+                "SMS_DeploymentSummary",
+                where=where,
+                select=DEPLOYMENT_PROPERTIES,
+                what=f"deployments to {where.count(' or ') + 1} collection(s)",
+            )
+        return found
+
+    def service_windows(self, collection_id: str) -> list[Entity]:
+        """The collection's maintenance windows (``SMS_ServiceWindow`` objects): the
+        lazy ``ServiceWindows`` of ``SMS_CollectionSettings``, which only the key GET
+        answers; a collection without settings (404) has none."""
+        entity = self.service.get_by_key(
+            "SMS_CollectionSettings", collection_id, what=f"settings of {collection_id}"
+        )
+        windows = (entity or {}).get("ServiceWindows") or []
+        return [w for w in windows if isinstance(w, dict)] if isinstance(windows, list) else []
