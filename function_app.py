@@ -9,6 +9,7 @@ with the same error until the configuration is fixed.
 
 import azure.functions as func
 
+from triggers.expiry import bp as expiry_blueprint
 from triggers.export import bp as export_blueprint
 from triggers.health import bp as health_blueprint
 from triggers.remediation import bp as remediation_blueprint
@@ -17,3 +18,4 @@ app = func.FunctionApp()
 app.register_functions(export_blueprint)
 app.register_functions(remediation_blueprint)
 app.register_functions(health_blueprint)
+app.register_functions(expiry_blueprint)

@@ -34,7 +34,8 @@ ByOption = Annotated[
 ]
 
 
-def _operator(by: str | None) -> str:
+def operator(by: str | None) -> str:
+    """Who decides, for the audit trail: ``--by``, else user@host."""
     return by or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
@@ -52,7 +53,7 @@ def _decide_held(
         raise typer.Exit(2)
     with opened(settings_file) as runtime:
         decide = runtime.held.release if verb == "release" else runtime.held.discard
-        report = decide(ids or [], collection_id=collection, by=_operator(by))
+        report = decide(ids or [], collection_id=collection, by=operator(by))
     if verb == "release":
         console.print(
             f"released {len(report.done)} held add(s) onto {runtime.settings.remediation_queue}"

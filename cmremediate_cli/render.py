@@ -191,10 +191,20 @@ def render_outcomes(found: list[Outcome]) -> Table:
             str(o.resource_id or "-"),
             o.rule or "-",
             o.collection_id or "-",
-            o.kind + (" (dry run)" if o.dry_run else ""),
+            _kind_in_chain(o),
             o.reason,
         )
     return table
+
+
+def _kind_in_chain(o: Outcome) -> str:
+    """The outcome, with its place among the decisions about its (message, rule)."""
+    text = o.kind + (" (dry run)" if o.dry_run else "")
+    if o.decision > 1:
+        text += f" (decision {o.decision}, after {o.decision - 1})"
+    if o.retried_as is not None:
+        text += f" → decided again as {o.retried_as} by {o.retried_by or '?'}"
+    return text
 
 
 def poison_json(message: PoisonMessage) -> dict[str, object]:

@@ -320,6 +320,14 @@ class SiteDatabase(Service):
             with self._transaction() as cursor:
                 write_devices(cursor, rows)
 
+    def delete_devices(self, resource_ids: Iterable[int]) -> None:
+        """Delete ``v_R_System`` records, as Delete Obsolete Client Discovery Data or an
+        administrator cleaning up a duplicate does."""
+        ids = [int(r) for r in resource_ids]
+        if ids:
+            with self._transaction() as cursor:
+                cursor.executemany("DELETE FROM systems WHERE resource_id = ?", [(i,) for i in ids])
+
     def set_proxy_routing(self, url: str | None) -> None:
         """Set (or with None remove) the AdminService URL published in vProxy_Routings."""
         with self._transaction() as cursor:

@@ -61,9 +61,11 @@ from shared.queue.poison import PoisonQueue
 from shared.queue.sender import RemediationQueue
 from shared.remediation.audit_log import AuditLog, audit_table_name
 from shared.remediation.claims import TableMembershipClaims, claims_table_name
+from shared.remediation.expiry import Expiry
 from shared.remediation.guard import BlastRadiusGuard, guard_table_name
 from shared.remediation.held import HeldRequests
 from shared.remediation.remediator import Remediator
+from shared.remediation.retry import Retries
 from shared.targets.adminservice import AdminServiceClient
 from shared.targets.adminservice_batches import DeviceBatches, MembershipBatches
 from shared.targets.adminservice_membership import AdminServiceMembership, CollectionRefresher
@@ -281,8 +283,8 @@ class Runtime:
         return TableMembershipClaims(
             self.storage.table(claims_table_name(self.settings.remediation_queue)),
             standing=timedelta(hours=self.settings.membership_claim_hours),
-            outcome_of=lambda site, record, rule, dry_run: outcomes.kind_of(
-                site, record, rule, dry_run=dry_run
+            outcome_of=lambda site, record, rule, dry_run, decision: outcomes.kind_of(
+                site, record, rule, dry_run=dry_run, decision=decision
             ),
         )
 
@@ -351,6 +353,16 @@ class Runtime:
     def held(self) -> HeldRequests:
         """Adds the guard held, for `cmremediate held`."""
         return HeldRequests(self.outcome_store, self.request_sender)
+
+    @cached_property
+    def expiry(self) -> Expiry:
+        """Memberships that end: the daily sweep and `cmremediate expire`."""
+        return Expiry(self.audit, self.rules, self.targets, self.guard, self.claims, self.clock)
+
+    @cached_property
+    def retries(self) -> Retries:
+        """Decisions taken again, for `cmremediate retry`."""
+        return Retries(self.audit, self.request_sender, self.clock)
 
     @cached_property
     def remediator(self) -> Remediator:

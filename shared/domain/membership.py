@@ -61,5 +61,7 @@ class Claim:
 
 
 def claim_owner(request: RemediationRequest) -> str:
-    """The identity of a request in a claim (site, record, rule)."""
-    return f"{request.site_code}-{request.record_id}-{request.rule}"
+    """The identity of a request in a claim (site, record, rule, and the decision when
+    it is a retry)."""
+    owner = f"{request.site_code}-{request.record_id}-{request.rule}"
+    return owner if request.decision == 1 else f"{owner}~{request.decision}"

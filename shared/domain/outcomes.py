@@ -19,6 +19,9 @@ OutcomeKind = Literal[
     "discarded",
 ]
 HELD: Final = "held-rate-limit"
+#: Outcomes ``cmremediate retry`` may decide again: what decided them can change (a
+#: duplicate record cleaned up, a device discovered, a refusal fixed).
+RETRYABLE: Final[tuple[OutcomeKind, ...]] = ("ambiguous", "unknown-device", "target-refused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +48,11 @@ class Outcome:
     #: Who released or discarded a held request, and when it was held.
     decided_by: str | None = None
     held_utc: datetime | None = None
+    #: Which decision about the (status message, rule) this is: 1, or n + 1 after a
+    #: ``cmremediate retry`` of decision n.
+    decision: int = 1
+    #: The decision that took this one's place (``cmremediate retry``), who asked for
+    #: it and when; this row stays as it was.
+    retried_as: int | None = None
+    retried_by: str | None = None
+    retried_utc: datetime | None = None

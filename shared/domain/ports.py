@@ -121,9 +121,10 @@ class OutcomeStore(Protocol):
         ...
 
     def kind_of(
-        self, site_code: str, record_id: int, rule: str, *, dry_run: bool
+        self, site_code: str, record_id: int, rule: str, *, dry_run: bool, decision: int = 1
     ) -> OutcomeKind | None:
-        """The kind of outcome recorded for one (status message, rule), if any."""
+        """The kind of outcome recorded for one decision about one (status message,
+        rule), if any."""
         ...
 
     def record(

@@ -27,6 +27,8 @@ from shared.domain.status_messages import StatusMessage
 from shared.errors import QueueMessageError
 
 SCHEMA_VERSION: Final = 1
+#: How many times one (status message, rule) may be decided (the first time included).
+MAX_DECISIONS: Final = 100
 #: The storage service's limit is 64 KiB of (base64) text; stay well below it.
 MAX_ENCODED_BYTES: Final = 48 * 1024
 
@@ -83,6 +85,10 @@ class RemediationRequest(BaseModel):
     #: from the JSON when the source has none, so such messages stay byte for byte the
     #: ones of earlier versions.
     message_resource_id: int | None = Field(default=None, gt=0, le=RESOURCE_ID_MAX, strict=True)
+    #: Which decision about this (status message, rule) the request asks for: 1 from
+    #: the export, n + 1 from ``cmremediate retry`` after decision n. Absent from the
+    #: JSON when 1, like ``message_resource_id``.
+    decision: int = Field(default=1, ge=1, le=MAX_DECISIONS, strict=True)
 
     @field_validator("time_utc", "exported_utc")
     @classmethod
@@ -107,6 +113,7 @@ class RemediationRequest(BaseModel):
             "machine_name": self.machine_name,
             "collection_id": self.collection_id,
             "rule": self.rule,
+            "decision": self.decision,
         }
 
     @classmethod
@@ -131,9 +138,10 @@ class RemediationRequest(BaseModel):
 
     def to_json(self) -> str:
         """The queue message text before base64 (the queue client encodes)."""
-        text = self.model_dump_json(
-            exclude={"message_resource_id"} if self.message_resource_id is None else None
-        )
+        omitted = {"message_resource_id"} if self.message_resource_id is None else set()
+        if self.decision == 1:
+            omitted.add("decision")
+        text = self.model_dump_json(exclude=omitted or None)
         if len(text.encode("utf-8")) > MAX_ENCODED_BYTES:
             raise QueueMessageError(
                 f"site={self.site_code} record={self.record_id}: the queue message would be "

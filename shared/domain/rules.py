@@ -14,6 +14,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from shared.domain.status_messages import (
@@ -66,6 +67,15 @@ class Rule(BaseModel):
     #: The blast-radius guard's limit for this rule's adds (adds to its collection in
     #: any 60 minutes); None: MAX_ADDS_PER_COLLECTION_PER_HOUR.
     max_adds_per_hour: int | None = Field(default=None, ge=1, le=20_000)
+    #: How long the memberships this rule adds last: the expiry sweep removes each
+    #: direct rule cm-remediate added this many days after the add. None: for ever.
+    remove_after_days: int | None = Field(default=None, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _expiry_only_for_adds(self) -> Rule:
+        if self.remove_after_days is not None and self.action != "add":
+            raise ValueError("remove_after_days applies to rules that add")
+        return self
 
     @field_validator("collection_id")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -26,7 +27,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.domain.clock import Clock, utc_now
-from shared.domain.outcomes import HELD, Outcome, OutcomeKind
+from shared.domain.outcomes import HELD, RETRYABLE, Outcome, OutcomeKind
 from shared.domain.requests import RemediationRequest
 from shared.errors import StorageError
 from shared.platform.redaction import secrets
@@ -52,6 +53,8 @@ _CHANGED: Final = (ResourceModifiedError,)
 
 #: Well under a table property's 32K UTF-16 units, whatever a rejected message held.
 _TEXT_LIMIT: Final = 4096
+#: A string property holds 64 KiB of UTF-16.
+_PROPERTY_BYTES: Final = 64 * 1024
 
 
 def _bounded(text: str) -> str:
@@ -61,10 +64,15 @@ def _bounded(text: str) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
 
 
-def _keys(site_code: str, record_id: int | None, rule: str, dry_run: bool) -> tuple[str, str]:
-    """The row of one (status message, rule); dry runs are filed apart."""
+def _keys(
+    site_code: str, record_id: int | None, rule: str, dry_run: bool, decision: int = 1
+) -> tuple[str, str]:
+    """The row of one decision about one (status message, rule); dry runs are filed
+    apart. The first decision's row key is ``<record>-<rule>``, a retry's
+    ``<record>-<rule>~<decision>`` (rule names cannot hold ``~``)."""
     partition = f"{site_code}-dry-run" if dry_run else site_code
-    return partition, f"{record_id}-{rule}"
+    row = f"{record_id}-{rule}"
+    return partition, row if decision == 1 else f"{row}~{decision}"
 
 
 def _from_entity(entity: dict[str, Any], *, new: bool) -> Outcome:
@@ -86,7 +94,37 @@ def _from_entity(entity: dict[str, Any], *, new: bool) -> Outcome:
         released=entity.get("ReleasedUtc") is not None and entity["Outcome"] == HELD,
         decided_by=entity.get("DecidedBy"),
         held_utc=entity.get("HeldUtc"),
+        decision=int(entity.get("Decision", 1)),
+        retried_as=entity.get("RetriedAs"),
+        retried_by=entity.get("RetriedBy"),
+        retried_utc=entity.get("RetriedUtc"),
     )
+
+
+def _request_keys(
+    request: RemediationRequest, dry_run: bool, decision: int | None = None
+) -> tuple[str, str]:
+    decided = request.decision if decision is None else decision
+    return _keys(request.site_code, request.record_id, request.rule, dry_run, decided)
+
+
+def _outcome_keys(outcome: Outcome) -> tuple[str, str]:
+    assert outcome.site_code is not None and outcome.rule is not None, "an unparsed row"
+    return _keys(
+        outcome.site_code, outcome.record_id, outcome.rule, outcome.dry_run, outcome.decision
+    )
+
+
+@dataclass(frozen=True)
+class LatestDecision:
+    """The latest decision about one (status message, rule), which a retry or an expiry
+    may follow: its outcome, the request it decided (kept on retryable rows only), the
+    status message's time, and the row's ETag."""
+
+    outcome: Outcome
+    request: RemediationRequest | None
+    time_utc: datetime | None
+    etag: str
 
 
 class AuditLog:
@@ -107,14 +145,16 @@ class AuditLog:
 
     def find(self, request: RemediationRequest, *, dry_run: bool = False) -> Outcome | None:
         """The outcome already recorded for this request, if any."""
-        entity = self._rows.get(*_keys(request.site_code, request.record_id, request.rule, dry_run))
+        entity = self._rows.get(*_request_keys(request, dry_run))
         return None if entity is None else _from_entity(dict(entity), new=False)
 
     def kind_of(
-        self, site_code: str, record_id: int, rule: str, *, dry_run: bool
+        self, site_code: str, record_id: int, rule: str, *, dry_run: bool, decision: int = 1
     ) -> OutcomeKind | None:
-        """The kind of outcome recorded for one (status message, rule), if any."""
-        entity = self._rows.get(*_keys(site_code, record_id, rule, dry_run), select=["Outcome"])
+        """The kind of outcome recorded for one decision about one (status message,
+        rule), if any."""
+        keys = _keys(site_code, record_id, rule, dry_run, decision)
+        entity = self._rows.get(*keys, select=["Outcome"])
         if entity is None:
             return None
         kind: OutcomeKind = entity["Outcome"]
@@ -130,7 +170,7 @@ class AuditLog:
         dry_run: bool = False,
     ) -> Outcome:
         """Record the outcome unless one exists; return whichever outcome stands."""
-        partition, row = _keys(request.site_code, request.record_id, request.rule, dry_run)
+        partition, row = _request_keys(request, dry_run)
         entity: dict[str, Any] = {
             "PartitionKey": partition,
             "RowKey": row,
@@ -151,9 +191,16 @@ class AuditLog:
             entity["ResourceId"] = resource_id
         if request.message_resource_id is not None:
             entity["MessageResourceId"] = request.message_resource_id
-        if kind == HELD:
-            # Kept whole, so a release puts exactly this request back on the queue.
-            entity["Request"] = request.model_dump_json()
+        if request.decision > 1:
+            entity["Decision"] = request.decision
+            entity["RetryOf"] = _request_keys(request, dry_run, request.decision - 1)[1]
+        if kind == HELD or kind in RETRYABLE:
+            # Kept whole, so a release or a retry puts exactly this request back on the
+            # queue. A retryable one too long for a table property is not kept: the
+            # outcome matters more than the chance to retry it.
+            kept = request.model_dump_json()
+            if kind == HELD or len(kept.encode("utf-16-le")) <= _PROPERTY_BYTES:
+                entity["Request"] = kept
         return self._create(entity)
 
     def settle(
@@ -168,7 +215,7 @@ class AuditLog:
     ) -> Outcome:
         """Replace a held row with its final outcome; whichever outcome stands is
         returned (another delivery or operator may have settled it first)."""
-        partition, row = _keys(request.site_code, request.record_id, request.rule, dry_run)
+        partition, row = _request_keys(request, dry_run)
 
         def attempt() -> Outcome:
             found = self._rows.get(partition, row)
@@ -212,8 +259,7 @@ class AuditLog:
 
     def mark_released(self, outcome: Outcome, released_by: str) -> bool:
         """Mark a held row released; False when it is no longer held."""
-        assert outcome.site_code is not None and outcome.rule is not None
-        partition, row = _keys(outcome.site_code, outcome.record_id, outcome.rule, outcome.dry_run)
+        partition, row = _outcome_keys(outcome)
         current = self._rows.get(partition, row)
         if current is None or current["Outcome"] != HELD:
             return False
@@ -246,6 +292,80 @@ class AuditLog:
             for e in entities
         ]
         return sorted(found, key=lambda pair: pair[0].recorded_utc)
+
+    def latest_decisions(
+        self,
+        kinds: tuple[OutcomeKind, ...],
+        *,
+        record_id: int | None = None,
+        rule: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
+    ) -> list[LatestDecision]:
+        """Rows of ``kinds`` (not dry runs) that are the latest decision about their
+        (status message, rule): never followed, or followed by a decision whose row
+        was never written (which is then asked for again). Oldest first."""
+        # Spaces around the parentheses: the SDK finds "@name" between spaces.
+        clauses = ["( " + " or ".join(f"Outcome eq @k{n}" for n in range(len(kinds))) + " )"]
+        parameters: dict[str, Any] = {f"k{n}": kind for n, kind in enumerate(kinds)}
+        clauses.append("DryRun eq false")
+        if record_id is not None:
+            clauses.append("RecordId eq @record")
+            parameters["record"] = str(record_id)
+        if rule is not None:
+            clauses.append("Rule eq @rule")
+            parameters["rule"] = rule
+        if since is not None:
+            clauses.append("RecordedUtc ge @since")
+            parameters["since"] = since
+        if before is not None:
+            clauses.append("RecordedUtc lt @before")
+            parameters["before"] = before
+        with storage_errors("read the audit table", "table"):
+            rows = list(
+                self._rows.client.query_entities(" and ".join(clauses), parameters=parameters)
+            )
+        found: list[LatestDecision] = []
+        for row in rows:
+            outcome = _from_entity(dict(row), new=False)
+            if outcome.retried_as is not None:
+                successor = _keys(
+                    str(outcome.site_code),
+                    outcome.record_id,
+                    str(outcome.rule),
+                    False,
+                    outcome.retried_as,
+                )
+                if self._rows.get(*successor, select=["Outcome"]) is not None:
+                    continue  # decided again already: that decision is the latest
+            kept = row.get("Request")
+            request = RemediationRequest.model_validate_json(kept) if kept else None
+            etag = str(row.metadata["etag"])
+            found.append(LatestDecision(outcome, request, row.get("StatusMessageUtc"), etag))
+        return sorted(found, key=lambda r: r.outcome.recorded_utc)
+
+    def mark_retried(self, row: LatestDecision, decision: int, by: str) -> bool:
+        """Link the row to the decision that follows it (the row keeps its outcome);
+        False when another operator or sweep did it first."""
+        partition, key = _outcome_keys(row.outcome)
+        try:
+            self._rows.client.update_entity(
+                {
+                    "PartitionKey": partition,
+                    "RowKey": key,
+                    "RetriedAs": decision,
+                    "RetriedBy": by,
+                    "RetriedUtc": self._clock(),
+                },
+                mode=UpdateMode.MERGE,
+                etag=row.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+        except AzureError as error:
+            raise storage_error("write the audit table", error, "table") from None
+        return True
 
     def record_unparsed(self, body: bytes, message_id: str | None, reason: str) -> Outcome:
         """Record a message that could not be decoded at all (``rejected-input``)."""

@@ -55,7 +55,8 @@ _ADDING, _ADDED = "adding", "added"
 #: The claimant's outcomes that leave the device a member: its claim is settled.
 _MEMBER: Final = frozenset({"added", "already-member"})
 #: The outcome recorded for (site code, record ID, rule, dry run), if any.
-OutcomeOf = Callable[[str, int, str, bool], OutcomeKind | None]
+#: (site, record, rule, dry run, decision) -> the outcome recorded for that decision.
+OutcomeOf = Callable[[str, int, str, bool, int], OutcomeKind | None]
 #: Another instance wrote the row first: read it again soon.
 _CONFLICT_ATTEMPTS = 10
 #: Another request is adding the pair: it usually settles within a second.
@@ -101,6 +102,7 @@ class TableMembershipClaims:
             "SiteCode": request.site_code,
             "RecordId": str(request.record_id),
             "Rule": request.rule,
+            "Decision": request.decision,
         }
         last: list[Claim] = []
 
@@ -223,7 +225,8 @@ class TableMembershipClaims:
         site, record, rule = found.get("SiteCode"), found.get("RecordId"), found.get("Rule")
         if not (site and record and rule):
             return None
-        return self._outcome_of(str(site), int(record), str(rule), dry_run)
+        decision = int(found.get("Decision", 1))
+        return self._outcome_of(str(site), int(record), str(rule), dry_run, decision)
 
     def _conflict_free(self, once: Callable[[], Claim], request: RemediationRequest) -> Claim:
         return without_conflicts(

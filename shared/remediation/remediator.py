@@ -54,7 +54,7 @@ _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 _ROUTINE = frozenset({"added", "already-member", "removed", "not-member", HELD})
 
 
-def _count(outcome: Outcome) -> None:
+def count_outcome(outcome: Outcome) -> None:
     """One more recorded outcome of its kind, for the metrics; a redelivery that found
     its outcome recorded already is not counted again."""
     if outcome.new:
@@ -116,7 +116,7 @@ class Remediator:
             request = decode(raw)
         except QueueMessageError as error:
             outcome = self._outcomes.record_unparsed(raw, message_id, str(error))
-            _count(outcome)
+            count_outcome(outcome)
             log.warning("queue message %s rejected-input: %s", message_id or "-", error)
             return outcome
 
@@ -390,5 +390,5 @@ class Remediator:
             outcome.reason,
             extra={**request.log_attributes(), "outcome": outcome.kind},
         )
-        _count(outcome)
+        count_outcome(outcome)
         return outcome

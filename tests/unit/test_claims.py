@@ -43,8 +43,8 @@ def claims(table, audit: AuditLog) -> TableMembershipClaims:
     return TableMembershipClaims(
         table,
         standing=timedelta(hours=24),
-        outcome_of=lambda site, record, rule, dry_run: audit.kind_of(
-            site, record, rule, dry_run=dry_run
+        outcome_of=lambda site, record, rule, dry_run, decision: audit.kind_of(
+            site, record, rule, dry_run=dry_run, decision=decision
         ),
         sleep=lambda _: None,
     )

@@ -36,8 +36,13 @@ def trigger_builders() -> dict[str, func.decorators.function_app.FunctionBuilder
 FUNCTIONS = sorted(trigger_builders())
 
 
-def test_the_trigger_modules_define_the_three_functions():
-    assert FUNCTIONS == ["apply_remediation", "export_status_messages", "health"]
+def test_the_trigger_modules_define_the_four_functions():
+    assert FUNCTIONS == [
+        "apply_remediation",
+        "expire_memberships",
+        "export_status_messages",
+        "health",
+    ]
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

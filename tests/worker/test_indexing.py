@@ -1,5 +1,5 @@
 """Indexing through Microsoft's worker library, each in a fresh interpreter as a new
-worker process starts: the app indexes whatever the settings, with its three functions
+worker process starts: the app indexes whatever the settings, with its four functions
 and their bindings, because nothing is validated at import."""
 
 from __future__ import annotations
@@ -23,6 +23,16 @@ EXPECTED_BINDINGS = {
             "type": "timerTrigger",
             "name": "timer",
             "schedule": "%EXPORT_SCHEDULE%",
+            "runOnStartup": False,
+            "useMonitor": True,
+        }
+    ],
+    "expire_memberships": [
+        {
+            "direction": "IN",
+            "type": "timerTrigger",
+            "name": "timer",
+            "schedule": "0 30 3 * * *",
             "runOnStartup": False,
             "useMonitor": True,
         }
@@ -84,11 +94,11 @@ def assert_indexed(report: IndexReport) -> None:
     assert report.functions == EXPECTED_BINDINGS
 
 
-def test_the_example_settings_index_all_three_functions_with_their_bindings():
+def test_the_example_settings_index_all_four_functions_with_their_bindings():
     assert_indexed(index(example_settings()))
 
 
-def test_no_settings_at_all_still_index_all_three_functions():
+def test_no_settings_at_all_still_index_all_four_functions():
     assert_indexed(index({}))
 
 
