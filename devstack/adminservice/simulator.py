@@ -349,6 +349,15 @@ class AdminServiceSimulator(Service):
             and (status is None or call.status == status)
         )
 
+    def rule_changes(self, route: str = "AddMembershipRule") -> Counter[tuple[str, int]]:
+        """Successful ``route`` calls (AddMembershipRule, DeleteMembershipRule) per
+        (collection, device), as the service saw them."""
+        return Counter(
+            (str(call.collection_id), int(call.resource_id))
+            for call in self.calls
+            if call.route == route and call.status in (200, 201) and call.resource_id is not None
+        )
+
     def status_message_queries(self) -> list[StatusQuery]:
         """What each status message query asked for, oldest first."""
         return [call.query for call in self.calls if call.query is not None]

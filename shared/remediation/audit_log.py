@@ -263,23 +263,8 @@ class AuditLog:
         current = self._rows.get(partition, row)
         if current is None or current["Outcome"] != HELD:
             return False
-        try:
-            self._rows.client.update_entity(
-                {
-                    "PartitionKey": partition,
-                    "RowKey": row,
-                    "ReleasedUtc": self._clock(),
-                    "DecidedBy": released_by,
-                },
-                mode=UpdateMode.MERGE,
-                etag=current.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceNotFoundError, ResourceModifiedError):
-            return False
-        except AzureError as error:
-            raise storage_error("write the audit table", error, "table") from None
-        return True
+        fields = {"ReleasedUtc": self._clock(), "DecidedBy": released_by}
+        return self._merge_unchanged(partition, row, fields, current.metadata["etag"])
 
     def held(self) -> list[tuple[Outcome, RemediationRequest]]:
         """Every request waiting for an operator, oldest first, with the request."""
@@ -348,17 +333,17 @@ class AuditLog:
         """Link the row to the decision that follows it (the row keeps its outcome);
         False when another operator or sweep did it first."""
         partition, key = _outcome_keys(row.outcome)
+        fields = {"RetriedAs": decision, "RetriedBy": by, "RetriedUtc": self._clock()}
+        return self._merge_unchanged(partition, key, fields, row.etag)
+
+    def _merge_unchanged(self, partition: str, row: str, fields: dict[str, Any], etag: str) -> bool:
+        """Add ``fields`` to the row unless it changed since it was read (``etag``);
+        False when it did, or is gone."""
         try:
             self._rows.client.update_entity(
-                {
-                    "PartitionKey": partition,
-                    "RowKey": key,
-                    "RetriedAs": decision,
-                    "RetriedBy": by,
-                    "RetriedUtc": self._clock(),
-                },
+                {"PartitionKey": partition, "RowKey": row, **fields},
                 mode=UpdateMode.MERGE,
-                etag=row.etag,
+                etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceNotFoundError, ResourceModifiedError):

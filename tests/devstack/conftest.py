@@ -1,15 +1,18 @@
 """Fixtures the simulator tests share: a token signer with its JWKS endpoint (what the
-AdminService simulator trusts), and the site database stand-in reset, with a reader
-login connection. A module that needs another kind defines its own fixture of the name."""
+AdminService simulator trusts), simulators started against it and an HTTP session that
+trusts the local CA, and the site database stand-in reset, with a reader login
+connection. A module that needs another kind defines its own fixture of the name."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pyodbc
 import pytest
+import requests
 
-from devstack.adminservice import JwksServer, TokenSigner
+from devstack.adminservice import AdminServiceSimulator, JwksServer, TokenSigner
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
 
@@ -38,3 +41,34 @@ def reader(db: SiteDatabase) -> Iterator[pyodbc.Connection]:
         yield connection
     finally:
         connection.close()
+
+
+@pytest.fixture
+def trusting_session(local_ca: LocalCA) -> Iterator[requests.Session]:
+    """An HTTP session that trusts the local CA (and only through ``verify``)."""
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
+    session.verify = str(local_ca.bundle_path)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def start_simulator(
+    local_ca: LocalCA, jwks: JwksServer
+) -> Iterator[Callable[..., AdminServiceSimulator]]:
+    """``start_simulator(issuer=, admins=, **options)``: an AdminService simulator that
+    trusts :func:`jwks`, stopped at teardown, which fails on any internal error it had."""
+    started: list[AdminServiceSimulator] = []
+
+    def start(*, issuer: str, admins: list[str], **options: Any) -> AdminServiceSimulator:
+        simulator = AdminServiceSimulator(
+            local_ca, jwks_uri=jwks.url, issuer=issuer, admins=admins, **options
+        ).start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()
+        assert simulator.internal_errors == []

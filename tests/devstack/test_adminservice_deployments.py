@@ -5,13 +5,13 @@ devices outside it from becoming members."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
-from devstack.adminservice import AdminServiceSimulator, JwksServer, TokenSigner
+from devstack.adminservice import AdminServiceSimulator, TokenSigner
 from devstack.adminservice.targeting import (
     APPLICATION,
     AVAILABLE,
@@ -21,7 +21,6 @@ from devstack.adminservice.targeting import (
     SOFTWARE_UPDATES,
     TASK_SEQUENCE,
 )
-from devstack.tls import LocalCA
 from tests.helpers import device
 
 ISSUER = "https://sts.windows.net/8d5c7a5e-0000-4000-8000-000000000015/"
@@ -69,28 +68,19 @@ class Api:
 
 @pytest.fixture
 def make_api(
-    local_ca: LocalCA, jwks: JwksServer, signer: TokenSigner
-) -> Iterator[Callable[..., Api]]:
-    started: list[AdminServiceSimulator] = []
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
-    session.verify = str(local_ca.bundle_path)
+    start_simulator: Callable[..., AdminServiceSimulator],
+    trusting_session: requests.Session,
+    signer: TokenSigner,
+) -> Callable[..., Api]:
     token = signer.token(issuer=ISSUER, upn=ADMIN)
 
     def make(**options: Any) -> Api:
         options.setdefault("devices", DEVICES)
         options.setdefault("collections", COLLECTIONS)
-        simulator = AdminServiceSimulator(
-            local_ca, jwks_uri=jwks.url, issuer=ISSUER, admins=[ADMIN], **options
-        ).start()
-        started.append(simulator)
-        return Api(session, simulator, token)
+        simulator = start_simulator(issuer=ISSUER, admins=[ADMIN], **options)
+        return Api(trusting_session, simulator, token)
 
-    yield make
-    session.close()
-    for simulator in started:
-        simulator.stop()
-        assert simulator.internal_errors == []
+    return make
 
 
 @pytest.fixture

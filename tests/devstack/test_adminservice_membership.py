@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,9 +14,8 @@ import pyodbc
 import pytest
 import requests
 
-from devstack.adminservice import AdminServiceSimulator, JwksServer, TokenSigner, parse_filter
+from devstack.adminservice import AdminServiceSimulator, TokenSigner, parse_filter
 from devstack.sitedb import SiteDatabase
-from devstack.tls import LocalCA
 from tests.helpers import device
 
 pytestmark = pytest.mark.stack
@@ -79,28 +78,19 @@ class Api:
 
 @pytest.fixture
 def make_api(
-    local_ca: LocalCA, jwks: JwksServer, signer: TokenSigner
-) -> Iterator[Callable[..., Api]]:
-    started: list[AdminServiceSimulator] = []
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
-    session.verify = str(local_ca.bundle_path)
+    start_simulator: Callable[..., AdminServiceSimulator],
+    trusting_session: requests.Session,
+    signer: TokenSigner,
+) -> Callable[..., Api]:
     token = signer.token(issuer=ISSUER, upn=ADMIN)
 
     def make(**options: Any) -> Api:
         options.setdefault("devices", DEVICES)
         options.setdefault("collections", COLLECTIONS)
-        simulator = AdminServiceSimulator(
-            local_ca, jwks_uri=jwks.url, issuer=ISSUER, admins=[ADMIN], **options
-        ).start()
-        started.append(simulator)
-        return Api(session, simulator, token)
+        simulator = start_simulator(issuer=ISSUER, admins=[ADMIN], **options)
+        return Api(trusting_session, simulator, token)
 
-    yield make
-    session.close()
-    for simulator in started:
-        simulator.stop()
-        assert simulator.internal_errors == []
+    return make
 
 
 def view_rows(reader: pyodbc.Connection, collection_id: str) -> dict[int, tuple[int, str | None]]:

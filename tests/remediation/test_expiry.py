@@ -58,11 +58,7 @@ def days_later(days: float) -> Runtime:
 
 
 def removals(remediation) -> Counter[tuple[str, int]]:
-    return Counter(
-        (c.collection_id, c.resource_id)
-        for c in remediation.adminservice.calls
-        if c.route == "DeleteMembershipRule" and c.status in (200, 201)
-    )
+    return remediation.adminservice.rule_changes("DeleteMembershipRule")
 
 
 def test_the_sweep_removes_only_our_adds_once_their_time_is_up(expiring):

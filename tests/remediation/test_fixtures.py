@@ -20,11 +20,7 @@ MULTI_STEP = {"04-unknown-then-discovered"}
 
 def adds(adminservice):
     """Successful AddMembershipRule calls per (collection, device), as the service saw them."""
-    return Counter(
-        (c.collection_id, c.resource_id)
-        for c in adminservice.calls
-        if c.route == "AddMembershipRule" and c.status in (200, 201)
-    )
+    return adminservice.rule_changes()
 
 
 def test_every_fixture_ends_in_its_documented_outcome(remediation):

@@ -56,11 +56,7 @@ def drain(remediation) -> int:
 
 
 def adds(remediation) -> Counter[tuple[str, int]]:
-    return Counter(
-        (c.collection_id, c.resource_id)
-        for c in remediation.adminservice.calls
-        if c.route == "AddMembershipRule" and c.status in (200, 201)
-    )
+    return remediation.adminservice.rule_changes()
 
 
 def test_retry_decides_again_and_links_the_decisions(decided):
