@@ -169,6 +169,16 @@ param exportMaxMessagesPerRun int = 50000
 @description('ADMINSERVICE_URL: https://<CMG>/CCM_Proxy_ServerAuth/<id>/AdminService for a bearer token (community practice; Microsoft documents CCM_Proxy_MutualAuth/<id>/AdminService, the client-certificate form; the id from the undocumented vProxy_Routings); empty: not set.')
 param adminServiceUrl string = ''
 
+@description('ADMINSERVICE_AUTH: password (the service account\'s username and password) or refresh-token (a session an admin opens with cmremediate sign-in; no password stored).')
+@allowed([
+  'password'
+  'refresh-token'
+])
+param adminServiceAuth string = 'password'
+
+@description('ADMINSERVICE_SESSION_BLOB: the blob, in the state container, that keeps the signed-in session (ADMINSERVICE_AUTH refresh-token).')
+param adminServiceSessionBlob string = 'adminservice-session.json'
+
 @description('ADMINSERVICE_SCOPE: the ConfigMgr server app\'s Application ID URI + /user_impersonation.')
 param adminServiceScope string = 'https://ConfigMgrService/user_impersonation'
 
@@ -388,6 +398,8 @@ var alwaysSet = {
   EXPORT_OVERLAP_MINUTES: string(exportOverlapMinutes)
   EXPORT_MAX_MESSAGES_PER_RUN: string(exportMaxMessagesPerRun)
   ADMINSERVICE_SCOPE: adminServiceScope
+  ADMINSERVICE_AUTH: adminServiceAuth
+  ADMINSERVICE_SESSION_BLOB: adminServiceSessionBlob
   ADMINSERVICE_REQUEST_REFRESH: adminServiceRequestRefresh ? 'true' : 'false'
   ENTRA_AUTHORITY_HOST: entraAuthorityHost
   ENTRA_TENANT_ID: entraTenantId

@@ -20,6 +20,7 @@ Every exception cm-remediate raises on purpose (a subclass under its base)::
     │   ├── AdminServiceRefused
     │   └── WebServiceRefused
     ├── TokenError                       Entra ID refused a token
+    │   └── SignInNeeded                 the signed-in session is gone: cmremediate sign-in
     ├── TargetRefused                    recorded as target-refused
     ├── AddHeld                          the guard holds an add: held-rate-limit
     └── ClaimBusy                        another request is adding the same device
@@ -123,6 +124,12 @@ class WebServiceRefused(ServiceRefused):
 
 class TokenError(CmRemediateError):
     """Entra ID refused to issue a token; retrying will not help."""
+
+
+class SignInNeeded(TokenError):
+    """The AdminService session an admin opened (ADMINSERVICE_AUTH=refresh-token) is
+    missing, expired or revoked: nothing works until someone runs
+    ``cmremediate sign-in``; requests wait in the queue meanwhile."""
 
 
 class TokenEndpointUnavailable(ServiceUnavailable):

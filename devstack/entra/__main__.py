@@ -35,6 +35,7 @@ def main() -> None:
         simulator.add_user(SAMPLE_USER, SAMPLE_PASSWORD)
         print(f"authority       {simulator.authority}")
         print(f"token endpoint  {simulator.token_endpoint}")
+        print(f"device code     {simulator.device_authorization_endpoint}")
         print(f"CA bundle       {ca.bundle_path}  (clients: verify=<this>, trust_env=False)")
         print(f"client          {SAMPLE_CLIENT_ID} (public; secret {SAMPLE_CLIENT_SECRET})")
         print(f"sample user     {SAMPLE_USER} / {SAMPLE_PASSWORD}")

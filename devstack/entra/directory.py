@@ -1,11 +1,14 @@
-"""One tenant's directory: users, client apps, APIs, and the refresh grants issued."""
+"""One tenant's directory: users, client apps, APIs, the refresh grants issued, the
+tenant's token policies and the clock they are judged by."""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Final
 
 from devstack.entra.keys import client_certificates
 from devstack.entra.model import (
@@ -18,21 +21,59 @@ from devstack.entra.model import (
     TokenVersion,
 )
 
+#: Entra's refresh token ``MaxInactiveTime``: 90 days, not configurable in Entra.
+DEFAULT_REFRESH_TOKEN_MAX_INACTIVE_SECONDS: Final = 90 * 86400
+
 
 class Directory:
     """The tenant's registrations, behind one lock that the simulator shares.
 
     UPNs, client IDs and API identifiers compare case-insensitively, like Entra's.
+
+    Every lifetime the simulator enforces itself (refresh token inactivity, sign-in
+    frequency, revocation, device codes) is judged by :meth:`now`: ``clock`` (default
+    ``time.time``) plus what :meth:`advance_clock` added, so a test can move 90 days
+    on in an instant. The JWTs it signs keep wall-clock ``iat``/``exp``, since MSAL's
+    cache and :meth:`~devstack.entra.EntraSimulator.verify` judge those by the wall.
+
+    Policies, plain attributes that may change at any time:
+    ``refresh_token_max_inactive_seconds`` (90 days) and ``rotation_invalidates_old``
+    (False: Entra keeps an old refresh token valid after it is redeemed); and the
+    device code flow's ``device_code_lifetime_seconds`` (900), ``device_code_interval_seconds``
+    (5) and ``device_code_slow_down`` (False: Entra does not document ``slow_down``).
     """
 
-    def __init__(self, tenant_id: str, tenant_name: str) -> None:
+    def __init__(
+        self, tenant_id: str, tenant_name: str, *, clock: Callable[[], float] | None = None
+    ) -> None:
         self.tenant_id = tenant_id.lower()
         self.tenant_name = tenant_name
         self._lock = threading.RLock()
+        self._clock: Callable[[], float] = clock or time.time
+        self._clock_offset = 0.0
         self._users: dict[str, EntraUser] = {}
         self._clients: dict[str, EntraClient] = {}
         self._apis: list[EntraApi] = []
         self._refresh_grants: dict[str, RefreshGrant] = {}
+        self.refresh_token_max_inactive_seconds: float = DEFAULT_REFRESH_TOKEN_MAX_INACTIVE_SECONDS
+        self.rotation_invalidates_old = False
+        self.device_code_lifetime_seconds = 900
+        self.device_code_interval_seconds = 5
+        self.device_code_slow_down = False
+
+    # -- the clock -----------------------------------------------------------------
+
+    def now(self) -> float:
+        """The simulator's time (seconds since the epoch): the clock plus any advance."""
+        with self._lock:
+            return self._clock() + self._clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the simulator's time on (refresh token and device code lifetimes)."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            self._clock_offset += seconds
 
     def add_user(
         self,
@@ -60,7 +101,33 @@ class Directory:
         with self._lock:
             user = self._users[upn.lower()]
             user.password = password
-            user.tokens_valid_from = time.time()
+            user.tokens_valid_from = self.now()
+
+    def revoke_sessions(self, upn: str) -> None:
+        """What ``Revoke-MgUserSignInSession`` does: refresh tokens issued before now
+        fail with AADSTS50173, as after a password reset. Access tokens already issued
+        stay valid until they expire, as Entra's do (without CAE)."""
+        with self._lock:
+            self._users[upn.lower()].tokens_valid_from = self.now()
+
+    def disable_user(self, upn: str) -> None:
+        """Set ``accountEnabled`` false: sign-ins and refresh tokens fail with AADSTS50057."""
+        with self._lock:
+            self._users[upn.lower()].enabled = False
+
+    def enable_user(self, upn: str) -> None:
+        """Set ``accountEnabled`` true again (refresh tokens issued before work again;
+        unverified against Entra)."""
+        with self._lock:
+            self._users[upn.lower()].enabled = True
+
+    def set_sign_in_frequency(self, upn: str, seconds: float | None) -> None:
+        """A conditional access sign-in frequency for the user (None removes it): a
+        refresh token whose sign-in is older than ``seconds`` fails with AADSTS70043."""
+        if seconds is not None and seconds <= 0:
+            raise ValueError("a sign-in frequency is a positive number of seconds")
+        with self._lock:
+            self._users[upn.lower()].sign_in_frequency_seconds = seconds
 
     def add_client(
         self,
@@ -148,6 +215,18 @@ class Directory:
         """Remember what a refresh token just issued stands for."""
         with self._lock:
             self._refresh_grants[token] = grant
+
+    def touch_refresh_grant(self, token: str, at: float) -> None:
+        """Record that a refresh token was redeemed (its inactivity starts again)."""
+        with self._lock:
+            grant = self._refresh_grants.get(token)
+            if grant is not None:
+                self._refresh_grants[token] = replace(grant, last_used_at=at)
+
+    def forget_refresh_grant(self, token: str) -> None:
+        """Forget a refresh token: it reads as unknown from now on."""
+        with self._lock:
+            self._refresh_grants.pop(token, None)
 
     def refresh_grant(self, token: str) -> tuple[RefreshGrant, EntraUser] | None:
         """The grant a refresh token stands for and its user, or None if either is unknown."""

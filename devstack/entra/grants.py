@@ -1,32 +1,40 @@
-"""The token endpoint's grants: ``password`` (ROPC), ``client_credentials`` and
-``refresh_token``, with the refusals Entra answers each with."""
+"""The token endpoint's grants: ``password`` (ROPC), ``client_credentials``,
+``refresh_token`` and ``device_code``, with the refusals Entra answers each with.
+
+A refresh token redemption always answers a new refresh token; the old one stays valid
+("The Microsoft identity platform doesn't revoke old refresh tokens when used to fetch
+new access tokens", Microsoft Learn, refresh-tokens) unless ``rotation_invalidates_old``.
+"""
 
 from __future__ import annotations
 
 import base64
 import hmac
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from urllib.parse import parse_qsl, unquote_plus
 
 from devstack.entra.client_auth import authenticate_client
+from devstack.entra.device_codes import DEVICE_CODE_GRANT, DeviceCodes
 from devstack.entra.directory import Directory
 from devstack.entra.model import EntraClient
-from devstack.entra.refusals import Refusal, missing
+from devstack.entra.refusals import Refusal, missing, unknown_client
 from devstack.entra.scopes import ResolvedScope, resolve_scope
+from devstack.entra.sessions import check_refresh, user_disabled
 from devstack.entra.tokens import Authority, TokenIssuer
 from devstack.https import HttpRequest
 
+_GRANT_TYPES = ("password", "client_credentials", "refresh_token", DEVICE_CODE_GRANT)
 
-def read_form(request: HttpRequest) -> dict[str, str]:
-    """The form body; a body Entra cannot read reads as one without grant_type."""
+
+def read_form(request: HttpRequest, first_parameter: str = "grant_type") -> dict[str, str]:
+    """The form body; a body Entra cannot read reads as one without its first parameter."""
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise missing("grant_type")
+        raise missing(first_parameter)
     try:
         pairs = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
     except (UnicodeDecodeError, ValueError):
-        raise missing("grant_type") from None
+        raise missing(first_parameter) from None
     form: dict[str, str] = {}
     for name, value in pairs:
         if name in form:
@@ -53,21 +61,28 @@ def read_form(request: HttpRequest) -> dict[str, str]:
 class Grants:
     """Who the client is, which grant it asks for, and what that grant gives it."""
 
-    def __init__(self, authority: Authority, directory: Directory, issuer: TokenIssuer) -> None:
+    def __init__(
+        self,
+        authority: Authority,
+        directory: Directory,
+        issuer: TokenIssuer,
+        device_codes: DeviceCodes,
+    ) -> None:
         self._authority = authority
         self._directory = directory
         self._issuer = issuer
+        self._device_codes = device_codes
 
     def answer(self, form: Mapping[str, str], state: dict[str, str | None]) -> dict[str, object]:
         """The token answer to a well-formed request for this tenant, or its refusal.
 
         ``state`` gets what the request log keeps: ``client_auth`` once the client proved
-        itself, ``username`` once a refresh token names its user.
+        itself, ``username`` once a refresh token or device code names its user.
         """
         grant_type = form.get("grant_type")
         if not grant_type:
             raise missing("grant_type")
-        if grant_type not in ("password", "client_credentials", "refresh_token"):
+        if grant_type not in _GRANT_TYPES:
             raise Refusal(
                 "unsupported_grant_type",
                 70003,
@@ -78,15 +93,7 @@ class Grants:
             raise missing("client_id")
         client = self._directory.find_client(client_id)
         if client is None:
-            raise Refusal(
-                "unauthorized_client",
-                700016,
-                f"Application with identifier '{client_id}' was not found in the directory "
-                f"'{self._directory.tenant_name}'. This can happen if the application has not "
-                "been installed by the administrator of the tenant or consented to by any user "
-                "in the tenant. You may have sent your authentication request to the wrong "
-                "tenant.",
-            )
+            raise unknown_client(client_id, self._directory.tenant_name)
         auth = authenticate_client(
             client,
             form,
@@ -107,6 +114,8 @@ class Grants:
             return self._client_credentials(client, form, auth)
         if grant_type == "password":
             return self._password(client, form, auth, want_client_info)
+        if grant_type == DEVICE_CODE_GRANT:
+            return self._device_code(client, form, auth, want_client_info, state)
         return self._refresh(client, form, auth, want_client_info, state)
 
     def _client_credentials(
@@ -141,6 +150,8 @@ class Grants:
                 50126,
                 "Error validating credentials due to invalid username or password.",
             )
+        if not user.enabled:  # only a right password learns this
+            raise user_disabled()
         if user.mfa_required:
             # What a conditional access policy requiring MFA gives the password grant.
             raise Refusal(
@@ -187,21 +198,45 @@ class Grants:
         state["username"] = user.upn
         if grant.client_id != client.client_id:
             raise Refusal("invalid_grant", 70000, "Provided grant is invalid or malformed.")
-        if grant.issued_at < user.tokens_valid_from:
-            issued = datetime.fromtimestamp(grant.issued_at, UTC).strftime("%m/%d/%Y %H:%M:%S")
-            valid = datetime.fromtimestamp(user.tokens_valid_from, UTC).strftime(
-                "%m/%d/%Y %H:%M:%S"
-            )
-            raise Refusal(
-                "invalid_grant",
-                50173,
-                "The provided grant has expired due to it being revoked, a fresh auth token is "
-                "needed. The user might have changed or reset their password. The grant was "
-                f"issued on '{issued}' and the TokensValidFrom date (before which tokens are "
-                f"not valid) for this user is '{valid}'.",
-            )
+        now = self._directory.now()
+        check_refresh(self._directory, grant, user, now)
         resolved = resolve_scope(self._directory, form.get("scope") or grant.scope, app_only=False)
         self._check_consent(client, resolved)
+        if self._directory.rotation_invalidates_old:
+            self._directory.forget_refresh_grant(token)
+        else:
+            self._directory.touch_refresh_grant(token, now)
         return self._issuer.issue(
-            client, resolved, user, [], auth, want_client_info=want_client_info
+            client,
+            resolved,
+            user,
+            [],
+            auth,
+            want_client_info=want_client_info,
+            sign_in=grant.sign_in,
+            rotate_refresh=True,
+        )
+
+    def _device_code(
+        self,
+        client: EntraClient,
+        form: Mapping[str, str],
+        auth: str,
+        want_client_info: bool,
+        state: dict[str, str | None],
+    ) -> dict[str, object]:
+        device_code = form.get("device_code")
+        if not device_code:
+            raise missing("device_code")
+        sign_in, scope = self._device_codes.redeem(client.client_id, device_code)
+        state["username"] = sign_in.upn
+        user = self._directory.find_user(sign_in.upn)
+        if user is None:
+            raise Refusal("invalid_grant", 70000, "Provided grant is invalid or malformed.")
+        if not user.enabled:
+            raise user_disabled()
+        resolved = resolve_scope(self._directory, scope, app_only=False)
+        self._check_consent(client, resolved)
+        return self._issuer.issue(
+            client, resolved, user, [], auth, want_client_info=want_client_info, sign_in=sign_in
         )

@@ -21,7 +21,10 @@ TokenVersion = Literal[1, 2]
 
 @dataclass(slots=True)
 class EntraUser:
-    """A user; ``tokens_valid_from`` moves on a password change (refresh tokens die)."""
+    """A user; ``tokens_valid_from`` moves on a password change or a session revocation
+    (refresh tokens issued before it die). ``enabled`` is ``accountEnabled``;
+    ``sign_in_frequency_seconds`` the conditional access sign-in frequency that applies
+    to the user (None: none)."""
 
     upn: str
     password: str = field(repr=False)
@@ -29,6 +32,8 @@ class EntraUser:
     display_name: str
     mfa_required: bool = False
     tokens_valid_from: float = 0.0
+    enabled: bool = True
+    sign_in_frequency_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +91,42 @@ class TokenRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class SignIn:
+    """One authentication of a user: when, and by which methods (the ``amr`` claim).
+
+    A refresh token carries the sign-in it came from, so tokens redeemed from it keep
+    its methods and sign-in frequency counts from its time.
+    """
+
+    upn: str
+    auth_time: float
+    amr: tuple[str, ...] = ("pwd",)
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshGrant:
-    """What a refresh token stands for: whose, for which client and scope, since when."""
+    """What a refresh token stands for: whose, for which client and scope, since when
+    (``issued_at``, ``last_used_at`` on the simulator's clock), from which sign-in."""
 
     client_id: str
     upn: str
     scope: str
     issued_at: float
+    sign_in: SignIn
+    last_used_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDeviceCode:
+    """A device code a test can see: what the user is shown and what the client asked.
+
+    ``state`` is ``pending`` (nobody signed in yet), ``approved``, ``declined`` or
+    ``redeemed``; times are on the simulator's clock (:meth:`Directory.now`).
+    """
+
+    user_code: str
+    client_id: str
+    scope: str
+    issued_at: float
+    expires_at: float
+    state: str

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 from urllib.parse import unquote
 
 import jwt
 
 from devstack.entra import metadata
-from devstack.entra.directory import Directory
+from devstack.entra.device_codes import DEVICECODE_ERROR_STATUS, DeviceCodes
+from devstack.entra.directory import DEFAULT_REFRESH_TOKEN_MAX_INACTIVE_SECONDS, Directory
 from devstack.entra.grants import Grants, read_form
 from devstack.entra.keys import SigningKeys
-from devstack.entra.model import DEFAULT_TENANT_ID, TokenRequest
+from devstack.entra.model import DEFAULT_TENANT_ID, PendingDeviceCode, TokenRequest
 from devstack.entra.refusals import NO_CACHE, Refusal, error_response, unknown_tenant
 from devstack.entra.tokens import TokenIssuer
 from devstack.entra.user_realm import UserRealmResponder, certificate_names
@@ -41,7 +42,8 @@ def _loopback_host(host: str) -> str:
 
 
 class EntraSimulator(Directory, HttpsSimulator):
-    """Entra ID for one tenant: discovery, keys and the v2.0 token endpoint over HTTPS.
+    """Entra ID for one tenant: discovery, keys, the v2.0 token and device code
+    endpoints over HTTPS.
 
     It listens on 127.0.0.1 as ``localhost``; ``host="127.x.y.z"`` (any IPv4 loopback
     address) gives it an address of its own, with its own port-443 user realm, so that
@@ -51,7 +53,15 @@ class EntraSimulator(Directory, HttpsSimulator):
     MSAL treats a cached token with less than 5 minutes left as expired).
     ``latency_seconds`` delays every answer. :meth:`set_down` closes the port for real;
     :meth:`fail_next` makes the next token requests fail with an HTTP error. The
-    directory (``add_user``, ``add_client``, ``add_api``) comes from :class:`Directory`.
+    directory (``add_user``, ``add_client``, ``add_api``, ``disable_user``,
+    ``revoke_sessions``, ``set_sign_in_frequency``), its policies and its clock
+    (``now``, ``advance_clock``) come from :class:`Directory`; the constructor sets the
+    policies' first values.
+
+    The device code flow: a client asks ``/devicecode``, a test plays the user at
+    https://microsoft.com/devicelogin with :meth:`approve_device_code` (or
+    :meth:`decline_device_code`), finding the code with :meth:`pending_device_codes`
+    or :meth:`wait_for_device_code`.
     """
 
     def __init__(
@@ -64,15 +74,32 @@ class EntraSimulator(Directory, HttpsSimulator):
         user_realm: bool = True,
         tenant_name: str = "Contoso",
         host: str = "localhost",
+        clock: Callable[[], float] | None = None,
+        device_code_lifetime_seconds: int = 900,
+        device_code_interval_seconds: int = 5,
+        device_code_slow_down: bool = False,
+        refresh_token_max_inactive_seconds: float = DEFAULT_REFRESH_TOKEN_MAX_INACTIVE_SECONDS,
+        rotation_invalidates_old: bool = False,
     ) -> None:
         self._ca = ca
         self.host = host
         self._bind = _loopback_host(host)
-        super().__init__(tenant_id, tenant_name)
+        super().__init__(tenant_id, tenant_name, clock=clock)
         self.token_lifetime_seconds = token_lifetime_seconds
+        self.device_code_lifetime_seconds = device_code_lifetime_seconds
+        self.device_code_interval_seconds = device_code_interval_seconds
+        self.device_code_slow_down = device_code_slow_down
+        self.refresh_token_max_inactive_seconds = refresh_token_max_inactive_seconds
+        self.rotation_invalidates_old = rotation_invalidates_old
         self._keys = SigningKeys()
         self._token_issuer = TokenIssuer(authority=self, directory=self, keys=self._keys)
-        self._grants = Grants(authority=self, directory=self, issuer=self._token_issuer)
+        self._device_codes = DeviceCodes(self)
+        self._grants = Grants(
+            authority=self,
+            directory=self,
+            issuer=self._token_issuer,
+            device_codes=self._device_codes,
+        )
         self._requests: list[TokenRequest] = []
         self._failures: list[tuple[int, int | None]] = []
         self._server = LocalHttpsServer(
@@ -157,6 +184,11 @@ class EntraSimulator(Directory, HttpsSimulator):
         return f"{self.authority}/oauth2/v2.0/token"
 
     @property
+    def device_authorization_endpoint(self) -> str:
+        """The v2.0 device authorization (``/devicecode``) endpoint."""
+        return f"{self.authority}/oauth2/v2.0/devicecode"
+
+    @property
     def user_realm(self) -> UserRealmResponder | None:
         """The port-443 responder this simulator holds, if any."""
         return self._user_realm
@@ -178,6 +210,35 @@ class EntraSimulator(Directory, HttpsSimulator):
     def token_count(self) -> int:
         """Access tokens issued so far."""
         return self._token_issuer.issued
+
+    # -- the user at https://microsoft.com/devicelogin -------------------------------
+
+    def approve_device_code(self, user_code: str, upn: str, *, mfa: bool = True) -> None:
+        """Sign in with a pending user code as ``upn`` (with MFA unless ``mfa=False``): the
+        client's next poll gets tokens whose v1 ``amr`` is ``["pwd", "mfa"]`` (``["pwd"]``
+        without MFA). Raises ``ValueError`` for an unknown, expired or answered user code,
+        an unknown or disabled user, or an MFA user signing in without MFA."""
+        self._device_codes.approve(user_code, upn, mfa=mfa)
+
+    def decline_device_code(self, user_code: str) -> None:
+        """Decline a pending user code: the client's next poll gets ``authorization_declined``."""
+        self._device_codes.decline(user_code)
+
+    def pending_device_codes(self) -> list[PendingDeviceCode]:
+        """Device codes nobody has signed in with yet and that have not expired, oldest first."""
+        now = self.now()
+        return [
+            c for c in self._device_codes.codes() if c.state == "pending" and now < c.expires_at
+        ]
+
+    def device_codes(self) -> list[PendingDeviceCode]:
+        """Every device code handed out, whatever became of it, oldest first."""
+        return self._device_codes.codes()
+
+    def wait_for_device_code(self, timeout: float = 10.0) -> PendingDeviceCode:
+        """The newest pending device code, waiting up to ``timeout`` seconds for a client to
+        ask for one (a test driving a CLI that prints the code). Raises ``TimeoutError``."""
+        return self._device_codes.wait_for_pending(timeout)
 
     # -- keys and token validation -------------------------------------------------
 
@@ -251,10 +312,33 @@ class EntraSimulator(Directory, HttpsSimulator):
             return HttpResponse.json(200, self.jwks())
         if route == ["oauth2", "v2.0", "token"]:
             return self._token(request, tenant)
+        if route == ["oauth2", "v2.0", "devicecode"]:
+            return self._devicecode(request, tenant)
         return HttpResponse.text(404, "Not Found")
 
     def _refuse(self, request: HttpRequest, refusal: Refusal) -> HttpResponse:
         return error_response(request, refusal, self.authority_host)
+
+    # -- the device authorization endpoint -----------------------------------------
+
+    def _devicecode(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        try:
+            if request.method != "POST":
+                raise Refusal(
+                    "invalid_request",
+                    900561,
+                    "The endpoint only accepts POST, OPTIONS requests. "
+                    f"Received a {request.method} request.",
+                )
+            form = read_form(request, "client_id")
+            if tenant != self.tenant_id:
+                raise unknown_tenant(tenant, "invalid_request")
+            body = self._device_codes.authorize(form)
+        except Refusal as refusal:
+            return error_response(
+                request, refusal, self.authority_host, status=DEVICECODE_ERROR_STATUS
+            )
+        return HttpResponse.json(200, body, NO_CACHE)
 
     # -- the token endpoint --------------------------------------------------------
 

@@ -14,7 +14,7 @@ import jwt
 
 from devstack.entra.directory import Directory
 from devstack.entra.keys import SigningKeys, b64url
-from devstack.entra.model import OIDC_SCOPE_ORDER, EntraClient, EntraUser, RefreshGrant
+from devstack.entra.model import OIDC_SCOPE_ORDER, EntraClient, EntraUser, RefreshGrant, SignIn
 from devstack.entra.scopes import ResolvedScope
 
 
@@ -73,10 +73,20 @@ class TokenIssuer:
         auth: str,
         *,
         want_client_info: bool,
+        sign_in: SignIn | None = None,
+        rotate_refresh: bool = False,
     ) -> dict[str, object]:
         """The token answer of a granted request: an access token, and for a user the
-        ``scope``, and the refresh token, ID token and client info it asked for."""
+        ``scope``, and the refresh token, ID token and client info it asked for.
+
+        ``sign_in`` is the authentication the user's tokens stand for (default: a
+        password sign-in now); its methods are a v1 token's ``amr`` (v2 tokens carry no
+        ``amr``, as Entra's). ``rotate_refresh`` (a refresh token redemption) answers a
+        new refresh token whatever the scope, as Entra does on every use.
+        """
         now = int(time.time())
+        if user is not None and sign_in is None:
+            sign_in = SignIn(user.upn, self._directory.now())
         lifetime = int(self._authority.token_lifetime_seconds)
         api = resolved.api
         acr = {"none": "0", "secret": "1", "certificate": "2"}[auth]
@@ -110,9 +120,13 @@ class TokenIssuer:
                 "appidacr": acr,
                 "ver": "1.0",
             }
-            if user is not None:
+            if user is not None and sign_in is not None:
                 claims.update(
-                    acr="1", amr=["pwd"], ipaddr="127.0.0.1", unique_name=user.upn, upn=user.upn
+                    acr="1",
+                    amr=list(sign_in.amr),
+                    ipaddr="127.0.0.1",
+                    unique_name=user.upn,
+                    upn=user.upn,
                 )
             else:
                 claims["idp"] = self._authority.issuer_v1
@@ -137,12 +151,12 @@ class TokenIssuer:
         if lifetime >= 7200:  # Entra tells clients to renew long-lived tokens early
             body["refresh_in"] = lifetime // 2
         body["access_token"] = access_token
-        if user is not None:
+        if user is not None and sign_in is not None:
             scope_names = [f"{resolved.identifier}/{s}" for s in resolved.scopes]
             scope_names += [s for s in OIDC_SCOPE_ORDER if s in resolved.oidc]
             body["scope"] = " ".join(scope_names)
-            if "offline_access" in resolved.oidc:
-                body["refresh_token"] = self._new_refresh_token(client, user, resolved)
+            if "offline_access" in resolved.oidc or rotate_refresh:
+                body["refresh_token"] = self._new_refresh_token(client, user, resolved, sign_in)
             if "openid" in resolved.oidc:
                 body["id_token"] = self._id_token(client, user, resolved.oidc, now, lifetime)
             if want_client_info:
@@ -156,14 +170,15 @@ class TokenIssuer:
         return body
 
     def _new_refresh_token(
-        self, client: EntraClient, user: EntraUser, resolved: ResolvedScope
+        self, client: EntraClient, user: EntraUser, resolved: ResolvedScope, sign_in: SignIn
     ) -> str:
         token = f"1.devstack.{secrets.token_urlsafe(48)}"
         scope = " ".join(
             [f"{resolved.identifier}/{s}" for s in resolved.scopes] + sorted(resolved.oidc)
         )
+        issued = self._directory.now()
         self._directory.keep_refresh_grant(
-            token, RefreshGrant(client.client_id, user.upn, scope, time.time())
+            token, RefreshGrant(client.client_id, user.upn, scope, issued, sign_in, issued)
         )
         return token
 

@@ -58,16 +58,10 @@ def target_problems(setting: Lookup, rules: RuleSet) -> list[str]:
     if export_source == "adminservice" and not needs_adminservice:
         needs_adminservice, reason = True, "EXPORT_SOURCE=adminservice"
     if needs_adminservice:
-        missing = _missing(
-            setting,
-            [
-                "ADMINSERVICE_URL",
-                "ENTRA_TENANT_ID",
-                "ENTRA_CLIENT_ID",
-                "ADMINSERVICE_USERNAME",
-                "ADMINSERVICE_PASSWORD",
-            ],
-        )
+        required = ["ADMINSERVICE_URL", "ENTRA_TENANT_ID", "ENTRA_CLIENT_ID"]
+        if setting("ADMINSERVICE_AUTH") != "refresh-token":
+            required += ["ADMINSERVICE_USERNAME", "ADMINSERVICE_PASSWORD"]
+        missing = _missing(setting, required)
         problems += [f"{name}: required because {reason}" for name in missing]
     if any(r.target == "webservice" for r in rules.rules):
         kind = setting("WEBSERVICE_KIND")

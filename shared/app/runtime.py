@@ -23,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from shared.app.adminservice_tokens import adminservice_tokens
 from shared.app.configuration import load_configuration, validate_targets
 from shared.app.export_function import ExportFunction
 from shared.app.overrides import Overrides
@@ -51,10 +52,11 @@ from shared.platform.http import new_session, trust_store
 from shared.platform.probes import Probes
 from shared.platform.relay.setup import open_tunnel
 from shared.platform.relay.tunnel import RelayTunnel
+from shared.platform.session_store import BlobSessionStore
 from shared.platform.settings import Settings
 from shared.platform.storage import STORAGE_RETRIES, StorageAccount
 from shared.platform.telemetry import telemetry
-from shared.platform.tokens import AppTokens, DelegatedTokens
+from shared.platform.tokens import AppTokens
 from shared.queue.local_host import LocalQueueHost
 from shared.queue.options import QueueOptions
 from shared.queue.poison import PoisonQueue
@@ -230,21 +232,9 @@ class Runtime:
             raise ConfigurationError(
                 "ADMINSERVICE_URL, ENTRA_TENANT_ID and ENTRA_CLIENT_ID are required"
             )
-        if not (s.adminservice_username and s.adminservice_password):
-            raise ConfigurationError("ADMINSERVICE_USERNAME and ADMINSERVICE_PASSWORD are required")
-        tokens = self.overrides.delegated_tokens
-        if tokens is None:
-            tokens = DelegatedTokens(
-                authority_host=s.entra_authority_host,
-                tenant_id=s.entra_tenant_id,
-                client_id=s.entra_client_id,
-                username=s.adminservice_username,
-                password=s.adminservice_password.get_secret_value(),
-                scope=s.adminservice_scope,
-                session=self.http,
-                client_secret=self._entra_client_secret(),
-                monotonic=self.monotonic,
-            )
+        tokens = self.overrides.delegated_tokens or adminservice_tokens(
+            s, self.http, lambda: self.session_store, self.monotonic
+        )
         if self.overrides.adminservice is not None:
             return self.overrides.adminservice(s.adminservice_url, tokens, self.http)
         return AdminServiceClient(
@@ -254,6 +244,12 @@ class Runtime:
             retry=self.overrides.http_retry,
             max_concurrent=s.adminservice_max_concurrency,
         )
+
+    @cached_property
+    def session_store(self) -> BlobSessionStore:
+        """Where the AdminService session is kept (ADMINSERVICE_AUTH=refresh-token)."""
+        container = self.storage.container(self.settings.state_container)
+        return BlobSessionStore(container, self.settings.adminservice_session_blob)
 
     @cached_property
     def device_source(self) -> DeviceSource:

@@ -38,12 +38,13 @@ from shared.platform.raw_settings import (
     unreadable,
 )
 from shared.platform.relay_settings import RelaySettings
+from shared.platform.session_settings import SessionSettings
 
 _QUEUE_NAME = re.compile(r"^(?=.{3,56}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
 
 
-class Settings(RelaySettings):
+class Settings(RelaySettings, SessionSettings):
     """Every setting cm-remediate reads, with its default and validation."""
 
     model_config = SettingsConfigDict(

@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
@@ -25,8 +26,9 @@ import msal
 import msal.exceptions
 import requests
 
-from shared.errors import TokenEndpointUnavailable, TokenError
+from shared.errors import SignInNeeded, TokenEndpointUnavailable, TokenError
 from shared.platform.redaction import secrets
+from shared.platform.session_store import SessionStore
 from shared.platform.telemetry import telemetry
 
 log = logging.getLogger(__name__)
@@ -242,6 +244,157 @@ def _registered(result: Any) -> Any:
             *(str(result[k]) for k in ("access_token", "refresh_token") if result.get(k))
         )
     return result
+
+
+class SessionTokens(_MsalTokens):
+    """Tokens of the session an admin opened with ``cmremediate sign-in`` (device code,
+    MFA), for the AdminService (``ADMINSERVICE_AUTH=refresh-token``): no password.
+
+    MSAL refreshes from the stored cache; a rotated refresh token is written back to
+    the store conditionally (see :mod:`shared.platform.session_store`). When the session
+    is gone (revoked, expired, a password reset, a sign-in frequency policy), every
+    call raises :class:`SignInNeeded` naming the cure; the store is read again first,
+    in case an admin has signed in anew meanwhile."""
+
+    credential_kind: ClassVar[str] = "signed-in session"
+
+    def __init__(
+        self,
+        *,
+        authority_host: str,
+        tenant_id: str,
+        client_id: str,
+        scope: str,
+        session: requests.Session,
+        store: SessionStore,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        options = _msal_options(authority_host, tenant_id, session)
+        self._cache = msal.SerializableTokenCache()
+        self._store = store
+        self._version: str | None = None
+        self._loaded = False
+
+        def factory() -> Any:
+            return msal.PublicClientApplication(client_id, token_cache=self._cache, **options)
+
+        super().__init__("the signed-in session", scope, factory, monotonic=monotonic)
+
+    def token(self, *, fresh: bool = False) -> str:
+        """An access token of the session, refreshed (and the cache kept) as needed."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+            result = self._silent(fresh)
+            if "access_token" not in result:
+                self._load()  # an admin may have signed in anew since
+                result = self._silent(fresh)
+            if "access_token" not in result:
+                self._count_failure(str(result.get("error") or "no_session"))
+                raise SignInNeeded(self._refusal(result))
+            self._keep()
+            return str(result["access_token"])
+
+    def _load(self) -> None:
+        stored = self._store.load()
+        self._cache.deserialize(stored.text if stored is not None else None)
+        self._version = stored.version if stored is not None else None
+        self._loaded = True
+        secrets.add_token(*_refresh_tokens(self._cache))
+
+    def _silent(self, fresh: bool) -> dict[str, Any]:
+        accounts = self._app.get_accounts()
+        if not accounts:
+            return {"error": "no_session"}
+        result = _registered(
+            self._guard(
+                lambda: self._app.acquire_token_silent_with_error(
+                    self._scopes, account=accounts[0], force_refresh=fresh
+                )
+            )
+        )
+        if result is None:
+            return {"error": "no_session"}
+        if str(result.get("error")) in {"temporarily_unavailable", "server_error"}:
+            self._count_failure("unavailable")
+            raise TokenEndpointUnavailable(_describe(result, self._who))
+        return dict(result)
+
+    def _keep(self) -> None:
+        """Write a changed cache (a rotated refresh token) back, if nobody else wrote
+        since it was read; else adopt theirs (ours stays valid until it expires)."""
+        if not self._cache.has_state_changed:
+            return
+        secrets.add_token(*_refresh_tokens(self._cache))
+        saved = self._store.save(self._cache.serialize(), self._version)
+        if saved is None:
+            log.info("another instance renewed the AdminService session first; using its")
+            self._load()
+        else:
+            self._version = saved
+        self._cache.has_state_changed = False
+
+    def _refusal(self, result: dict[str, Any]) -> str:
+        if result.get("error") == "no_session":
+            found = (
+                "no session is stored" if self._version is None else "the session holds no account"
+            )
+        else:
+            found = _describe(result, self._who)
+        return (
+            f"sign-in needed: run cmremediate sign-in ({found}; {self._store.where}). Requests "
+            "wait in the queue until then; afterwards requeue the poison queue"
+        )
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A session opened by device code: whose, and MSAL's serialized cache (secret)."""
+
+    username: str
+    cache_text: str
+
+
+def sign_in_by_device_code(
+    *,
+    authority_host: str,
+    tenant_id: str,
+    client_id: str,
+    scope: str,
+    session: requests.Session,
+    show: Callable[[str], None],
+    expected_username: str | None = None,
+) -> SignedIn:
+    """Open a session by the device-code flow: ``show`` gets Entra ID's instructions
+    (the URL and the user code, no secret) for the admin, who signs in with MFA as
+    usual; returns once the sign-in completes. Raises TokenError when it does not, or
+    when another account than ``expected_username`` signed in."""
+    cache = msal.SerializableTokenCache()
+    options = _msal_options(authority_host, tenant_id, session)
+    app = msal.PublicClientApplication(client_id, token_cache=cache, **options)
+    flow = app.initiate_device_flow(scopes=[scope])
+    if "user_code" not in flow:
+        raise TokenError(
+            f"Entra ID refused to start a device-code sign-in: {_describe(flow, client_id)}"
+        )
+    show(str(flow["message"]))
+    result = _registered(app.acquire_token_by_device_flow(flow))
+    if not result or "access_token" not in result:
+        raise TokenError(_describe(result or {"error": "no_result"}, "the device-code sign-in"))
+    username = str((result.get("id_token_claims") or {}).get("preferred_username") or "")
+    if expected_username and username.casefold() != expected_username.casefold():
+        raise TokenError(
+            f"{username or 'an unknown account'} signed in, not {expected_username} (the "
+            "remediation account, ADMINSERVICE_USERNAME): nothing was stored; sign in again "
+            "with that account"
+        )
+    secrets.add_token(*_refresh_tokens(cache))
+    return SignedIn(username, cache.serialize())
+
+
+def _refresh_tokens(cache: Any) -> list[str]:
+    """The refresh tokens a serialized cache holds, so that no log line can carry one."""
+    return [str(item.get("secret")) for item in cache.search("RefreshToken") if item.get("secret")]
 
 
 class AppTokens(_MsalTokens):
