@@ -4,12 +4,14 @@ with MFA and conditional access as usual. No password is stored anywhere."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from cmremediate_cli.app import SettingsOption, app, opened
 from cmremediate_cli.console import console, errors
+from shared.app.adminservice_tokens import session_store
+from shared.app.runtime import Runtime
 from shared.errors import ConfigurationError
 from shared.platform.tokens import sign_in_by_device_code
 
@@ -45,6 +47,21 @@ def sign_in(
             show=lambda text: console.print(text, highlight=False, soft_wrap=True),
             expected_username=account or s.adminservice_username,
         )
-        runtime.session_store.replace(signed_in.cache_text)
-        where = runtime.session_store.where
+        store = session_store(s, runtime.storage, _admin_credential(runtime), _transport(runtime))
+        store.replace(signed_in.cache_text)
+        where = store.where
     console.print(f"signed in as {signed_in.username}; the session is stored in {where}")
+
+
+def _admin_credential(runtime: Runtime) -> Any:
+    """Who writes the session to Key Vault: the admin signed in here (Azure CLI, VS
+    Code, environment), never a managed identity of this machine."""
+    if runtime.overrides.vault_credential is not None or runtime.settings.session_secret is None:
+        return runtime.overrides.vault_credential
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(exclude_managed_identity_credential=True)
+
+
+def _transport(runtime: Runtime) -> Any:
+    return runtime.overrides.vault_transport

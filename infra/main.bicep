@@ -279,6 +279,8 @@ var vnetIntegration = (siteDbPath == 'vnet') || !empty(integrationSubnetId)
 // not refused here: infra/README.md, The site database path.
 var storeSiteDbConnection = (siteDbPath != 'none') && !empty(siteDbConnection)
 var relayPath = siteDbPath == 'relay'
+// ADMINSERVICE_AUTH refresh-token: the signed-in session lives in a Key Vault secret.
+var sessionInKeyVault = adminServiceAuth == 'refresh-token'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
@@ -358,6 +360,7 @@ module keyVault 'modules/keyvault.bicep' = {
     adminServicePassword: adminServicePassword
     entraClientSecret: entraClientSecret
     webServiceSecret: webServiceSecret
+    keepAdminServiceSession: sessionInKeyVault
   }
 }
 
@@ -390,7 +393,8 @@ module privateLink 'modules/privatelink.bicep' = if (privateAccess) {
 
 // cm-remediate's settings. Those the model requires, or whose default the bindings need
 // spelled out, are always set; optional ones only when given. Secrets are Key Vault
-// references, resolved by the platform with the app's identity.
+// references, resolved by the platform with the app's identity, except the AdminService
+// session's secret: its URI itself, since the app reads and renews it.
 var alwaysSet = {
   REMEDIATION_QUEUE: remediationQueue
   EXPORT_SCHEDULE: exportSchedule
@@ -449,6 +453,9 @@ var setWhenGiven = union(
   empty(webServiceSecret) ? {} : {
     WEBSERVICE_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.webServiceSecretUri})'
   },
+  sessionInKeyVault ? {
+    ADMINSERVICE_SESSION_SECRET_URI: keyVault.outputs.adminServiceSessionUri
+  } : {},
   empty(webServiceScope) ? {} : {
     WEBSERVICE_SCOPE: webServiceScope
   },

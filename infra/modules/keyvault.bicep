@@ -26,6 +26,9 @@ param privateAccess bool
 @maxValue(90)
 param softDeleteRetentionInDays int
 
+@description('ADMINSERVICE_AUTH refresh-token: a secret for the signed-in AdminService session, which the app renews.')
+param keepAdminServiceSession bool
+
 @description('Principal ID of the function app identity.')
 param appPrincipalId string
 
@@ -53,6 +56,8 @@ param webServiceSecret string
 
 // Key Vault Secrets User: read secret values (Key Vault references), nothing else.
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+// Key Vault Secrets Officer: read and write secrets; given on one secret only.
+var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109: network default is Deny whenever the app runs in a VNet or behind private endpoints; Allow only with siteDbPath none and no subnet, where the platform resolves the Key Vault references over the public endpoint (RBAC still guards every read; tests/infra checks both cases)
@@ -134,6 +139,31 @@ resource webServiceSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' =
   }
 }
 
+resource adminServiceSession 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (keepAdminServiceSession) {
+  // checkov:skip=CKV_AZURE_41: no expiry date: the app writes a new version at every renewal of the session, which expires on Entra ID's terms, not the vault's
+  // checkov:skip=CKV_AZURE_114: contentType is set below; checkov 3.3.30 reads no properties of a conditional (if) resource (tests/infra checks contentType)
+  parent: vault
+  name: 'adminservice-session'
+  properties: {
+    // A placeholder, not a session: `cmremediate sign-in` writes the session as a new
+    // version with its own content type, and the app skips placeholder versions, so a
+    // redeployment (which adds one) does not end the session. The secret exists so that
+    // the app's write role can be scoped to it alone.
+    value: '{}'
+    contentType: 'placeholder'
+  }
+}
+
+resource sessionOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (keepAdminServiceSession) {
+  name: guid(vault.id, 'adminservice-session', appPrincipalId, keyVaultSecretsOfficer)
+  scope: adminServiceSession
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, appPrincipalId, keyVaultSecretsUser)
   scope: vault
@@ -166,4 +196,5 @@ output uri string = vault.properties.vaultUri
 output siteDbConnectionUri string = storeSiteDbConnection ? siteDbConnectionSecret.properties.secretUri : ''
 output adminServicePasswordUri string = empty(adminServicePassword) ? '' : adminServicePasswordSecret.properties.secretUri
 output entraClientSecretUri string = empty(entraClientSecret) ? '' : entraClientSecretSecret.properties.secretUri
+output adminServiceSessionUri string = keepAdminServiceSession ? '${vault.properties.vaultUri}secrets/adminservice-session' : ''
 output webServiceSecretUri string = empty(webServiceSecret) ? '' : webServiceSecretSecret.properties.secretUri

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 
@@ -81,6 +81,10 @@ class Overrides:
     site_db_retry: RetryPolicy | None = None
     #: The sender's tokens for the site database's hybrid connection (Entra ID in a test).
     relay_tokens: RelayTokens | None = None
+    #: Key Vault for the AdminService session: the credential, and an azure-core
+    #: transport (the local vault's address; its TLS is checked as ever).
+    vault_credential: Any = None
+    vault_transport: Any = None
     #: How often the Azure SDK retries a storage call; None: ``STORAGE_RETRIES``.
     storage_retries: int | None = None
     #: The exporter's ports.

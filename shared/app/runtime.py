@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from shared.app.adminservice_tokens import adminservice_tokens
+from shared.app.adminservice_tokens import adminservice_tokens, session_store
 from shared.app.configuration import load_configuration, validate_targets
 from shared.app.export_function import ExportFunction
 from shared.app.overrides import Overrides
@@ -52,7 +52,7 @@ from shared.platform.http import new_session, trust_store
 from shared.platform.probes import Probes
 from shared.platform.relay.setup import open_tunnel
 from shared.platform.relay.tunnel import RelayTunnel
-from shared.platform.session_store import BlobSessionStore
+from shared.platform.session_store import SessionStore
 from shared.platform.settings import Settings
 from shared.platform.storage import STORAGE_RETRIES, StorageAccount
 from shared.platform.telemetry import telemetry
@@ -246,10 +246,10 @@ class Runtime:
         )
 
     @cached_property
-    def session_store(self) -> BlobSessionStore:
+    def session_store(self) -> SessionStore:
         """Where the AdminService session is kept (ADMINSERVICE_AUTH=refresh-token)."""
-        container = self.storage.container(self.settings.state_container)
-        return BlobSessionStore(container, self.settings.adminservice_session_blob)
+        o = self.overrides
+        return session_store(self.settings, self.storage, o.vault_credential, o.vault_transport)
 
     @cached_property
     def device_source(self) -> DeviceSource:

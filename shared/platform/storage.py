@@ -57,6 +57,15 @@ class StorageAccount:
                 else DefaultAzureCredential()
             )
 
+    def identity_credential(self) -> TokenCredential:
+        """The app's identity (the user-assigned one when AzureWebJobsStorage names it),
+        for the Azure services it signs in to besides storage."""
+        if self._credential is not None:
+            return self._credential
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
     def _common(self) -> dict[str, Any]:
         return {
             "connection_timeout": CONNECTION_TIMEOUT_SECONDS,

@@ -26,11 +26,14 @@ EXPECTED_SKIPS = {
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.entraClientSecretSecret"),
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.webServiceSecretSecret"),
     ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.listenKey"),
+    # the AdminService session: the app writes a version at every renewal
+    ("CKV_AZURE_41", "Microsoft.KeyVault/vaults/secrets.adminServiceSession"),
     # checkov reads no properties of a conditional resource; contentType is set
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.siteDbConnectionSecret"),
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.adminServicePasswordSecret"),
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.entraClientSecretSecret"),
     ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.webServiceSecretSecret"),
+    ("CKV_AZURE_114", "Microsoft.KeyVault/vaults/secrets.adminServiceSession"),
 }
 
 

@@ -11,9 +11,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from azure.identity import ClientSecretCredential
 from typer.testing import CliRunner
 
 from cmremediate_cli.main import app
+from devstack.keyvault import VAULT_APP_ID, VAULT_RESOURCE, KeyVaultSimulator
 from shared.app.adminservice_tokens import adminservice_tokens
 from shared.app.runtime import Runtime
 from shared.domain.requests import RemediationRequest
@@ -38,10 +40,39 @@ def signed_in_entra(entra) -> Iterator[object]:
     entra.enable_user(scenario.SERVICE_ACCOUNT)
 
 
+SECRET = "adminservice-session"
+APP_CLIENT, APP_SECRET = "5a1c0de0-0000-4000-8000-00000000c0de", "app-identity-secret"
+
+
+@pytest.fixture(params=["blob", "keyvault"])
+def session_settings(request, entra, local_ca, runtime_overrides) -> Iterator[dict[str, str]]:
+    """Where the session is kept: a blob of the state container, or a Key Vault secret
+    on which the app's identity (a client of the Entra ID simulator here) holds Key
+    Vault Secrets Officer, on that secret only."""
+    if request.param == "blob":
+        yield {}
+        return
+    entra.add_api(VAULT_RESOURCE, scopes=("user_impersonation",), app_id=VAULT_APP_ID)
+    identity = entra.add_client(APP_CLIENT, secret=APP_SECRET)
+    with KeyVaultSimulator.for_entra(local_ca, entra, vault_name="cm-remediate-kv") as vault:
+        vault.grant(identity.service_principal_id, "Key Vault Secrets Officer", secret=SECRET)
+        credential = ClientSecretCredential(
+            entra.tenant_id,
+            APP_CLIENT,
+            APP_SECRET,
+            authority=entra.authority_host,
+            disable_instance_discovery=True,
+            connection_verify=str(local_ca.bundle_path),
+        )
+        runtime_overrides(vault_credential=credential, vault_transport=vault.transport())
+        yield {"ADMINSERVICE_SESSION_SECRET_URI": f"{vault.vault_url}/secrets/{SECRET}"}
+        assert vault.internal_errors == []
+
+
 @pytest.fixture
-def session_app(make_remediation, monkeypatch, signed_in_entra):
+def session_app(make_remediation, monkeypatch, signed_in_entra, session_settings):
     """The remediation app with ADMINSERVICE_AUTH=refresh-token and no password."""
-    remediation = make_remediation(ADMINSERVICE_AUTH="refresh-token")
+    remediation = make_remediation(ADMINSERVICE_AUTH="refresh-token", **session_settings)
     monkeypatch.delenv("ADMINSERVICE_PASSWORD")
     remediation.runtime = install_fixed_clock_runtime()  # the functions' runtime, rebuilt
     return remediation
