@@ -6,15 +6,18 @@ error, health says so, and nothing is lost."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 from azure.identity import ClientSecretCredential
 from typer.testing import CliRunner
 
 from cmremediate_cli.main import app
+from devstack.datagen import GeneratedStatusMessage
 from devstack.keyvault import VAULT_APP_ID, VAULT_RESOURCE, KeyVaultSimulator
 from shared.app.adminservice_tokens import adminservice_tokens
 from shared.app.runtime import Runtime
@@ -113,8 +116,23 @@ def test_sign_in_by_device_code_then_remediate_without_a_password(session_app, s
     assert stored.text not in result.stdout  # the session is never printed
 
     tokens = session_app.capture_tokens()
-    session_app.deliver(body_of(fixture("01-add")), message_id="with-a-session")
-    assert session_app.outcome(fixture("01-add")["body"]).kind == "added"
+    # export (the timer) and remediation (the host's queue listener), through the worker
+    (record,) = session_app.stack.site_db.insert_status_messages(
+        [
+            GeneratedStatusMessage(
+                site_code="PS1",
+                machine_name="PC-ADD01",
+                time_utc=datetime(2026, 11, 20, 8, 30),
+                insertion_strings=("MsgType_Office365Upgrade", "projectInstalled"),
+            )
+        ]
+    )
+    session_app.app.export()
+    with session_app.app.listener(visibility_timeout_seconds=0) as listener:
+        assert listener.drain_until_empty().succeeded == 1
+    added = session_app.runtime.audit.query(machine_name="PC-ADD01")
+    assert [(o.record_id, o.kind) for o in added] == [(record, "added")]
+    assert "ADMINSERVICE_PASSWORD" not in os.environ
     claims = signed_in_entra.verify(tokens[-1], "https://ConfigMgrService")
     assert claims["upn"] == scenario.SERVICE_ACCOUNT and "mfa" in claims["amr"]
     grants = {r.grant_type for r in signed_in_entra.requests[before:]}
