@@ -5,6 +5,7 @@ connection. A module that needs another kind defines its own fixture of the name
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,8 +14,10 @@ import pytest
 import requests
 
 from devstack.adminservice import AdminServiceSimulator, JwksServer, TokenSigner
+from devstack.entra import EntraSimulator
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
+from tests.devstack.entra_support import PASSWORD
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +75,21 @@ def start_simulator(
     for simulator in started:
         simulator.stop()
         assert simulator.internal_errors == []
+
+
+# The Entra ID simulator's device-code and refresh-token tests: each module defines its
+# own ``sim``.
+@pytest.fixture
+def client_id(sim: EntraSimulator) -> str:
+    """A new public client app of ``sim``."""
+    client = str(uuid.uuid4())
+    sim.add_client(client, public=True)
+    return client
+
+
+@pytest.fixture
+def admin(sim: EntraSimulator) -> str:
+    """An admin whom conditional access makes use MFA (their password grant fails)."""
+    upn = f"admin-{uuid.uuid4().hex[:8]}@contoso.example"
+    sim.add_user(upn, PASSWORD, mfa_required=True)
+    return upn

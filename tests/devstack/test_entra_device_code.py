@@ -19,13 +19,12 @@ from typing import Any
 import jwt
 import msal
 import pytest
-import requests
 
 from devstack.entra import DEVICE_CODE_GRANT, EntraSimulator
 from devstack.tls import LocalCA
+from tests.devstack.entra_support import PASSWORD, session_for
 
 SCOPE = "https://ConfigMgrService/user_impersonation"
-PASSWORD = "Corr3ct-Horse"
 
 
 @pytest.fixture(autouse=True)
@@ -43,28 +42,6 @@ def sim(local_ca: LocalCA) -> Iterator[EntraSimulator]:
         server.add_api()  # the ConfigMgr server app: v1 tokens, user_impersonation
         server.add_api("api://cm-webservice", scopes=("access",), access_token_version=2)
         yield server
-
-
-@pytest.fixture
-def client_id(sim: EntraSimulator) -> str:
-    client = str(uuid.uuid4())
-    sim.add_client(client, public=True)
-    return client
-
-
-@pytest.fixture
-def admin(sim: EntraSimulator) -> str:
-    """An admin whom conditional access makes use MFA (their password grant fails)."""
-    upn = f"admin-{uuid.uuid4().hex[:8]}@contoso.example"
-    sim.add_user(upn, PASSWORD, mfa_required=True)
-    return upn
-
-
-def session_for(ca: LocalCA) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise override verify=
-    session.verify = str(ca.bundle_path)
-    return session
 
 
 def public_app(sim: EntraSimulator, ca: LocalCA, client_id: str, **options: Any) -> Any:

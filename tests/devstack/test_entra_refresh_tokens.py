@@ -15,13 +15,12 @@ from typing import Any
 
 import msal
 import pytest
-import requests
 
 from devstack.entra import EntraSimulator
 from devstack.tls import LocalCA
+from tests.devstack.entra_support import PASSWORD, session_for
 
 SCOPE = "https://ConfigMgrService/user_impersonation"
-PASSWORD = "Corr3ct-Horse"
 DAY = 86400
 
 
@@ -37,27 +36,6 @@ def sim(local_ca: LocalCA) -> Iterator[EntraSimulator]:
     with EntraSimulator(local_ca, user_realm=False, device_code_interval_seconds=1) as server:
         server.add_api()  # the ConfigMgr server app: v1 tokens, user_impersonation
         yield server
-
-
-@pytest.fixture
-def client_id(sim: EntraSimulator) -> str:
-    client = str(uuid.uuid4())
-    sim.add_client(client, public=True)
-    return client
-
-
-@pytest.fixture
-def admin(sim: EntraSimulator) -> str:
-    upn = f"admin-{uuid.uuid4().hex[:8]}@contoso.example"
-    sim.add_user(upn, PASSWORD, mfa_required=True)
-    return upn
-
-
-def session_for(ca: LocalCA) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise override verify=
-    session.verify = str(ca.bundle_path)
-    return session
 
 
 class SignedIn:
