@@ -338,6 +338,7 @@ URL_SETTINGS = {
     "AzureWebJobsStorage__queueServiceUri": "http://stcm.queue.core.windows.net",
     "AzureWebJobsStorage__tableServiceUri": "http://stcm.table.core.windows.net",
     "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=stcm;AccountKey=a2V5",
+    "ADMINSERVICE_SESSION_SECRET_URI": "http://cm-kv.vault.azure.net/secrets/adminservice-session",
 }
 
 
