@@ -33,11 +33,11 @@ def _header_safe(text: str, limit: int = 300) -> str:
     return cleaned[:limit]
 
 
-class _KeysUnavailable(Exception):
+class KeysUnavailable(Exception):
     """The JWKS could not be fetched or parsed."""
 
 
-class _SigningKeys:
+class SigningKeys:
     """The issuer's signing keys, fetched over HTTPS and cached; an unknown kid refetches."""
 
     def __init__(self, uri: str, context: ssl.SSLContext, timeout: float, cooldown: float) -> None:
@@ -78,9 +78,9 @@ class _SigningKeys:
             with self._opener.open(request, timeout=self._timeout) as response:
                 document = json.loads(response.read(_MAX_BODY))
         except (OSError, ValueError, urllib.error.URLError) as error:
-            raise _KeysUnavailable(f"the signing keys could not be fetched ({error})") from None
+            raise KeysUnavailable(f"the signing keys could not be fetched ({error})") from None
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise _KeysUnavailable("the JWKS document has no 'keys' list")
+            raise KeysUnavailable("the JWKS document has no 'keys' list")
         keys: dict[str, Any] = {}
         for index, entry in enumerate(document["keys"]):
             if not isinstance(entry, dict) or entry.get("kty") != "RSA":
@@ -101,7 +101,8 @@ class _Principal:
     upn: str
 
 
-def _timestamp(value: object) -> str:
+def http_timestamp(value: object) -> str:
+    """A token's ``exp``/``nbf`` as the Microsoft services print it in their refusals."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             return datetime.fromtimestamp(value, UTC).strftime("%m/%d/%Y %H:%M:%S")
@@ -133,7 +134,7 @@ class BearerAuth:
         self.app_only_status = app_only_status
         self.mfa_required = mfa_required
         client_context = ssl.create_default_context(cafile=str(ca.bundle_path))
-        self._keys = _SigningKeys(jwks_uri, client_context, _JWKS_TIMEOUT, jwks_refresh_cooldown)
+        self._keys = SigningKeys(jwks_uri, client_context, _JWKS_TIMEOUT, jwks_refresh_cooldown)
         self._admins = {upn.casefold() for upn in admins}
         self._lock = threading.Lock()
         self._expired_before: int | None = None
@@ -241,7 +242,7 @@ class BearerAuth:
             raise self._invalid_token("The token is malformed (kid)")
         try:
             keys = self._keys.for_kid(kid)
-        except _KeysUnavailable as error:
+        except KeysUnavailable as error:
             raise self._invalid_token(f"The signature key was not found: {error}") from None
         if not keys:
             raise self._invalid_token("The signature key was not found")
@@ -263,11 +264,11 @@ class BearerAuth:
                 continue  # without a kid, another key may fit
             except jwt.ExpiredSignatureError:
                 raise self._invalid_token(
-                    f"The token expired at '{_timestamp(unverified.get('exp'))}'"
+                    f"The token expired at '{http_timestamp(unverified.get('exp'))}'"
                 ) from None
             except jwt.ImmatureSignatureError:
                 raise self._invalid_token(
-                    f"The token is not valid before '{_timestamp(unverified.get('nbf'))}'"
+                    f"The token is not valid before '{http_timestamp(unverified.get('nbf'))}'"
                 ) from None
             except jwt.InvalidAudienceError:
                 raise self._invalid_token(
@@ -298,4 +299,4 @@ class BearerAuth:
             return
         issued = claims.get("iat", claims.get("nbf"))
         if not isinstance(issued, int | float) or isinstance(issued, bool) or int(issued) < cutoff:
-            raise self._invalid_token(f"The token expired at '{_timestamp(cutoff)}'")
+            raise self._invalid_token(f"The token expired at '{http_timestamp(cutoff)}'")

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from devstack.adminservice.auth import _KeysUnavailable, _SigningKeys, _timestamp
+from devstack.adminservice.auth import KeysUnavailable, SigningKeys, http_timestamp
 from devstack.keyvault.errors import VaultError
 from devstack.keyvault.model import VAULT_APP_ID, VAULT_RESOURCE
 from devstack.tls import LocalCA
@@ -76,7 +76,7 @@ class TokenValidator:
         self.leeway_seconds = leeway_seconds
         self._clock = clock
         context = ssl.create_default_context(cafile=str(ca.bundle_path))
-        self._keys = _SigningKeys(jwks_uri, context, _JWKS_TIMEOUT, jwks_refresh_cooldown)
+        self._keys = SigningKeys(jwks_uri, context, _JWKS_TIMEOUT, jwks_refresh_cooldown)
 
     @property
     def challenge(self) -> str:
@@ -131,7 +131,7 @@ class TokenValidator:
             raise self.unauthorized("Error validating token: the token is malformed (kid).")
         try:
             keys = self._keys.for_kid(kid)
-        except _KeysUnavailable:
+        except KeysUnavailable:
             keys = []
         if not keys:
             encoded_header = token.partition(".")[0]
@@ -185,12 +185,13 @@ class TokenValidator:
             # Seen from the service: "[TokenExpired] Error validating token: 'S2S12086'."
             raise self.unauthorized(
                 f"[TokenExpired] Error validating token: 'S2S12086'. "
-                f"The token expired at '{_timestamp(expires)}'."
+                f"The token expired at '{http_timestamp(expires)}'."
             )
         not_before = claims.get("nbf")
         if _is_number(not_before) and float(not_before) - self.leeway_seconds > now:
             raise self.unauthorized(
-                f"Error validating token: the token is not valid before '{_timestamp(not_before)}'."
+                "Error validating token: the token is not valid before "
+                f"'{http_timestamp(not_before)}'."
             )
 
 

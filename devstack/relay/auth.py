@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import jwt
 
-from devstack.adminservice.auth import _KeysUnavailable, _SigningKeys
+from devstack.adminservice.auth import KeysUnavailable, SigningKeys
 from devstack.relay.model import (
     ROLE_RIGHTS,
     AuthorizationRule,
@@ -95,10 +95,10 @@ class RelayAuthorizer:
         self.rules = tuple(rules)
         self.role_assignments = roles_by_principal(role_assignments)
         self.entra = entra
-        self._keys: _SigningKeys | None = None
+        self._keys: SigningKeys | None = None
         if entra is not None:
             context = ssl.create_default_context(cafile=str(ca.bundle_path))
-            self._keys = _SigningKeys(entra.jwks_uri, context, _JWKS_TIMEOUT, 0.0)
+            self._keys = SigningKeys(entra.jwks_uri, context, _JWKS_TIMEOUT, 0.0)
 
     def rule(self, name: str) -> AuthorizationRule | None:
         """The namespace rule called ``name``."""
@@ -189,7 +189,7 @@ class RelayAuthorizer:
         return Grant(f"entra:{object_id.lower()}", float(claims["exp"]))
 
     @staticmethod
-    def _verify(token: str, trust: EntraTrust, keys: _SigningKeys) -> dict[str, Any]:
+    def _verify(token: str, trust: EntraTrust, keys: SigningKeys) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -199,7 +199,7 @@ class RelayAuthorizer:
         kid = header.get("kid")
         try:
             candidates = keys.for_kid(kid if isinstance(kid, str) else None)
-        except _KeysUnavailable as error:
+        except KeysUnavailable as error:
             raise AuthFailure(401, f"InvalidToken: {error}.") from None
         for key in candidates:
             try:
