@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -107,3 +109,13 @@ def device(resource_id: int, name: str, **fields: Any) -> GeneratedDevice:
         **fields,
     }
     return GeneratedDevice(**values)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Poll ``condition`` every 20 ms until it holds (True) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

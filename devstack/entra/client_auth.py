@@ -9,10 +9,22 @@ from typing import Final
 
 import jwt
 
+from devstack.entra.directory import Directory
 from devstack.entra.model import EntraClient
-from devstack.entra.refusals import Refusal, missing
+from devstack.entra.refusals import Refusal, missing, unknown_client
 
 CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def requested_client(directory: Directory, form: Mapping[str, str]) -> EntraClient:
+    """The client app a form's ``client_id`` names, or the refusal Entra answers."""
+    client_id = form.get("client_id")
+    if not client_id:
+        raise missing("client_id")
+    client = directory.find_client(client_id)
+    if client is None:
+        raise unknown_client(client_id, directory.tenant_name)
+    return client
 
 
 def authenticate_client(

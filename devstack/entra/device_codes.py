@@ -41,9 +41,10 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from devstack.entra.client_auth import requested_client
 from devstack.entra.directory import Directory
 from devstack.entra.model import PendingDeviceCode, SignIn
-from devstack.entra.refusals import Refusal, missing, unknown_client
+from devstack.entra.refusals import Refusal, missing
 from devstack.entra.scopes import resolve_scope
 
 DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
@@ -89,12 +90,7 @@ class DeviceCodes:
 
     def authorize(self, form: dict[str, str]) -> dict[str, object]:
         """The device authorization answer to a ``/devicecode`` form, or its refusal."""
-        client_id = form.get("client_id")
-        if not client_id:
-            raise missing("client_id")
-        client = self._directory.find_client(client_id)
-        if client is None:
-            raise unknown_client(client_id, self._directory.tenant_name)
+        client = requested_client(self._directory, form)
         scope = form.get("scope")
         if not scope:
             raise missing("scope")

@@ -13,11 +13,11 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote_plus
 
-from devstack.entra.client_auth import authenticate_client
+from devstack.entra.client_auth import authenticate_client, requested_client
 from devstack.entra.device_codes import DEVICE_CODE_GRANT, DeviceCodes
 from devstack.entra.directory import Directory
 from devstack.entra.model import EntraClient
-from devstack.entra.refusals import Refusal, missing, unknown_client
+from devstack.entra.refusals import Refusal, missing
 from devstack.entra.scopes import ResolvedScope, resolve_scope
 from devstack.entra.sessions import check_refresh, user_disabled
 from devstack.entra.tokens import Authority, TokenIssuer
@@ -88,12 +88,7 @@ class Grants:
                 70003,
                 f"The app requested an unsupported grant type '{grant_type}'.",
             )
-        client_id = form.get("client_id")
-        if not client_id:
-            raise missing("client_id")
-        client = self._directory.find_client(client_id)
-        if client is None:
-            raise unknown_client(client_id, self._directory.tenant_name)
+        client = requested_client(self._directory, form)
         auth = authenticate_client(
             client,
             form,

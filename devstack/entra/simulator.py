@@ -323,13 +323,7 @@ class EntraSimulator(Directory, HttpsSimulator):
 
     def _devicecode(self, request: HttpRequest, tenant: str) -> HttpResponse:
         try:
-            if request.method != "POST":
-                raise Refusal(
-                    "invalid_request",
-                    900561,
-                    "The endpoint only accepts POST, OPTIONS requests. "
-                    f"Received a {request.method} request.",
-                )
+            _post_only(request)
             form = read_form(request, "client_id")
             if tenant != self.tenant_id:
                 raise unknown_tenant(tenant, "invalid_request")
@@ -346,13 +340,7 @@ class EntraSimulator(Directory, HttpsSimulator):
         form: dict[str, str] = {}
         state: dict[str, str | None] = {"client_auth": None, "username": None}
         try:
-            if request.method != "POST":
-                raise Refusal(
-                    "invalid_request",
-                    900561,
-                    "The endpoint only accepts POST, OPTIONS requests. "
-                    f"Received a {request.method} request.",
-                )
+            _post_only(request)
             form = read_form(request)
             with self._lock:
                 failure = self._failures.pop(0) if self._failures else None
@@ -401,3 +389,14 @@ class EntraSimulator(Directory, HttpsSimulator):
         )
         with self._lock:
             self._requests.append(entry)
+
+
+def _post_only(request: HttpRequest) -> None:
+    """Entra's token and device authorization endpoints answer POST only."""
+    if request.method != "POST":
+        raise Refusal(
+            "invalid_request",
+            900561,
+            "The endpoint only accepts POST, OPTIONS requests. "
+            f"Received a {request.method} request.",
+        )

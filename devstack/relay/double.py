@@ -215,6 +215,13 @@ class RelayDouble(Service):
         with self._lock:
             return self._hcs[name.lower()]
 
+    def key(self, path: str, rule: str) -> str:
+        """The primary key of ``rule`` of hybrid connection ``path`` (KeyError if none)."""
+        found = self.hybrid_connection(path).rule(rule)
+        if found is None:
+            raise KeyError(f"{path}: no rule {rule!r}")
+        return found.primary_key
+
     def sas_token(
         self,
         path: str | None,

@@ -31,7 +31,7 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient, ContentSettings
 
 from shared.errors import StorageError, TokenError
 from shared.platform.retry import RetryPolicy
-from shared.platform.storage import storage_errors
+from shared.platform.storage import create_missing, storage_errors
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,8 @@ class BlobSessionStore:
                 return None
 
     def replace(self, text: str) -> str:
+        _ensure_container(self._container)
         with storage_errors(f"write the AdminService session ({self.where})", "blob"):
-            self._ensure_container()
             return self._upload(text, {"overwrite": True})
 
     def _upload(self, text: str, conditions: dict[str, Any]) -> str:
@@ -113,10 +113,6 @@ class BlobSessionStore:
             **conditions,
         )
         return str(result["etag"])
-
-    def _ensure_container(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            self._container.create_container()
 
 
 #: The content type of a stored session; a version without it (the deployment's empty
@@ -145,6 +141,7 @@ class KeyVaultSessionStore:
         self._name = name
         self._container = lock_container
         self._lock = lock_container.get_blob_client(f"{name}.lock")
+        self._lock_ready = False
         self.where = f"Key Vault secret {client.vault_url.rstrip('/')}/secrets/{name}"
 
     def load(self) -> StoredSession | None:
@@ -198,17 +195,26 @@ class KeyVaultSessionStore:
             held = isinstance(error, HttpResponseError) and error.status_code == 409
             return "another instance is renewing the session" if held else None
 
+        if not self._lock_ready:  # once per instance, not once per renewal
+            _ensure_container(self._container)
+            create_missing(
+                lambda: self._lock.upload_blob(b"", overwrite=False),
+                f"the AdminService session lock ({self._lock.blob_name})",
+                "blob",
+            )
+            self._lock_ready = True
         with storage_errors(f"lock the AdminService session ({self._lock.blob_name})", "blob"):
-            with contextlib.suppress(ResourceExistsError):
-                self._container.create_container()
-            with contextlib.suppress(ResourceExistsError):
-                self._lock.upload_blob(b"", overwrite=False)
             lease = _LOCK_WAIT.call(acquire, transient=busy, what="AdminService session lock")
         try:
             yield
         finally:
             with contextlib.suppress(AzureError):
                 lease.release()
+
+
+def _ensure_container(container: ContainerClient) -> None:
+    what = f"blob container {container.container_name!r}"
+    create_missing(container.create_container, what, "blob")
 
 
 @contextlib.contextmanager

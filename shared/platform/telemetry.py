@@ -120,13 +120,16 @@ class Telemetry:
         self._instruments: dict[str, Counter | Histogram | _Gauge] | None = None
 
     def _instrument(self, name: str) -> Counter | Histogram | _Gauge:
-        with self._lock:
-            if self._instruments is None:
-                # Late: on Azure the worker installs the provider before the first
-                # invocation, after this module may have been imported.
-                meter = self._meter or metrics.get_meter(METER_NAME)
-                self._instruments = {spec.name: _create(meter, spec) for spec in METRICS}
-            return self._instruments[name]
+        instruments = self._instruments  # no lock on the hot path once they exist
+        if instruments is None:
+            with self._lock:
+                if self._instruments is None:
+                    # Late: on Azure the worker installs the provider before the first
+                    # invocation, after this module may have been imported.
+                    meter = self._meter or metrics.get_meter(METER_NAME)
+                    self._instruments = {spec.name: _create(meter, spec) for spec in METRICS}
+                instruments = self._instruments
+        return instruments[name]
 
     def record(self, name: str, value: float, attributes: Attributes | None = None) -> None:
         """Add to a counter, record a histogram value or set a gauge; the attributes

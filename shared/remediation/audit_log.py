@@ -28,8 +28,8 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.domain.clock import Clock, utc_now
 from shared.domain.outcomes import HELD, RETRYABLE, Outcome, OutcomeKind
-from shared.domain.requests import RemediationRequest
-from shared.errors import StorageError
+from shared.domain.requests import MAX_DECISIONS, RemediationRequest
+from shared.errors import CmRemediateError, StorageError
 from shared.platform.redaction import secrets
 from shared.platform.retry import RetryPolicy, Sleep, any_of
 from shared.platform.storage import (
@@ -329,12 +329,20 @@ class AuditLog:
             found.append(LatestDecision(outcome, request, row.get("StatusMessageUtc"), etag))
         return sorted(found, key=lambda r: r.outcome.recorded_utc)
 
-    def mark_retried(self, row: LatestDecision, decision: int, by: str) -> bool:
-        """Link the row to the decision that follows it (the row keeps its outcome);
-        False when another operator or sweep did it first."""
-        partition, key = _outcome_keys(row.outcome)
+    def follow(self, row: LatestDecision, by: str) -> int | None:
+        """The decision that follows ``row`` (a retry or an expiry): the one asked for
+        already, whose row was never written, or the next one, linked from ``row`` now
+        (``RetriedAs``; the row keeps its outcome); None when another operator or sweep
+        linked it first."""
+        outcome = row.outcome
+        if outcome.retried_as is not None:
+            return outcome.retried_as
+        decision = outcome.decision + 1
+        if decision > MAX_DECISIONS:
+            raise CmRemediateError(f"decided {MAX_DECISIONS} times already")
+        partition, key = _outcome_keys(outcome)
         fields = {"RetriedAs": decision, "RetriedBy": by, "RetriedUtc": self._clock()}
-        return self._merge_unchanged(partition, key, fields, row.etag)
+        return decision if self._merge_unchanged(partition, key, fields, row.etag) else None
 
     def _merge_unchanged(self, partition: str, row: str, fields: dict[str, Any], etag: str) -> bool:
         """Add ``fields`` to the row unless it changed since it was read (``etag``);

@@ -23,7 +23,7 @@ from shared.domain.clock import Clock, utc_now
 from shared.domain.membership import MembershipChange
 from shared.domain.outcomes import Outcome
 from shared.domain.ports import MembershipClaims, MembershipTarget
-from shared.domain.requests import MAX_DECISIONS, RemediationRequest
+from shared.domain.requests import RemediationRequest
 from shared.domain.rules import Rule, RuleSet
 from shared.errors import AddHeld, CmRemediateError
 from shared.remediation.audit_log import AuditLog, LatestDecision
@@ -112,12 +112,10 @@ class Expiry:
 
     def _expire_one(self, rule: Rule, row: LatestDecision, by: str) -> Outcome | None:
         previous = row.outcome
-        decision = previous.retried_as or previous.decision + 1
-        if decision > MAX_DECISIONS or previous.resource_id is None:
-            raise CmRemediateError("the add's row names no device, or was decided too often")
-        if previous.retried_as is None and not self._audit.mark_retried(
-            row, decision, f"expiry ({by})"
-        ):
+        if previous.resource_id is None:
+            raise CmRemediateError("the add's row names no device")
+        decision = self._audit.follow(row, f"expiry ({by})")
+        if decision is None:
             return None
         request = _removal(rule, row, decision, self._clock())
         slot = GuardSlot(

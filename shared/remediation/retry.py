@@ -20,7 +20,7 @@ from datetime import datetime
 from shared.domain.clock import Clock, utc_now
 from shared.domain.outcomes import RETRYABLE, OutcomeKind
 from shared.domain.ports import RequestSender
-from shared.domain.requests import MAX_DECISIONS
+from shared.errors import CmRemediateError
 from shared.remediation.audit_log import AuditLog, LatestDecision
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,12 @@ class Retries:
             if row.request is None:
                 report.skipped.append((row, "recorded without its request (an older version)"))
                 continue
-            decision = outcome.retried_as or outcome.decision + 1
-            if decision > MAX_DECISIONS:
-                report.skipped.append((row, f"decided {MAX_DECISIONS} times already"))
+            try:
+                decision = self._audit.follow(row, by)
+            except CmRemediateError as error:
+                report.skipped.append((row, str(error)))
                 continue
-            if outcome.retried_as is None and not self._audit.mark_retried(row, decision, by):
+            if decision is None:
                 report.skipped.append((row, "changed since it was read (retried by someone else)"))
                 continue
             request = row.request.model_copy(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ import pytest
 from devstack.entra import DEVICE_CODE_GRANT, EntraSimulator
 from devstack.tls import LocalCA
 from tests.devstack.entra_support import PASSWORD, session_for
+from tests.helpers import wait_until
 
 SCOPE = "https://ConfigMgrService/user_impersonation"
 
@@ -69,13 +69,6 @@ def poll_once(app: Any, flow: dict[str, Any]) -> dict[str, Any]:
 
 def polls(sim: EntraSimulator) -> list[str]:
     return [r.outcome for r in sim.requests if r.grant_type == DEVICE_CODE_GRANT]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def in_background(call: Callable[[], dict[str, Any]]) -> tuple[threading.Thread, list[Any]]:
@@ -190,7 +183,7 @@ def test_admin_signs_in_with_mfa_while_msal_polls(
     app = public_app(sim, local_ca, client_id)
     flow = app.initiate_device_flow(scopes=[SCOPE])
     thread, box = in_background(lambda: app.acquire_token_by_device_flow(flow))
-    wait_until(lambda: "authorization_pending" in polls(sim))
+    assert wait_until(lambda: "authorization_pending" in polls(sim))
     (pending,) = sim.pending_device_codes()
     assert pending.user_code == flow["user_code"]
     sim.approve_device_code(pending.user_code.lower(), admin)  # as typed: any case
@@ -297,7 +290,7 @@ def test_declined(sim: EntraSimulator, local_ca: LocalCA, client_id: str) -> Non
     app = public_app(sim, local_ca, client_id)
     flow = app.initiate_device_flow(scopes=[SCOPE])
     thread, box = in_background(lambda: app.acquire_token_by_device_flow(flow))
-    wait_until(lambda: "authorization_pending" in polls(sim))
+    assert wait_until(lambda: "authorization_pending" in polls(sim))
     sim.decline_device_code(flow["user_code"])
     thread.join(timeout=15)
     assert_entra_error(box[0], "authorization_declined", 65004)

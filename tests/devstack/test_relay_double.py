@@ -36,6 +36,7 @@ from devstack.relay import (
 )
 from devstack.relay.tokens import SasError, encode_component
 from devstack.tls import LocalCA
+from tests.helpers import wait_until
 
 HC = "site-sql"
 OPEN_HC = "open-hc"
@@ -536,7 +537,7 @@ def test_renew_token_keeps_the_channel_past_the_old_expiry(relay, clients):
     short = relay.sas_token(HC, "listen", expires_in=2)
     listener = clients.listen(short)
     listener.send(json.dumps({"renewToken": {"token": relay.sas_token(HC, "listen")}}))
-    assert _wait(lambda: relay.renewals == 1)
+    assert wait_until(lambda: relay.renewals == 1)
     time.sleep(max(0.0, parse_sas(short).expiry - time.time()) + 0.5)  # let the old one lapse
     future = clients.connect_later()
     clients.dial(json.loads(listener.recv(timeout=10))["accept"]["address"])
@@ -616,15 +617,6 @@ def test_an_entra_token_for_another_audience_or_tampered_is_401(relay, clients, 
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     refused = clients.refused(clients.url("connect"), f"Bearer {head}.{forged}.{signature}")
     assert refused.response.status_code == 401
-
-
-def _wait(condition: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_the_relay_keeps_serving_while_a_connect_is_held(relay, clients):

@@ -81,12 +81,6 @@ def relay(local_ca: LocalCA) -> Iterator[RelayDouble]:
         yield double
 
 
-def _key(relay: RelayDouble, rule: str) -> str:
-    found = relay.hybrid_connection(PATH).rule(rule)
-    assert found is not None
-    return found.primary_key
-
-
 def _hyco_ws_sender(relay: RelayDouble, ca: LocalCA, messages: int) -> dict[str, object]:
     """Run sender.js against the hybrid connection; its one-line report."""
     connect_uri = f"{relay.endpoint(PATH)}?sb-hc-action=connect&sb-hc-id={uuid.uuid4()}"
@@ -125,7 +119,7 @@ def test_a_hyco_ws_listener_serves_the_apps_tunnel(relay, local_ca):
         assert relay.wait_for_listeners(PATH)
         tunnel = RelayTunnel(
             RelayRoute(relay.endpoint(PATH), PATH, "hcm"),  # raw bytes: hyco-ws echoes them
-            SasTokens(relay.namespace, PATH, SEND, _key(relay, SEND)),
+            SasTokens(relay.namespace, PATH, SEND, relay.key(PATH, SEND)),
             ssl_context=ssl.create_default_context(cafile=str(local_ca.bundle_path)),
         )
         tunnel.start()

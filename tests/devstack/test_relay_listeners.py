@@ -10,7 +10,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +31,7 @@ from devstack.relay import (
 )
 from devstack.sitedb import SiteDatabase
 from devstack.tls import LocalCA
+from tests.helpers import wait_until
 
 HC = "site-sql"
 FAST = (0.05, 0.1, 0.2, 0.5)  # reconnect delays for tests
@@ -40,15 +40,6 @@ FAST = (0.05, 0.1, 0.2, 0.5)  # reconnect delays for tests
 def preamble(port_name: str, mode: int = 0) -> bytes:
     name = port_name.encode("utf-8")
     return bytes([1, 0, mode, len(name)]) + name
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class TcpServer:

@@ -39,6 +39,19 @@ ALL_PATHS = pytest.mark.parametrize(
 RELAY_PATH, SEND, LISTEN = "site-db", "cmremediate-send", "onprem-listen"
 
 
+def site_db_connection(site_db_port: int | None = None) -> HybridConnection:
+    """The site database's hybrid connection: a Send rule for the app, a Listen rule for
+    on premises, and (HCM) the ``endpoint`` metadata of the stand-in's port."""
+    metadata = ""
+    if site_db_port is not None:
+        metadata = f'[{{"key":"endpoint","value":"127.0.0.1:{site_db_port}"}}]'
+    return HybridConnection(
+        RELAY_PATH,
+        user_metadata=metadata,
+        rules=(AuthorizationRule.create(SEND, "Send"), AuthorizationRule.create(LISTEN, "Listen")),
+    )
+
+
 @pytest.fixture
 def export_source(request: pytest.FixtureRequest) -> str:
     """The EXPORT_SOURCE of this test (``sitedb`` unless the module runs both)."""
@@ -87,12 +100,7 @@ def _through_relay(stack: Stack, ca: LocalCA, kind: str) -> Iterator[Stack]:
     namespace "localhost", so that the SAS audience of localhost:<port> is its own), and
     an on-premises listener of ``kind`` forwarding to the PostgreSQL stand-in."""
     target = ("127.0.0.1", stack.site_db.port)
-    metadata = f'[{{"key":"endpoint","value":"127.0.0.1:{stack.site_db.port}"}}]'
-    hc = HybridConnection(
-        RELAY_PATH,
-        user_metadata=metadata,
-        rules=(AuthorizationRule.create(SEND, "Send"), AuthorizationRule.create(LISTEN, "Listen")),
-    )
+    hc = site_db_connection(stack.site_db.port)
     with RelayDouble(ca, "localhost", hybrid_connections=[hc]) as relay:
         token = partial(relay.sas_token, RELAY_PATH, LISTEN)
         listener: RelayAgent = (
@@ -101,11 +109,12 @@ def _through_relay(stack: Stack, ca: LocalCA, kind: str) -> Iterator[Stack]:
             )
             if kind == "bridge"
             else HybridConnectionManagerListener(
-                relay.endpoint(RELAY_PATH), token, user_metadata=metadata, ca_bundle=ca.bundle_path
+                relay.endpoint(RELAY_PATH),
+                token,
+                user_metadata=hc.user_metadata,
+                ca_bundle=ca.bundle_path,
             )
         )
-        send = relay.hybrid_connection(RELAY_PATH).rule(SEND)
-        assert send is not None
         with listener:
             assert listener.wait_online()
             stack.source_settings = {
@@ -113,7 +122,7 @@ def _through_relay(stack: Stack, ca: LocalCA, kind: str) -> Iterator[Stack]:
                 "SITE_DB_RELAY_PATH": RELAY_PATH,
                 "SITE_DB_RELAY_LISTENER": kind,
                 "SITE_DB_RELAY_KEY_NAME": SEND,
-                "SITE_DB_RELAY_KEY": send.primary_key,
+                "SITE_DB_RELAY_KEY": relay.key(RELAY_PATH, SEND),
                 "TLS_CA_BUNDLE": str(ca.bundle_path),
             }
             yield stack

@@ -18,16 +18,18 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from devstack.datagen import GeneratedStatusMessage, generate_workload
-from devstack.relay import AuthorizationRule, HybridConnection, RelayBridgeListener, RelayDouble
+from devstack.relay import RelayBridgeListener, RelayDouble
 from devstack.tls import LocalCA
 from shared.app.runtime import reset_runtime
 from shared.platform.relay.tokens import SasTokens
 from shared.platform.retry import RetryPolicy
 from tests.conftest import FunctionApp, Stack
+from tests.export.conftest import LISTEN, RELAY_PATH, SEND, site_db_connection
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.stack
 
-PATH, SEND, LISTEN = "site-db", "cmremediate-send", "onprem-listen"
+PATH = RELAY_PATH
 #: What tells each fault apart in the operator's message: exactly one appears.
 FAULT_WORDS = (
     "no listener is online",
@@ -43,18 +45,8 @@ FAULT_WORDS = (
 def relay(local_ca: LocalCA) -> Iterator[RelayDouble]:
     """The relay double, its namespace "localhost" so that the SAS audience of
     localhost:<port> is its own."""
-    hc = HybridConnection(
-        PATH,
-        rules=(AuthorizationRule.create(SEND, "Send"), AuthorizationRule.create(LISTEN, "Listen")),
-    )
-    with RelayDouble(local_ca, "localhost", hybrid_connections=[hc]) as double:
+    with RelayDouble(local_ca, "localhost", hybrid_connections=[site_db_connection()]) as double:
         yield double
-
-
-def _send_key(relay: RelayDouble) -> str:
-    rule = relay.hybrid_connection(PATH).rule(SEND)
-    assert rule is not None
-    return rule.primary_key
 
 
 @pytest.fixture
@@ -65,7 +57,7 @@ def stack(stack: Stack, relay: RelayDouble, local_ca: LocalCA) -> Stack:
         "SITE_DB_RELAY_PATH": PATH,
         "SITE_DB_RELAY_LISTENER": "bridge",
         "SITE_DB_RELAY_KEY_NAME": SEND,
-        "SITE_DB_RELAY_KEY": _send_key(relay),
+        "SITE_DB_RELAY_KEY": relay.key(PATH, SEND),
         "TLS_CA_BUNDLE": str(local_ca.bundle_path),
     }
     return stack
@@ -156,18 +148,18 @@ def test_listener_restarted_mid_export(app, stack, relay, local_ca, caplog):
     restarted = threading.Event()
     second = _listener(relay, stack, local_ca)
 
+    queue = stack.raw_queue()
+
+    def requests_landed() -> bool:
+        with contextlib.suppress(ResourceNotFoundError):  # created by the first send
+            return bool(queue.get_queue_properties().approximate_message_count)
+        return False
+
     def restart_once_requests_land() -> None:
-        queue = stack.raw_queue()
-        deadline, landed = time.monotonic() + 60, 0
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ResourceNotFoundError):  # created by the first send
-                landed = queue.get_queue_properties().approximate_message_count
-            if landed > 0:
-                first.stop()  # every link it carries ends with 1001
-                second.start()
-                restarted.set()
-                return
-            time.sleep(0.02)
+        if wait_until(requests_landed, timeout=60):
+            first.stop()  # every link it carries ends with 1001
+            second.start()
+            restarted.set()
 
     watcher = threading.Thread(target=restart_once_requests_land, daemon=True)
     watcher.start()
@@ -197,7 +189,7 @@ def test_wrong_key(app, stack, relay, local_ca, monkeypatch):
         error = _fails_saying(app, stack, "RelayRefused", "refused the token")
         assert "SITE_DB_RELAY_KEY" in error and "bm90IHRoZSBr" not in error
         assert listener.accepted == 0
-        _reconfigure(monkeypatch, SITE_DB_RELAY_KEY=_send_key(relay))
+        _reconfigure(monkeypatch, SITE_DB_RELAY_KEY=relay.key(PATH, SEND))
         app.export()
     assert _keys(stack) == expected
 
@@ -209,7 +201,7 @@ def test_expired_token(app, stack, relay, local_ca, runtime_overrides):
     def two_hours_slow() -> float:
         return time.time() - 7200
 
-    skewed = SasTokens(relay.namespace, PATH, SEND, _send_key(relay), clock=two_hours_slow)
+    skewed = SasTokens(relay.namespace, PATH, SEND, relay.key(PATH, SEND), clock=two_hours_slow)
     runtime_overrides(relay_tokens=skewed)  # a function app whose clock is 2 h behind
     reset_runtime()
     with _listener(relay, stack, local_ca) as listener:

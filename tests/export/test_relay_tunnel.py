@@ -6,16 +6,14 @@ own message."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from devstack.ports import free_port
 from devstack.relay import (
-    AuthorizationRule,
-    HybridConnection,
     HybridConnectionManagerListener,
     RelayBridgeListener,
     RelayDouble,
@@ -28,34 +26,18 @@ from shared.platform.connection_strings import through_tunnel
 from shared.platform.relay.tokens import SasTokens
 from shared.platform.relay.tunnel import ListenerKind, RelayRoute, RelayTunnel
 from shared.platform.retry import RetryPolicy
+from tests.export.conftest import LISTEN, RELAY_PATH, SEND, site_db_connection
 
 pytestmark = pytest.mark.stack
 
-PATH = "site-db"
-SEND, LISTEN = "cmremediate-send", "onprem-listen"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+PATH = RELAY_PATH
 
 
 @pytest.fixture(scope="module")
 def relay(local_ca: LocalCA, site_db: SiteDatabase) -> Iterator[RelayDouble]:
-    hc = HybridConnection(
-        PATH,
-        user_metadata=f'[{{"key":"endpoint","value":"127.0.0.1:{site_db.port}"}}]',
-        rules=(AuthorizationRule.create(SEND, "Send"), AuthorizationRule.create(LISTEN, "Listen")),
-    )
+    hc = site_db_connection(site_db.port)
     with RelayDouble(local_ca, hybrid_connections=[hc], rendezvous_timeout=5.0) as double:
         yield double
-
-
-def _key(relay: RelayDouble, rule: str) -> str:
-    found = relay.hybrid_connection(PATH).rule(rule)
-    assert found is not None
-    return found.primary_key
 
 
 def _listener(
@@ -84,7 +66,7 @@ def _tunnel(
     recycle_margin: float = 60.0,
 ) -> RelayTunnel:
     route = RelayRoute(relay.endpoint(PATH), PATH, kind, port_name)
-    tokens = tokens or SasTokens(relay.namespace, PATH, SEND, _key(relay, SEND))
+    tokens = tokens or SasTokens(relay.namespace, PATH, SEND, relay.key(PATH, SEND))
     tunnel = RelayTunnel(
         route,
         tokens,
@@ -149,7 +131,7 @@ def test_a_wrong_key_an_expired_token_and_a_listen_rule_are_refused(relay, local
             _tunnel(relay, local_ca, "bridge", tokens=wrong),
         )
         hours_ago = SasTokens(
-            relay.namespace, PATH, SEND, _key(relay, SEND), clock=lambda: time.time() - 7200
+            relay.namespace, PATH, SEND, relay.key(PATH, SEND), clock=lambda: time.time() - 7200
         )
         _refused_with(
             RelayRefused,
@@ -157,7 +139,7 @@ def test_a_wrong_key_an_expired_token_and_a_listen_rule_are_refused(relay, local
             site_db,
             _tunnel(relay, local_ca, "bridge", tokens=hours_ago),
         )
-        listen_only = SasTokens(relay.namespace, PATH, LISTEN, _key(relay, LISTEN))
+        listen_only = SasTokens(relay.namespace, PATH, LISTEN, relay.key(PATH, LISTEN))
         _refused_with(
             RelayRefused,
             "does not allow sending",
@@ -177,7 +159,7 @@ def test_an_unknown_port_name_is_refused_by_the_bridge(relay, local_ca, site_db)
 
 @pytest.mark.parametrize("kind", ["bridge", "hcm"])
 def test_sql_server_unreachable_behind_the_listener_is_said_so(kind, relay, local_ca, site_db):
-    with _listener(kind, relay, local_ca, ("127.0.0.1", _free_port())) as listener:
+    with _listener(kind, relay, local_ca, ("127.0.0.1", free_port())) as listener:
         assert listener.wait_online()
         tunnel = _tunnel(relay, local_ca, kind)
         _refused_with(RelayUnavailable, "could not reach SQL Server", site_db, tunnel)
@@ -206,18 +188,19 @@ def test_a_listener_back_after_an_outage_carries_the_next_query(relay, local_ca,
 def _expiring_relay(local_ca: LocalCA, site_db: SiteDatabase) -> RelayDouble:
     """A double that ends a joined link when the sender's token expires (whether Azure
     does is not documented: the stricter answer)."""
-    hc = HybridConnection(
-        PATH,
-        user_metadata=f'[{{"key":"endpoint","value":"127.0.0.1:{site_db.port}"}}]',
-        rules=(AuthorizationRule.create(SEND, "Send"), AuthorizationRule.create(LISTEN, "Listen")),
-    )
+    hc = site_db_connection(site_db.port)
     return RelayDouble(local_ca, hybrid_connections=[hc], expire_sender_links=True)
 
 
 def _short_lived(relay: RelayDouble) -> SasTokens:
     """Tokens that expire 5 to 6 s after signing (the expiry is whole seconds)."""
     return SasTokens(
-        relay.namespace, PATH, SEND, _key(relay, SEND), lifetime_seconds=6, renew_before_seconds=4
+        relay.namespace,
+        PATH,
+        SEND,
+        relay.key(PATH, SEND),
+        lifetime_seconds=6,
+        renew_before_seconds=4,
     )
 
 
